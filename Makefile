@@ -1,0 +1,143 @@
+# mod_imchallenge: build, install, run, test, benchmark.
+#
+#   make            build mod_imchallenge/.libs/mod_imchallenge.so with apxs
+#   make install    install it into Apache (and Debian's mods-available)
+#   make run        a private ClickHouse + httpd on http://127.0.0.1:8080/
+#   make test       unit and integration tests (installs what is missing)
+#   make bench      the benchmark suite
+
+APXS    ?= apxs
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+WARN    := -Wall -Wextra -Werror
+MOD     := mod_imchallenge
+BUILD   := build
+
+SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
+           imc_event.c imc_filter.c imc_spool.c imc_clickhouse.c \
+           imc_schema.c imc_ingest.c imc_deliver.c imc_report.c \
+           imc_health.c imc_home.c imc_metrics.c
+SRCS    := $(addprefix $(MOD)/,$(SOURCES))
+HDRS    := $(wildcard $(MOD)/imc_*.h)
+GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
+MODULE  := $(MOD)/.libs/mod_imchallenge.so
+LIBS    := $(shell pkg-config --libs jansson libcurl 2>/dev/null || echo -ljansson -lcurl)
+
+APR_CFLAGS := $(shell pkg-config --cflags apr-1 2>/dev/null)
+APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
+UNIT_TESTS   := units config event filter spool
+UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
+
+.PHONY: all install uninstall clean run test deps unit integration bench \
+        fuzz format check-format
+
+all: $(MODULE)
+
+# Text files embedded in the module as C string literals.
+$(MOD)/home_html.h: $(MOD)/home.html
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+$(MOD)/schema_sql.h: conf/schema.sql
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+
+# apxs is verbose: its output is shown only when the build fails.
+$(MODULE): $(SRCS) $(HDRS) $(GEN)
+	@echo "apxs -c $(MOD)/mod_imchallenge.la"
+	@cd $(MOD) && $(APXS) -c -o mod_imchallenge.la \
+	    $(addprefix -Wc$(comma),$(WARN) -std=gnu11) \
+	    $(SOURCES) $(LIBS) > .apxs.log 2>&1 || { cat .apxs.log; exit 1; }
+
+comma := ,
+
+install: $(MODULE)
+	$(APXS) -i -n imchallenge $(MODULE)
+	@if [ -d /etc/apache2/mods-available ]; then \
+	    install -m 644 conf/imchallenge.load conf/imchallenge.conf \
+	        /etc/apache2/mods-available/ && \
+	    echo "installed: a2enmod imchallenge && apache2ctl graceful"; \
+	fi
+
+uninstall:
+	rm -f $$($(APXS) -q LIBEXECDIR)/mod_imchallenge.so
+	rm -f /etc/apache2/mods-enabled/imchallenge.load \
+	      /etc/apache2/mods-enabled/imchallenge.conf \
+	      /etc/apache2/mods-available/imchallenge.load \
+	      /etc/apache2/mods-available/imchallenge.conf
+
+clean:
+	rm -rf $(BUILD) $(GEN) $(MOD)/.libs $(MOD)/*.o $(MOD)/*.lo \
+	       $(MOD)/*.slo $(MOD)/*.la $(MOD)/.apxs.log
+
+deps:
+	bash tests/install-deps.sh
+
+run: deps all
+	$(PYTHON) tests/stack.py run --port 8080 --workdir var --module $(MODULE)
+
+# ---- tests --------------------------------------------------------------
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/test_units: tests/unit/test_units.c $(MOD)/imc_units.c | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_config: tests/unit/test_config.c $(MOD)/imc_config.c \
+                      $(MOD)/imc_units.c | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
+	    $(shell pkg-config --cflags apr-util-1) $^ $(APR_LIBS) \
+	    $(shell pkg-config --libs apr-util-1) $(CHECK_LIBS) -o $@
+$(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
+$(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(MODULE)
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+
+# ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := event filter spool
+FUZZ_CC      := clang
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
+
+$(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -ljansson -o $@
+$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -o $@
+$(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -o $@
+
+# Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to
+# build/, crashes to tests/fuzz/artifacts/ (to become regression tests).
+fuzz: $(addprefix $(BUILD)/fuzz_,$(FUZZ_TARGETS))
+	@set -e; mkdir -p tests/fuzz/artifacts; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/corpus-$$t; \
+	    echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	    $(BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4200 \
+	        -print_final_stats=1 -artifact_prefix=tests/fuzz/artifacts/ \
+	        $(BUILD)/corpus-$$t tests/fuzz/corpus/$$t \
+	        > $(BUILD)/fuzz_$$t.log 2>&1 || \
+	        { tail -40 $(BUILD)/fuzz_$$t.log; exit 1; }; \
+	    grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz_$$t.log; \
+	done
+
+format:
+	clang-format -i $(MOD)/*.c $(MOD)/imc_*.h tests/unit/*.c tests/fuzz/*.c
+
+check-format:
+	clang-format --dry-run --Werror $(MOD)/*.c $(MOD)/imc_*.h \
+	    tests/unit/*.c tests/fuzz/*.c

@@ -1,0 +1,291 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+#include <stdlib.h>
+
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <curl/curl.h>
+
+#include "imc_clickhouse.h"
+
+struct imc_clickhouse {
+    CURL *curl;
+    imc_clickhouse_conf conf;
+    int current; /* index of the endpoint that answered last */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* Where an answer accumulates, in the caller's pool, up to a cap. */
+typedef struct {
+    apr_pool_t *pool;
+    char *data;
+    apr_size_t len, cap, max;
+    int too_big;
+} sink_t;
+
+/* A request body read by curl from memory. */
+typedef struct {
+    const char *data;
+    apr_size_t len, off;
+} source_t;
+
+apr_status_t imc_clickhouse_global_init(apr_pool_t *pconf)
+{
+    (void)pconf;
+    return curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK ? APR_SUCCESS
+                                                         : APR_EGENERAL;
+}
+
+static apr_status_t client_cleanup(void *data)
+{
+    imc_clickhouse *ch = data;
+
+    if (ch->curl) {
+        curl_easy_cleanup(ch->curl);
+        ch->curl = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t imc_clickhouse_create(imc_clickhouse **pch, apr_pool_t *p,
+                                   const imc_clickhouse_conf *conf)
+{
+    imc_clickhouse *ch = apr_pcalloc(p, sizeof(*ch));
+
+    ch->conf = *conf;
+    ch->curl = curl_easy_init();
+    if (!ch->curl) {
+        return APR_ENOMEM;
+    }
+    apr_pool_cleanup_register(p, ch, client_cleanup, apr_pool_cleanup_null);
+    *pch = ch;
+    return APR_SUCCESS;
+}
+
+static size_t sink_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    sink_t *s = userdata;
+    apr_size_t n = size * nmemb;
+
+    if (s->len + n > s->max) {
+        s->too_big = 1;
+        return 0;
+    }
+    if (s->len + n + 1 > s->cap) {
+        apr_size_t cap = s->cap ? s->cap : 1024;
+        char *data;
+
+        while (cap < s->len + n + 1) {
+            cap *= 2;
+        }
+        data = apr_palloc(s->pool, cap);
+        if (s->len) {
+            memcpy(data, s->data, s->len);
+        }
+        s->data = data;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, ptr, n);
+    s->len += n;
+    s->data[s->len] = '\0';
+    return n;
+}
+
+static size_t source_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    source_t *src = userdata;
+    apr_size_t n = size * nitems;
+
+    if (n > src->len - src->off) {
+        n = src->len - src->off;
+    }
+    memcpy(buf, src->data + src->off, n);
+    src->off += n;
+    return n;
+}
+
+#define SETOPT(opt, val)                                                       \
+    if (curl_easy_setopt(ch->curl, opt, val) != CURLE_OK) {                    \
+        return APR_EGENERAL;                                                   \
+    }
+
+/* Options every request has. */
+static apr_status_t set_common(imc_clickhouse *ch, sink_t *sink)
+{
+    long ms = (long)apr_time_as_msec(ch->conf.timeout);
+
+    curl_easy_reset(ch->curl);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_TIMEOUT_MS, ms);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, ms);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(CURLOPT_WRITEFUNCTION, sink_write);
+    SETOPT(CURLOPT_WRITEDATA, sink);
+    SETOPT(CURLOPT_ERRORBUFFER, ch->errbuf);
+    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    if (ch->conf.user) {
+        SETOPT(CURLOPT_USERNAME, ch->conf.user);
+        SETOPT(CURLOPT_PASSWORD, ch->conf.password ? ch->conf.password : "");
+        SETOPT(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t map_curl_error(CURLcode cc, const sink_t *sink)
+{
+    switch (cc) {
+        case CURLE_OK:
+            return APR_SUCCESS;
+        case CURLE_OPERATION_TIMEDOUT:
+            return APR_TIMEUP;
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return APR_ECONNREFUSED;
+        case CURLE_WRITE_ERROR:
+            return sink->too_big ? IMC_CLICKHOUSE_ETOOBIG : APR_EGENERAL;
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_PARTIAL_FILE:
+            return APR_ECONNRESET;
+        default:
+            return APR_EGENERAL;
+    }
+}
+
+/* ClickHouse's error answers start "Code: N, e.displayText() = ..." (older
+ * releases) or "Code: N. DB::Exception: ..." (current ones). */
+static int exception_code(const char *body)
+{
+    const char *p = body ? strstr(body, "Code: ") : NULL;
+
+    return p ? atoi(p + 6) : 0;
+}
+
+/* One request to one endpoint: path+query appended to its base URL. */
+static apr_status_t perform(imc_clickhouse *ch, apr_pool_t *p, const char *base,
+                            const char *path, const char *body, apr_size_t len,
+                            imc_clickhouse_result *res)
+{
+    sink_t sink = {p, NULL, 0, 0, ch->conf.max_response, 0};
+    source_t src = {body, len, 0};
+    apr_size_t blen = strlen(base);
+    const char *url;
+    apr_time_t start = apr_time_now();
+    long status = 0;
+    apr_status_t rv;
+    CURLcode cc;
+
+    url = apr_pstrcat(p, base, (blen && base[blen - 1] == '/') ? "" : "/", path,
+                      NULL);
+    if ((rv = set_common(ch, &sink)) != APR_SUCCESS) {
+        return rv;
+    }
+    SETOPT(CURLOPT_URL, url);
+    if (body) {
+        SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_READFUNCTION, source_read);
+        SETOPT(CURLOPT_READDATA, &src);
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    ch->errbuf[0] = '\0';
+    cc = curl_easy_perform(ch->curl);
+    curl_easy_getinfo(ch->curl, CURLINFO_RESPONSE_CODE, &status);
+    res->http_status = (int)status;
+    res->body = sink.data ? sink.data : "";
+    res->len = sink.len;
+    res->url = base;
+    res->elapsed = apr_time_now() - start;
+    res->code = 0;
+    rv = map_curl_error(cc, &sink);
+    if (rv == APR_SUCCESS && status != 200) {
+        res->code = exception_code(res->body);
+        rv = IMC_CLICKHOUSE_EREJECTED;
+    }
+    return rv;
+}
+
+/* Tries the endpoints, starting with the one that answered last, and moves
+ * on only when one could not be reached or timed out. */
+static apr_status_t request(imc_clickhouse *ch, apr_pool_t *p, const char *path,
+                            const char *body, apr_size_t len,
+                            imc_clickhouse_result *res)
+{
+    const apr_array_header_t *urls = ch->conf.urls;
+    apr_status_t rv = APR_ECONNREFUSED;
+    int i;
+
+    memset(res, 0, sizeof(*res));
+    for (i = 0; i < urls->nelts; ++i) {
+        int n = (ch->current + i) % urls->nelts;
+
+        rv = perform(ch, p, APR_ARRAY_IDX(urls, n, const char *), path, body,
+                     len, res);
+        if (rv != APR_ECONNREFUSED && rv != APR_TIMEUP) {
+            ch->current = n;
+            break;
+        }
+    }
+    return rv;
+}
+
+apr_status_t imc_clickhouse_ping(imc_clickhouse *ch, apr_pool_t *p,
+                                 imc_clickhouse_result *res)
+{
+    apr_status_t rv = request(ch, p, "ping", NULL, 0, res);
+
+    if (rv == APR_SUCCESS && strncmp(res->body, "Ok.", 3) != 0) {
+        rv = IMC_CLICKHOUSE_EREJECTED;
+    }
+    return rv;
+}
+
+const char *imc_clickhouse_escape(apr_pool_t *p, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = apr_palloc(p, strlen(s) * 3 + 1), *o = out;
+
+    for (; *s; ++s) {
+        unsigned char c = (unsigned char)*s;
+
+        if (apr_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
+                                  const char *sql, const char *params,
+                                  imc_clickhouse_result *res)
+{
+    const char *path = apr_pstrcat(p, "?", params ? params + 1 : "", NULL);
+
+    return request(ch, p, path, sql, strlen(sql), res);
+}
+
+apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
+                                   const char *table, const char *rows,
+                                   apr_size_t len, const char *token,
+                                   imc_clickhouse_result *res)
+{
+    const char *sql =
+        apr_pstrcat(p, "INSERT INTO ", table, " FORMAT JSONEachRow", NULL);
+    const char *path =
+        apr_pstrcat(p, "?query=", imc_clickhouse_escape(p, sql),
+                    token ? "&insert_deduplication_token=" : "",
+                    token ? imc_clickhouse_escape(p, token) : "", NULL);
+
+    return request(ch, p, path, rows, len, res);
+}

@@ -1,0 +1,236 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+#include <apr_shm.h>
+#include <apr_strings.h>
+#include <http_protocol.h>
+
+#include "imc_private.h"
+#include "imc_metrics.h"
+
+#define RETAINED_KEY "imchallenge-metrics"
+
+/* Upper bounds of the histogram buckets, in microseconds; +Inf follows. */
+static const apr_interval_time_t bounds[] = {
+    1000,   5000,   10000,   25000,   50000,   100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000};
+#define NBOUNDS (sizeof(bounds) / sizeof(bounds[0]))
+
+typedef struct {
+    apr_uint64_t buckets[NBOUNDS + 1];
+    apr_uint64_t count;
+    apr_uint64_t sum_usec;
+} histogram_t;
+
+typedef struct {
+    apr_uint64_t counters[IMC_M_COUNTERS];
+    apr_int64_t gauges[IMC_G_GAUGES];
+    histogram_t histograms[IMC_H_HISTOGRAMS];
+} shared_t;
+
+/* Kept by the parent across generations; children inherit the mapping. */
+typedef struct {
+    apr_shm_t *shm;
+} retained_t;
+
+static shared_t *shared;
+
+apr_status_t imc_metrics_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    retained_t *ret = ap_retained_data_get(RETAINED_KEY);
+    apr_status_t rv;
+
+    (void)pconf;
+    if (ret == NULL) {
+        ret = ap_retained_data_create(RETAINED_KEY, sizeof(*ret));
+        rv =
+            apr_shm_create(&ret->shm, sizeof(shared_t), NULL, s->process->pool);
+        if (rv != APR_SUCCESS) {
+            ret->shm = NULL;
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                         IMC_LOGNO(00101) "cannot create the shared memory "
+                                          "for metrics");
+            return rv;
+        }
+        memset(apr_shm_baseaddr_get(ret->shm), 0, sizeof(shared_t));
+    }
+    if (ret->shm == NULL) {
+        return APR_EGENERAL;
+    }
+    shared = apr_shm_baseaddr_get(ret->shm);
+    return APR_SUCCESS;
+}
+
+void imc_metrics_add(imc_metric_counter c, apr_uint64_t n)
+{
+    if (shared) {
+        __atomic_fetch_add(&shared->counters[c], n, __ATOMIC_RELAXED);
+    }
+}
+
+void imc_metrics_set(imc_metric_gauge g, apr_int64_t v)
+{
+    if (shared) {
+        __atomic_store_n(&shared->gauges[g], v, __ATOMIC_RELAXED);
+    }
+}
+
+apr_int64_t imc_metrics_get(imc_metric_gauge g)
+{
+    return shared ? __atomic_load_n(&shared->gauges[g], __ATOMIC_RELAXED) : 0;
+}
+
+void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t)
+{
+    histogram_t *hist;
+    apr_size_t i;
+
+    if (!shared) {
+        return;
+    }
+    hist = &shared->histograms[h];
+    for (i = 0; i < NBOUNDS && t > bounds[i]; ++i) {
+    }
+    __atomic_fetch_add(&hist->buckets[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&hist->count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&hist->sum_usec, (apr_uint64_t)(t > 0 ? t : 0),
+                       __ATOMIC_RELAXED);
+}
+
+static apr_uint64_t counter(imc_metric_counter c)
+{
+    return __atomic_load_n(&shared->counters[c], __ATOMIC_RELAXED);
+}
+
+static void family(request_rec *r, const char *name, const char *type,
+                   const char *help)
+{
+    ap_rprintf(r, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void print_counter(request_rec *r, const char *name, const char *help,
+                          imc_metric_counter c)
+{
+    family(r, name, "counter", help);
+    ap_rprintf(r, "%s %" APR_UINT64_T_FMT "\n", name, counter(c));
+}
+
+static void print_histogram(request_rec *r, const char *name, const char *help,
+                            imc_metric_histogram h)
+{
+    const histogram_t *hist = &shared->histograms[h];
+    apr_uint64_t cumulative = 0;
+    apr_size_t i;
+
+    family(r, name, "histogram", help);
+    for (i = 0; i < NBOUNDS; ++i) {
+        cumulative += __atomic_load_n(&hist->buckets[i], __ATOMIC_RELAXED);
+        ap_rprintf(r, "%s_bucket{le=\"%g\"} %" APR_UINT64_T_FMT "\n", name,
+                   (double)bounds[i] / APR_USEC_PER_SEC, cumulative);
+    }
+    cumulative += __atomic_load_n(&hist->buckets[NBOUNDS], __ATOMIC_RELAXED);
+    ap_rprintf(r, "%s_bucket{le=\"+Inf\"} %" APR_UINT64_T_FMT "\n", name,
+               cumulative);
+    ap_rprintf(r, "%s_sum %.6f\n", name,
+               (double)__atomic_load_n(&hist->sum_usec, __ATOMIC_RELAXED) /
+                   APR_USEC_PER_SEC);
+    ap_rprintf(r, "%s_count %" APR_UINT64_T_FMT "\n", name, cumulative);
+}
+
+static void print_rejected(request_rec *r)
+{
+    static const struct {
+        const char *reason;
+        imc_metric_counter c;
+    } reasons[] = {{"invalid", IMC_M_REJECTED_INVALID},
+                   {"too_large", IMC_M_REJECTED_TOO_LARGE},
+                   {"media_type", IMC_M_REJECTED_MEDIA},
+                   {"method", IMC_M_REJECTED_METHOD},
+                   {"spool", IMC_M_REJECTED_SPOOL}};
+    apr_size_t i;
+
+    family(r, "imchallenge_requests_rejected_total", "counter",
+           "Event requests rejected, by reason (invalid counts events).");
+    for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); ++i) {
+        ap_rprintf(r,
+                   "imchallenge_requests_rejected_total{reason=\"%s\"} "
+                   "%" APR_UINT64_T_FMT "\n",
+                   reasons[i].reason, counter(reasons[i].c));
+    }
+}
+
+static void print_batches(request_rec *r)
+{
+    static const struct {
+        const char *result;
+        imc_metric_counter c;
+    } results[] = {{"sent", IMC_M_BATCHES_SENT},
+                   {"failed", IMC_M_BATCHES_FAILED},
+                   {"retried", IMC_M_BATCHES_RETRIED},
+                   {"quarantined", IMC_M_BATCHES_QUARANTINED}};
+    apr_size_t i;
+
+    family(r, "imchallenge_batches_total", "counter",
+           "INSERT batches to ClickHouse, by result.");
+    for (i = 0; i < sizeof(results) / sizeof(results[0]); ++i) {
+        ap_rprintf(r,
+                   "imchallenge_batches_total{result=\"%s\"} "
+                   "%" APR_UINT64_T_FMT "\n",
+                   results[i].result, counter(results[i].c));
+    }
+}
+
+static void print_gauges(request_rec *r)
+{
+    apr_time_t ok = imc_metrics_get(IMC_G_CLICKHOUSE_OK);
+    apr_time_t fail = imc_metrics_get(IMC_G_CLICKHOUSE_FAIL);
+
+    family(r, "imchallenge_events_queued", "gauge",
+           "Events in the spool not yet delivered.");
+    ap_rprintf(r, "imchallenge_events_queued %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_QUEUED_EVENTS));
+    family(r, "imchallenge_spool_bytes", "gauge",
+           "Bytes in the spool not yet delivered.");
+    ap_rprintf(r, "imchallenge_spool_bytes %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_SPOOL_BYTES));
+    family(r, "imchallenge_oldest_queued_age_seconds", "gauge",
+           "Age of the oldest event not yet delivered.");
+    ap_rprintf(r, "imchallenge_oldest_queued_age_seconds %.3f\n",
+               (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+    family(r, "imchallenge_clickhouse_up", "gauge",
+           "1 when ClickHouse answered the last ping.");
+    ap_rprintf(r, "imchallenge_clickhouse_up %d\n", ok != 0 && ok >= fail);
+}
+
+int imc_metrics_handler(request_rec *r)
+{
+    if (r->method_number != M_GET) {
+        r->allowed = AP_METHOD_BIT << M_GET;
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    if (!shared) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->header_only) {
+        return OK;
+    }
+    print_counter(r, "imchallenge_events_accepted_total",
+                  "Events acknowledged to clients (stored in the spool).",
+                  IMC_M_ACCEPTED);
+    print_rejected(r);
+    print_counter(r, "imchallenge_events_delivered_total",
+                  "Events confirmed stored by ClickHouse.", IMC_M_DELIVERED);
+    print_batches(r);
+    print_gauges(r);
+    print_counter(r, "imchallenge_reports_total", "Report requests answered.",
+                  IMC_M_REPORTS);
+    print_counter(r, "imchallenge_report_errors_total",
+                  "Report requests answered with an error.",
+                  IMC_M_REPORT_ERRORS);
+    print_histogram(r, "imchallenge_clickhouse_request_seconds",
+                    "ClickHouse request latency.", IMC_H_CLICKHOUSE);
+    print_histogram(r, "imchallenge_report_seconds", "Report request latency.",
+                    IMC_H_REPORT);
+    return OK;
+}

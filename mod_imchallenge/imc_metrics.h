@@ -1,0 +1,57 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_metrics: counters, gauges and histograms in anonymous shared memory
+ * created once by the parent (post_config) and kept across graceful
+ * restarts, so every httpd process adds to the same numbers and a restart
+ * neither resets nor double counts them. Prometheus text exposition.
+ */
+#ifndef IMC_METRICS_H
+#define IMC_METRICS_H
+
+#include <httpd.h>
+
+typedef enum {
+    IMC_M_ACCEPTED,            /* events acknowledged (202/201) */
+    IMC_M_REJECTED_INVALID,    /* events in requests answered 400 */
+    IMC_M_REJECTED_TOO_LARGE,  /* requests answered 413 */
+    IMC_M_REJECTED_MEDIA,      /* requests answered 415 */
+    IMC_M_REJECTED_METHOD,     /* requests answered 405 */
+    IMC_M_REJECTED_SPOOL,      /* requests answered 503 (spool) */
+    IMC_M_DELIVERED,           /* events confirmed by ClickHouse */
+    IMC_M_BATCHES_SENT,        /* INSERTs confirmed */
+    IMC_M_BATCHES_FAILED,      /* INSERTs that failed */
+    IMC_M_BATCHES_RETRIED,     /* INSERTs sent again after a failure */
+    IMC_M_BATCHES_QUARANTINED, /* batches moved to spool/failed */
+    IMC_M_REPORTS,             /* report requests answered */
+    IMC_M_REPORT_ERRORS,       /* report requests answered 4xx/5xx */
+    IMC_M_COUNTERS
+} imc_metric_counter;
+
+typedef enum {
+    IMC_G_QUEUED_EVENTS,   /* events in the spool not yet delivered */
+    IMC_G_SPOOL_BYTES,     /* bytes in the spool not yet delivered */
+    IMC_G_OLDEST_AGE_MS,   /* age of the oldest queued event, ms */
+    IMC_G_CLICKHOUSE_OK,   /* apr_time_t of the last answered ping */
+    IMC_G_CLICKHOUSE_FAIL, /* apr_time_t of the last failed ping */
+    IMC_G_GAUGES
+} imc_metric_gauge;
+
+typedef enum {
+    IMC_H_CLICKHOUSE, /* ClickHouse request latency */
+    IMC_H_REPORT,     /* report request latency */
+    IMC_H_HISTOGRAMS
+} imc_metric_histogram;
+
+/* Create (first start) or find (restarts) the shared memory. */
+apr_status_t imc_metrics_post_config(apr_pool_t *pconf, server_rec *s);
+
+void imc_metrics_add(imc_metric_counter c, apr_uint64_t n);
+void imc_metrics_set(imc_metric_gauge g, apr_int64_t v);
+apr_int64_t imc_metrics_get(imc_metric_gauge g);
+void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t);
+
+/* The imchallenge-metrics handler. */
+int imc_metrics_handler(request_rec *r);
+
+#endif /* IMC_METRICS_H */

@@ -1,0 +1,131 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * mod_imchallenge: captcha analytics for Apache httpd. Events in over HTTP,
+ * acknowledged once they are in the spool, delivered to ClickHouse in
+ * batches, reported per day and site. This file is glue only: the module
+ * record, the hooks and the handler dispatch.
+ */
+
+#define IMC_MODULE_RECORD
+
+#include <apr_file_info.h>
+#include <apr_strings.h>
+#include <ap_mpm.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <unixd.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include "imc_private.h"
+#include "imc_clickhouse.h"
+#include "imc_config.h"
+#include "imc_deliver.h"
+#include "imc_health.h"
+#include "imc_home.h"
+#include "imc_ingest.h"
+#include "imc_metrics.h"
+#include "imc_report.h"
+
+/* The spool directories must exist and belong to the user the children run
+ * as; the parent is still root here. */
+static void prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
+{
+    for (; s; s = s->next) {
+        const char *dir = imc_config_spool_dir(imc_config_get(s));
+        apr_status_t rv =
+            apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                         IMC_LOGNO(00001) "cannot create the spool "
+                                          "directory %s",
+                         dir);
+            continue;
+        }
+        if (geteuid() == 0 && chown(dir, ap_unixd_config.user_id,
+                                    ap_unixd_config.group_id) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, APR_FROM_OS_ERROR(errno), s,
+                         IMC_LOGNO(00002) "cannot hand the spool directory "
+                                          "%s to the server's user",
+                         dir);
+        }
+    }
+}
+
+static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    apr_status_t rv;
+
+    (void)plog;
+    /* The first pass only checks the configuration: no side effects. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    if ((rv = imc_clickhouse_global_init(pconf)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     IMC_LOGNO(00003) "cannot initialise libcurl");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (imc_metrics_post_config(pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    prepare_spool_dirs(ptemp, s);
+    return OK;
+}
+
+static void imc_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    imc_ingest_child_init(pchild, s);
+    imc_deliver_child_init(pchild, s);
+}
+
+static int imc_handler(request_rec *r)
+{
+    const char *h = r->handler;
+
+    if (!h || strncmp(h, "imchallenge-", 12) != 0) {
+        return DECLINED;
+    }
+    h += 12;
+    if (!strcmp(h, "event")) {
+        return imc_ingest_handler(r);
+    }
+    if (!strcmp(h, "report")) {
+        return imc_report_handler(r);
+    }
+    if (!strcmp(h, "home")) {
+        return imc_home_handler(r);
+    }
+    if (!strcmp(h, "metrics")) {
+        return imc_metrics_handler(r);
+    }
+    if (!strcmp(h, "health")) {
+        return imc_health_handler(r);
+    }
+    return DECLINED;
+}
+
+static void imc_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_post_config(imc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(imc_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(imchallenge) = {
+    STANDARD20_MODULE_STUFF,
+    imc_config_dir_create, /* per-directory config: the handler's path */
+    NULL,                  /* merge per-directory config */
+    imc_config_create,     /* per-server config */
+    imc_config_merge,      /* merge per-server config */
+    imc_config_cmds,       /* directives */
+    imc_register_hooks,
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_ALWAYS_MERGE
+#endif
+};
