@@ -1,0 +1,109 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_event: parse, validate and normalise captcha events (SPEC section 4)
+ * and turn each accepted event into the ClickHouse row it will become.
+ *
+ * APR and Jansson only: no httpd headers, so it is unit-tested and fuzzed
+ * on its own.
+ */
+#ifndef IMC_EVENT_H
+#define IMC_EVENT_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+/*
+ * How the request carried its events. In every form an event's raw text is
+ * exactly its object, from '{' to '}': an array element's extent, an NDJSON
+ * line without its line end and surrounding white space, or the single
+ * object trimmed of surrounding white space.
+ */
+typedef enum {
+    IMC_EVENT_JSON,   /* one object, or an array of objects */
+    IMC_EVENT_NDJSON, /* one object per line; blank lines are ignored */
+    IMC_EVENT_SINGLE  /* exactly one object (the GET form) */
+} imc_event_format_e;
+
+/* Limits of one request. */
+typedef struct {
+    apr_size_t max_event_size; /* bytes of one event's JSON text */
+    int max_events;            /* events in one request */
+} imc_event_limits;
+
+/* Deepest nesting of an event; the event object itself is level 1. */
+#define IMC_EVENT_MAX_DEPTH 32
+
+/* The first problem found in a request. */
+typedef struct {
+    int status;          /* 400 or 413 (500: out of memory) */
+    int index;           /* position of the event, 0 for a single event */
+    const char *field;   /* offending member, NULL for the whole event */
+    const char *message; /* one human sentence; no input bytes echoed raw */
+} imc_event_error;
+
+/* One validated event, in canonical form. */
+typedef struct {
+    apr_time_t time;         /* UTC, microseconds since the epoch */
+    const char *type;        /* "serve" or "solve" (static strings) */
+    char correlation_id[37]; /* canonical lower-case UUID */
+    char site_id[37];        /* canonical lower-case UUID */
+    const char *raw;         /* the original text of the event */
+    apr_size_t raw_len;
+} imc_event;
+
+/* The rows produced from an accepted request. */
+typedef struct {
+    const char *data; /* JSONEachRow: one row per event, each ending '\n' */
+    apr_size_t len;
+    int count; /* number of events */
+} imc_event_rows;
+
+/*
+ * Parse and validate every event of a request body and build their rows,
+ * all in one buffer. All or nothing: on any error rows is emptied and only
+ * *err is filled, for the first problem in body order.
+ * Returns APR_SUCCESS, or APR_EINVAL with err filled (err->status tells
+ * 400 or 413), or APR_ENOMEM (err->status 500) if Jansson runs out of
+ * memory. limits NULL means 16k and 10000. body need not be NUL-terminated
+ * and rows never point into it. Memory comes from p
+ * (Jansson's own is freed before returning).
+ */
+apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
+                                     apr_size_t len, imc_event_format_e fmt,
+                                     const imc_event_limits *limits,
+                                     apr_time_t received_at,
+                                     imc_event_rows *rows,
+                                     imc_event_error *err);
+
+/*
+ * Validate one event's JSON text and fill ev (ev->raw points into text).
+ * No depth or size limit is applied here: imc_event_parse_request does
+ * that before calling it. On error fills err (index 0) and returns
+ * APR_EINVAL (or APR_ENOMEM, status 500).
+ */
+apr_status_t imc_event_parse_one(apr_pool_t *p, const char *text,
+                                 apr_size_t len, imc_event *ev,
+                                 imc_event_error *err);
+
+/*
+ * Parse an RFC 3339 / ISO-8601 date-time per SPEC section 4 into UTC
+ * microseconds since the epoch. Returns APR_SUCCESS or APR_EINVAL with a
+ * static human message in *why.
+ */
+apr_status_t imc_event_parse_time(const char *s, apr_size_t len, apr_time_t *t,
+                                  const char **why);
+
+/*
+ * Check a UUID (8-4-4-4-12 hex, any case) and write its canonical lower-case
+ * form (36 chars + NUL) to out. Returns APR_SUCCESS or APR_EINVAL.
+ */
+apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37]);
+
+/*
+ * ev's ClickHouse row (JSONEachRow, '\n'-terminated, then NUL-terminated),
+ * the same bytes imc_event_parse_request writes for it; allocated from p.
+ */
+char *imc_event_row(apr_pool_t *p, const imc_event *ev, apr_time_t received_at);
+
+#endif /* IMC_EVENT_H */
