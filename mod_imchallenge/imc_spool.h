@@ -1,0 +1,180 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_spool: the on-disk queue between acceptance and delivery
+ * (SPEC section 4, "Delivery guarantees").
+ *
+ * Writers (request threads of any httpd process) append each accepted
+ * request as one record to a segment file they hold a shared flock on; one
+ * deliverer per spool directory reads complete records, records its
+ * progress in a ".pos" file next to each segment and removes a segment once
+ * it is sealed (no live writer) and fully delivered.
+ *
+ * Files in the spool directory DIR:
+ *   <16 hex digits creation usec>-<pid>-<seq>.seg  a segment
+ *   <segment>.pos         "<done> <intent_end>\n": delivery progress
+ *   <name>.tmp            being created; leftovers are removed after 60 s
+ *   failed/<base>-<from>-<to>.rows  batches rejected for good
+ *   .deliver.lock         flock held by the one deliverer
+ *
+ * Segment format: a sequence of records, one per append. A record is the
+ * request's rows (each non-empty and ending in '\n') followed by one empty
+ * line, its terminator. Only rows of records whose terminator is on disk
+ * are ever delivered, so a write cut short (kill -9 during write(), a
+ * failed write, a crash) never delivers part of a request. Empty lines are
+ * white space to ClickHouse's JSONEachRow, so a batch may carry them.
+ *
+ * APR and POSIX only: no httpd headers.
+ */
+#ifndef IMC_SPOOL_H
+#define IMC_SPOOL_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <apr_file_io.h>
+#include <apr_time.h>
+
+/* A writer: one per process, shared by its threads. */
+typedef struct imc_spool imc_spool;
+
+/* Where an appended request ended: delivered once done >= end. */
+typedef struct {
+    char segment[64]; /* segment file name, no directory */
+    apr_off_t end;    /* offset just past the request's last row */
+} imc_spool_pos;
+
+/* State of the spool directory, for limits, status and readiness. */
+typedef struct {
+    apr_off_t pending;              /* bytes not yet confirmed delivered */
+    int segments;                   /* number of segment files */
+    apr_time_t oldest;              /* creation of the oldest segment with
+                                       pending bytes; 0 when none */
+    apr_interval_time_t oldest_age; /* now - oldest; 0 when none */
+    int writable;                   /* DIR can take new files */
+    apr_off_t avail;                /* bytes free on its file system for
+                                       unprivileged users; -1 if unknown */
+} imc_spool_usage_t;
+
+/* One segment as seen by imc_spool_list(). */
+typedef struct {
+    const char *name;     /* file name, no directory */
+    apr_off_t size;       /* file size (final when sealed) */
+    apr_off_t done;       /* bytes confirmed stored, at a line start */
+    apr_off_t intent_end; /* end of the batch being sent; == done if idle */
+    int sealed;           /* no live writer: size is final */
+    apr_time_t created;   /* from the name */
+    apr_off_t ready_end;  /* end of the last complete record: bytes in
+                             [done, ready_end) may be delivered */
+} imc_spool_segment;
+
+/* ---- writer ---------------------------------------------------------- */
+
+/*
+ * Open a writer on dir (created with mode 0750 if missing). Segments roll
+ * over once the next record would take them past segment_max bytes (a
+ * record is never split). With sync, every append is on stable storage
+ * (fdatasync with group commit) before it returns success. The writer is
+ * closed by imc_spool_close() or when p is destroyed.
+ */
+apr_status_t imc_spool_open(imc_spool **sp, apr_pool_t *p, const char *dir,
+                            apr_off_t segment_max, int sync);
+
+/*
+ * Refuse appends with APR_ENOSPC, without writing, once the spool's
+ * pending bytes plus the new record would exceed bytes (0: no limit).
+ * Pending bytes are recounted from the directory at most every 250 ms.
+ */
+void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
+
+/*
+ * Append one request: data is 1..N rows, each non-empty and ending in
+ * '\n' (APR_EINVAL otherwise; len 0 writes nothing and its pos counts as
+ * delivered). Thread-safe. All or nothing: on error no
+ * part of data remains in the spool. On success pos (may be NULL) tells
+ * where the request ended, for imc_spool_is_delivered().
+ */
+apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
+                              imc_spool_pos *pos);
+
+/* Writes and fdatasync calls so far (group commit makes syncs < writes). */
+void imc_spool_counters(imc_spool *sp, apr_uint64_t *writes,
+                        apr_uint64_t *syncs);
+
+/* Close the current segment (it becomes sealed). Idempotent. */
+apr_status_t imc_spool_close(imc_spool *sp);
+
+/*
+ * *done = 1 when the deliverer confirmed everything up to pos->end, or the
+ * segment is gone; else 0.
+ */
+apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
+                                    const imc_spool_pos *pos, int *done);
+
+/* Fill u from dir. Cheap: one directory scan and one stat per segment. */
+apr_status_t imc_spool_usage(apr_pool_t *p, const char *dir,
+                             imc_spool_usage_t *u);
+
+/* ---- deliverer ------------------------------------------------------- */
+
+/*
+ * Become dir's one deliverer: holds a flock on DIR/.deliver.lock until
+ * *lock is closed (apr_file_close) or p is destroyed. APR_EAGAIN when
+ * another deliverer, in any process, holds it.
+ */
+apr_status_t imc_spool_lock_deliverer(apr_file_t **lock, apr_pool_t *p,
+                                      const char *dir);
+
+/*
+ * List the segments, oldest first, as an array of imc_spool_segment
+ * (values, not pointers). Removes sealed segments with nothing left to
+ * deliver, .pos files without a segment and .tmp leftovers older than a
+ * minute. A missing or unreadable .pos counts as nothing delivered; done
+ * and intent_end are clamped to [0, ready_end] and to line starts.
+ */
+apr_status_t imc_spool_list(apr_pool_t *p, const char *dir,
+                            apr_array_header_t **segs);
+
+/*
+ * Read complete rows of seg starting at from (a line start, e.g. seg->done
+ * or a previous from + len) and not past seg->ready_end: at most max_lines
+ * rows (<= 0: no limit) and at most max_bytes bytes, but at least one row
+ * when one is ready. *buf (from p) holds the bytes [from, from + *len) of
+ * the file, which may include empty lines (white space to JSONEachRow:
+ * send *buf as it is, count events with *lines, never by '\n'). *len is 0
+ * when no row is ready (or the segment is gone). The next batch starts at
+ * from + *len. A resend after a crash, from = done, max_lines <= 0,
+ * max_bytes = intent_end - done, returns exactly [done, intent_end).
+ * max_bytes == 0 means no byte limit (the whole ready part in memory).
+ */
+apr_status_t imc_spool_read(apr_pool_t *p, const char *dir,
+                            const imc_spool_segment *seg, apr_off_t from,
+                            int max_lines, apr_size_t max_bytes,
+                            const char **buf, apr_size_t *len, int *lines);
+
+/* Record that the batch [seg->done, end) is being sent. */
+apr_status_t imc_spool_intent(apr_pool_t *p, const char *dir,
+                              imc_spool_segment *seg, apr_off_t end);
+
+/*
+ * Record that everything before end is stored (done = end). Removes the
+ * segment and its .pos when it is sealed and no row is left to deliver
+ * (a torn record at its tail never will be); seg->done then becomes
+ * seg->ready_end.
+ */
+apr_status_t imc_spool_commit(apr_pool_t *p, const char *dir,
+                              imc_spool_segment *seg, apr_off_t end);
+
+/*
+ * Copy the bytes [from, to) of seg to DIR/failed/<base>-<from>-<to>.rows,
+ * then commit up to to.
+ */
+apr_status_t imc_spool_quarantine(apr_pool_t *p, const char *dir,
+                                  imc_spool_segment *seg, apr_off_t from,
+                                  apr_off_t to);
+
+/* *rows = number of rows (non-empty lines) in [from, to) of seg. */
+apr_status_t imc_spool_count_lines(apr_pool_t *p, const char *dir,
+                                   const imc_spool_segment *seg, apr_off_t from,
+                                   apr_off_t to, apr_uint64_t *rows);
+
+#endif /* IMC_SPOOL_H */

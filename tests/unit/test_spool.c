@@ -1,0 +1,984 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * Unit tests of imc_spool: the writer, the deliverer's reader API and the
+ * on-disk guarantees (sealing, orphans, torn records, resume, limits).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <apr_atomic.h>
+#include <apr_general.h>
+#include <apr_hash.h>
+#include <apr_strings.h>
+#include <apr_thread_proc.h>
+
+#include "imc_spool.h"
+
+static apr_pool_t *pool;
+static char dir[64];
+
+/*
+ * The spool's fdatasync calls land here: counted, and made as slow as a
+ * real disk's when asked, so that group commit shows on any file system.
+ */
+static volatile int sync_delay_us;
+static apr_uint32_t sync_calls;
+
+int fdatasync(int fd)
+{
+    apr_atomic_inc32(&sync_calls);
+    if (sync_delay_us > 0) {
+        usleep((useconds_t)sync_delay_us);
+    }
+    return (int)syscall(SYS_fdatasync, fd);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0; /* keep going */
+}
+
+static void setup(void)
+{
+    ck_assert_int_eq(apr_pool_create(&pool, NULL), APR_SUCCESS);
+    strcpy(dir, "/tmp/imc_spool_test_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    apr_pool_destroy(pool);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *path_of(const char *name)
+{
+    return apr_pstrcat(pool, dir, "/", name, NULL);
+}
+
+static apr_off_t file_size(const char *name)
+{
+    struct stat st;
+    return stat(path_of(name), &st) == 0 ? (apr_off_t)st.st_size : -1;
+}
+
+static int exists(const char *name)
+{
+    return access(path_of(name), F_OK) == 0;
+}
+
+/* List and return the number of segments; *segs gets the array. */
+static int list(apr_pool_t *p, apr_array_header_t **segs)
+{
+    ck_assert_int_eq(imc_spool_list(p, dir, segs), APR_SUCCESS);
+    return (*segs)->nelts;
+}
+
+static imc_spool_segment *seg_at(apr_array_header_t *segs, int i)
+{
+    return &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+}
+
+/* Everything ready in seg, read in batches of max_lines and committed. */
+static char *drain(apr_pool_t *p, imc_spool_segment *seg, int max_lines,
+                   int *rows)
+{
+    char *all = "";
+    const char *buf;
+    apr_size_t len;
+    int lines, rounds = 0;
+    *rows = 0;
+    for (;;) {
+        ck_assert_int_eq(imc_spool_read(p, dir, seg, seg->done, max_lines, 0,
+                                        &buf, &len, &lines),
+                         APR_SUCCESS);
+        if (len == 0) {
+            break;
+        }
+        ck_assert_int_gt(lines, 0);
+        ck_assert(max_lines <= 0 || lines <= max_lines);
+        ck_assert_int_eq(buf[len - 1], '\n');
+        all = apr_pstrcat(p, all, apr_pstrndup(p, buf, len), NULL);
+        *rows += lines;
+        ck_assert_int_eq(imc_spool_commit(p, dir, seg, seg->done + len),
+                         APR_SUCCESS);
+        ck_assert_int_lt(++rounds, 100000);
+    }
+    return all;
+}
+
+/* The rows of s (empty lines dropped), as one string. */
+static char *rows_of(apr_pool_t *p, const char *s)
+{
+    char *out = apr_pstrdup(p, s), *w = out;
+    const char *r;
+    for (r = s; *r; r++) {
+        if (!(*r == '\n' && (r == s || r[-1] == '\n'))) {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return out;
+}
+
+/* Append bytes to a file by hand (a writer that died mid-write). */
+static void append_raw(const char *name, const char *bytes)
+{
+    int fd = open(path_of(name), O_WRONLY | O_APPEND);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, bytes, strlen(bytes)), (ssize_t)strlen(bytes));
+    close(fd);
+}
+
+static void write_file(const char *name, const char *bytes)
+{
+    int fd = open(path_of(name), O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, bytes, strlen(bytes)), (ssize_t)strlen(bytes));
+    close(fd);
+}
+
+START_TEST(append_and_read_back)
+{
+    imc_spool *sp;
+    imc_spool_pos pos[3], empty;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    apr_uint64_t n;
+    const char *buf;
+    apr_size_t len;
+    int lines, rows, done;
+    char *all;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "a1\n", 3, &pos[0]), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "b1\nb2\nb3\n", 9, &pos[1]),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "c1\n", 3, &pos[2]), APR_SUCCESS);
+    ck_assert_str_eq(pos[0].segment, pos[2].segment);
+    ck_assert(pos[0].end < pos[1].end && pos[1].end < pos[2].end);
+    /* malformed requests are refused and leave nothing behind */
+    ck_assert_int_eq(imc_spool_append(sp, "x", 1, NULL), APR_EINVAL);
+    ck_assert_int_eq(imc_spool_append(sp, "x\n\ny\n", 5, NULL), APR_EINVAL);
+    ck_assert_int_eq(imc_spool_append(sp, "\nx\n", 3, NULL), APR_EINVAL);
+    ck_assert_int_eq(imc_spool_append(sp, "x\n", 1, NULL), APR_EINVAL);
+    /* an empty request writes nothing and is delivered at once */
+    ck_assert_int_eq(imc_spool_append(sp, "", 0, &empty), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &empty, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1);
+
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    ck_assert_str_eq(seg->name, pos[0].segment);
+    ck_assert_int_eq(seg->sealed, 0);
+    ck_assert_int_eq(seg->done, 0);
+    ck_assert_int_eq(seg->size, 3 + 9 + 3 + 3);
+    ck_assert_int_eq(seg->ready_end, seg->size);
+    ck_assert_int_eq(imc_spool_count_lines(pool, dir, seg, 0, seg->size, &n),
+                     APR_SUCCESS);
+    ck_assert_int_eq(n, 5);
+
+    /* a batch stops after max_lines rows, at a line start */
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 2, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, 2);
+    ck_assert_str_eq(rows_of(pool, apr_pstrndup(pool, buf, len)), "a1\nb1\n");
+    /* and after max_bytes, yet always carries one row */
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 0, 1, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, 1);
+    ck_assert_int_eq(len, 3);
+    /* from must be a line start */
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 1, 0, 0, &buf, &len, &lines),
+        APR_EINVAL);
+
+    all = drain(pool, seg, 0, &rows);
+    ck_assert_int_eq(rows, 5);
+    ck_assert_str_eq(rows_of(pool, all), "a1\nb1\nb2\nb3\nc1\n");
+    /* a live writer's segment stays, even when delivered */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, seg_at(segs, 0)->ready_end);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "z\n", 2, NULL), APR_EBADF);
+    ck_assert_int_eq(list(pool, &segs), 0);
+}
+END_TEST
+
+#define THREADS    8
+#define PER_THREAD 150
+
+typedef struct {
+    imc_spool *sp;
+    int id;
+    apr_status_t rv[PER_THREAD];
+    imc_spool_pos pos[PER_THREAD];
+} worker;
+
+static void *APR_THREAD_FUNC work(apr_thread_t *t, void *data)
+{
+    worker *w = data;
+    char row[64];
+    int i, n;
+    for (i = 0; i < PER_THREAD; i++) {
+        n = snprintf(row, sizeof(row), "{\"t\":%d,\"i\":%d}\n", w->id, i);
+        if (i % 3 == 0) { /* some requests carry two rows */
+            n += snprintf(row + n, sizeof(row) - n, "{\"t\":%d,\"j\":%d}\n",
+                          w->id, i);
+        }
+        w->rv[i] = imc_spool_append(w->sp, row, (apr_size_t)n, &w->pos[i]);
+    }
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+static int pos_cmp(const imc_spool_pos *a, const imc_spool_pos *b)
+{
+    int c = strcmp(a->segment, b->segment);
+    return c ? c : (a->end > b->end) - (a->end < b->end);
+}
+
+START_TEST(group_commit_threads)
+{
+    static worker w[THREADS];
+    apr_thread_t *th[THREADS];
+    apr_array_header_t *segs;
+    apr_uint64_t writes, syncs;
+    apr_hash_t *seen = apr_hash_make(pool);
+    imc_spool *sp;
+    apr_status_t rv;
+    char *all = "", *line, *last;
+    int i, j, rows, total = 0, expect = 0;
+
+    /* small segments: rollovers happen while others sync */
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 4096, 1), APR_SUCCESS);
+    sync_delay_us = 300;
+    apr_atomic_set32(&sync_calls, 0);
+    for (i = 0; i < THREADS; i++) {
+        w[i].sp = sp;
+        w[i].id = i;
+        ck_assert_int_eq(apr_thread_create(&th[i], NULL, work, &w[i], pool),
+                         APR_SUCCESS);
+    }
+    for (i = 0; i < THREADS; i++) {
+        apr_thread_join(&rv, th[i]);
+    }
+    sync_delay_us = 0;
+    imc_spool_counters(sp, &writes, &syncs);
+    ck_assert_int_eq(writes, THREADS * PER_THREAD);
+    ck_assert_uint_eq(syncs, apr_atomic_read32(&sync_calls));
+    ck_assert_uint_ge(syncs, 1);
+    ck_assert_uint_lt(syncs, writes / 2); /* fdatasync calls were shared */
+    for (i = 0; i < THREADS; i++) {
+        for (j = 0; j < PER_THREAD; j++) {
+            ck_assert_int_eq(w[i].rv[j], APR_SUCCESS);
+            expect += j % 3 == 0 ? 2 : 1;
+            if (j > 0) { /* one thread's requests land in order */
+                ck_assert_int_lt(pos_cmp(&w[i].pos[j - 1], &w[i].pos[j]), 0);
+            }
+        }
+    }
+    for (i = 0; i < THREADS * PER_THREAD; i++) { /* all distinct */
+        imc_spool_pos *a = &w[i / PER_THREAD].pos[i % PER_THREAD];
+        char *key = apr_psprintf(pool, "%s@%ld", a->segment, (long)a->end);
+        ck_assert_ptr_null(apr_hash_get(seen, key, APR_HASH_KEY_STRING));
+        apr_hash_set(seen, key, APR_HASH_KEY_STRING, "");
+    }
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_gt(list(pool, &segs), 1);
+    for (i = 0; i < segs->nelts; i++) {
+        ck_assert_int_eq(seg_at(segs, i)->sealed, 1);
+        ck_assert_int_le(seg_at(segs, i)->size, 4096);
+        all = apr_pstrcat(pool, all, drain(pool, seg_at(segs, i), 7, &rows),
+                          NULL);
+        total += rows;
+    }
+    ck_assert_int_eq(total, expect);
+    seen = apr_hash_make(pool);
+    for (line = apr_strtok(all, "\n", &last); line;
+         line = apr_strtok(NULL, "\n", &last)) {
+        ck_assert_ptr_null(apr_hash_get(seen, line, APR_HASH_KEY_STRING));
+        apr_hash_set(seen, line, APR_HASH_KEY_STRING, "");
+    }
+    ck_assert_int_eq(apr_hash_count(seen), expect);
+    ck_assert_int_eq(list(pool, &segs), 0); /* all delivered and removed */
+}
+END_TEST
+
+START_TEST(rollover_never_splits)
+{
+    const char *recs[40];
+    apr_array_header_t *segs;
+    imc_spool *sp;
+    char *content, *rec;
+    int i, k, n = 0, rows;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 100, 0), APR_SUCCESS);
+    for (i = 0; i < 40; i++) {
+        int r, nrows = 1 + (i * 7) % 4;
+        char *s = "";
+        for (r = 0; r < nrows; r++) {
+            s = apr_psprintf(pool, "%srec%02d-row%d-%.*s\n", s, i, r,
+                             (i * 13 + r * 5) % 17, "xxxxxxxxxxxxxxxxxxxx");
+        }
+        if (i == 20) { /* bigger than a segment: alone in its own */
+            s = apr_psprintf(pool, "rec20-%0150d\n", 0);
+        }
+        recs[i] = s;
+        ck_assert_int_eq(imc_spool_append(sp, s, strlen(s), NULL), APR_SUCCESS);
+    }
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_gt(list(pool, &segs), 5);
+    for (i = 0; i < segs->nelts; i++) {
+        imc_spool_segment *seg = seg_at(segs, i);
+        const char *buf;
+        apr_size_t len;
+        k = 0;
+        ck_assert_int_eq(
+            imc_spool_read(pool, dir, seg, 0, 0, 0, &buf, &len, &rows),
+            APR_SUCCESS);
+        ck_assert_int_eq(len, seg->size);
+        content = apr_pstrndup(pool, buf, len);
+        /* whole records only, in order; a full segment has one record */
+        for (rec = strstr(content, "\n\n"); rec;
+             rec = strstr(rec + 2, "\n\n")) {
+            k++;
+        }
+        ck_assert_int_ge(k, 1);
+        ck_assert(seg->size <= 100 || k == 1);
+        for (rec = content; *rec; n++) {
+            char *end = strstr(rec, "\n\n");
+            ck_assert_ptr_nonnull(end);
+            ck_assert_int_lt(n, 40);
+            end[1] = '\0';
+            ck_assert_str_eq(rec, recs[n]);
+            rec = end + 2;
+        }
+    }
+    ck_assert_int_eq(n, 40);
+}
+END_TEST
+
+START_TEST(sealed_after_close)
+{
+    imc_spool *a, *b;
+    imc_spool_pos pa, pb;
+    apr_array_header_t *segs;
+    int rows;
+
+    ck_assert_int_eq(imc_spool_open(&a, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_open(&b, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(a, "a\n", 2, &pa), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(b, "b\n", 2, &pb), APR_SUCCESS);
+    ck_assert_str_ne(pa.segment, pb.segment);
+    ck_assert_int_eq(list(pool, &segs), 2);
+    ck_assert_int_eq(seg_at(segs, 0)->sealed, 0);
+    ck_assert_int_eq(seg_at(segs, 1)->sealed, 0);
+    ck_assert_int_eq(imc_spool_close(a), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 2);
+    ck_assert_int_eq(seg_at(segs, 0)->sealed, 1);
+    ck_assert_str_eq(seg_at(segs, 0)->name, pa.segment);
+    ck_assert_int_eq(seg_at(segs, 1)->sealed, 0);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows), "a\n\n");
+    ck_assert(!exists(pa.segment));
+    ck_assert(!exists(apr_pstrcat(pool, pa.segment, ".pos", NULL)));
+    ck_assert(exists(pb.segment));
+}
+END_TEST
+
+START_TEST(orphan_of_dead_child)
+{
+    imc_spool *sp;
+    imc_spool_pos mine;
+    apr_array_header_t *segs;
+    imc_spool_segment *orphan = NULL;
+    int i, status, rows, unsealed = 0;
+    pid_t pid;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "parent\n", 7, &mine), APR_SUCCESS);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* inherited writer: must not reuse the parent's file */
+        imc_spool_pos p;
+        int ok = imc_spool_append(sp, "child\n", 6, &p) == APR_SUCCESS &&
+                 strcmp(p.segment, mine.segment) != 0;
+        _exit(ok ? 0 : 1); /* no close, no cleanup */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(list(pool, &segs), 2);
+    for (i = 0; i < 2; i++) {
+        imc_spool_segment *s = seg_at(segs, i);
+        if (strcmp(s->name, mine.segment) == 0) {
+            unsealed += !s->sealed;
+        } else {
+            orphan = s;
+        }
+    }
+    ck_assert_int_eq(unsealed, 1);
+    ck_assert_ptr_nonnull(orphan);
+    ck_assert_int_eq(orphan->sealed, 1);
+    ck_assert_str_eq(drain(pool, orphan, 0, &rows), "child\n\n");
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_str_eq(seg_at(segs, 0)->name, mine.segment);
+}
+END_TEST
+
+START_TEST(torn_record_never_delivered)
+{
+    imc_spool *sp;
+    imc_spool_pos pos;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    apr_uint64_t n;
+    int rows;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "ok1\nok2\n", 8, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    /* a writer killed inside write(): whole rows, then half a row */
+    append_raw(pos.segment, "torn1\ntorn2\ntor");
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    ck_assert_int_eq(seg->sealed, 1);
+    ck_assert_int_eq(seg->ready_end, 9);
+    ck_assert_int_eq(seg->size, 9 + 15);
+    ck_assert_int_eq(imc_spool_count_lines(pool, dir, seg, 0, seg->size, &n),
+                     APR_SUCCESS);
+    ck_assert_int_eq(n, 4);
+    ck_assert_str_eq(drain(pool, seg, 0, &rows), "ok1\nok2\n\n");
+    ck_assert_int_eq(rows, 2);
+    ck_assert(!exists(pos.segment)); /* removed despite the torn tail */
+
+    /* a segment holding nothing but a torn record goes on the next list */
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "x\n", 2, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(truncate(path_of(pos.segment), 2), 0);
+    ck_assert_int_eq(list(pool, &segs), 0);
+    ck_assert(!exists(pos.segment));
+
+    /* a long torn tail: the terminator is found across read windows */
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "r\n", 2, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    append_raw(pos.segment, apr_psprintf(pool, "%0511d", 7));
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->size, 514);
+    ck_assert_int_eq(seg_at(segs, 0)->ready_end, 3);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows), "r\n\n");
+    ck_assert(!exists(pos.segment));
+}
+END_TEST
+
+START_TEST(intent_commit_resume)
+{
+    imc_spool *sp;
+    apr_array_header_t *segs;
+    imc_spool_segment seg;
+    apr_pool_t *crash;
+    const char *buf, *again;
+    apr_size_t len, len2;
+    char row[32];
+    int i, lines, lines2;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    for (i = 0; i < 10; i++) {
+        snprintf(row, sizeof(row), "row-%d\n", i);
+        ck_assert_int_eq(imc_spool_append(sp, row, strlen(row), NULL),
+                         APR_SUCCESS);
+    }
+    /* a deliverer sends a batch and dies before the answer */
+    apr_pool_create(&crash, pool);
+    ck_assert_int_eq(list(crash, &segs), 1);
+    seg = *seg_at(segs, 0);
+    ck_assert_int_eq(seg.intent_end, seg.done);
+    ck_assert_int_eq(
+        imc_spool_read(crash, dir, &seg, seg.done, 3, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, 3);
+    buf = apr_pstrndup(pool, buf, len);
+    ck_assert_int_eq(imc_spool_intent(crash, dir, &seg, seg.done + len),
+                     APR_SUCCESS);
+    apr_pool_destroy(crash);
+
+    /* the next one sees the intent and resends exactly that batch */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = *seg_at(segs, 0);
+    ck_assert_int_eq(seg.done, 0);
+    ck_assert_int_eq(seg.intent_end, (apr_off_t)len);
+    ck_assert_int_eq(imc_spool_read(pool, dir, &seg, seg.done, 0,
+                                    (apr_size_t)(seg.intent_end - seg.done),
+                                    &again, &len2, &lines2),
+                     APR_SUCCESS);
+    ck_assert_int_eq(len2, len);
+    ck_assert_int_eq(lines2, lines);
+    ck_assert(memcmp(again, buf, len) == 0);
+    ck_assert_int_eq(imc_spool_commit(pool, dir, &seg, seg.intent_end),
+                     APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, (apr_off_t)len);
+    ck_assert_int_eq(seg_at(segs, 0)->intent_end, (apr_off_t)len);
+    /* intent beyond the segment is refused */
+    ck_assert_int_eq(
+        imc_spool_intent(pool, dir, seg_at(segs, 0), seg_at(segs, 0)->size + 1),
+        APR_EINVAL);
+    ck_assert_int_eq(imc_spool_commit(pool, dir, seg_at(segs, 0), 0),
+                     APR_EINVAL);
+}
+END_TEST
+
+START_TEST(quarantine_moves_batch)
+{
+    imc_spool *sp;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    const char *buf, *rows_file;
+    apr_size_t len;
+    char got[64] = "";
+    int lines, fd;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "bad1\nbad2\n", 10, NULL),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "good\n", 5, NULL), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 2, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, 2);
+    ck_assert_int_eq(imc_spool_quarantine(pool, dir, seg, 0, (apr_off_t)len),
+                     APR_SUCCESS);
+    rows_file = apr_psprintf(pool, "failed/%.*s-0-%d.rows",
+                             (int)strlen(seg->name) - 4, seg->name, (int)len);
+    fd = open(path_of(rows_file), O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(read(fd, got, sizeof(got) - 1), (ssize_t)len);
+    close(fd);
+    ck_assert(memcmp(got, buf, len) == 0);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, (apr_off_t)len);
+    ck_assert_int_eq(imc_spool_read(pool, dir, seg_at(segs, 0),
+                                    seg_at(segs, 0)->done, 0, 0, &buf, &len,
+                                    &lines),
+                     APR_SUCCESS);
+    ck_assert_int_eq(lines, 1);
+    ck_assert_str_eq(rows_of(pool, buf), "good\n");
+}
+END_TEST
+
+START_TEST(usage_and_limit)
+{
+    char rec[100];
+    imc_spool *sp;
+    imc_spool_pos pos;
+    imc_spool_usage_t u;
+    apr_array_header_t *segs;
+    apr_time_t t0 = apr_time_now();
+    apr_off_t size;
+    int rows;
+
+    memset(rec, 'x', sizeof(rec) - 1);
+    rec[sizeof(rec) - 1] = '\n'; /* 100 bytes + terminator per append */
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    imc_spool_set_limit(sp, 250);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_SUCCESS);
+    size = file_size(pos.segment);
+    ck_assert_int_eq(size, 202);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_ENOSPC);
+    ck_assert_int_eq(file_size(pos.segment), size); /* nothing written */
+
+    ck_assert_int_eq(imc_spool_usage(pool, dir, &u), APR_SUCCESS);
+    ck_assert_int_eq(u.pending, 202);
+    ck_assert_int_eq(u.segments, 1);
+    ck_assert_int_eq(u.writable, 1);
+    ck_assert_int_gt(u.avail, 0);
+    ck_assert(u.oldest >= t0 && u.oldest <= apr_time_now());
+    ck_assert(u.oldest_age >= 0 && u.oldest_age < apr_time_from_sec(60));
+
+    /* delivery frees room; the writer notices within 250 ms */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    drain(pool, seg_at(segs, 0), 0, &rows);
+    ck_assert_int_eq(rows, 2);
+    ck_assert_int_eq(imc_spool_usage(pool, dir, &u), APR_SUCCESS);
+    ck_assert_int_eq(u.pending, 0);
+    ck_assert_int_eq(u.oldest, 0);
+    apr_sleep(apr_time_from_msec(300));
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_SUCCESS);
+    ck_assert_int_eq(file_size(pos.segment), size + 101);
+    imc_spool_set_limit(sp, 0); /* no limit */
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_usage(pool, dir, &u), APR_SUCCESS);
+    ck_assert_int_eq(u.pending, 303);
+}
+END_TEST
+
+START_TEST(is_delivered_follows_progress)
+{
+    imc_spool *sp;
+    imc_spool_pos p1, p2, bogus;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    const char *buf;
+    apr_size_t len;
+    int lines, done;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "one\n", 4, &p1), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "two\n", 4, &p2), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &p1, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 1, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_intent(pool, dir, seg, (apr_off_t)len),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &p1, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0); /* sent is not stored */
+    ck_assert_int_eq(imc_spool_commit(pool, dir, seg, (apr_off_t)len),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &p1, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &p2, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    drain(pool, seg_at(segs, 0), 0, &lines);
+    ck_assert(!exists(p2.segment));
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &p2, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1); /* gone */
+    memset(&bogus, 0, sizeof(bogus));
+    strcpy(bogus.segment, "../etc/passwd");
+    bogus.end = 10;
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &bogus, &done),
+                     APR_EINVAL);
+    ck_assert_int_eq(done, 0);
+}
+END_TEST
+
+START_TEST(one_deliverer)
+{
+    apr_file_t *a, *b;
+    int status;
+    pid_t pid;
+
+    ck_assert_int_eq(imc_spool_lock_deliverer(&a, pool, dir), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_lock_deliverer(&b, pool, dir), APR_EAGAIN);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* another process is refused too */
+        apr_pool_t *cp;
+        apr_file_t *c;
+        apr_pool_create(&cp, NULL);
+        _exit(imc_spool_lock_deliverer(&c, cp, dir) == APR_EAGAIN ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_int_eq(apr_file_close(a), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_lock_deliverer(&b, pool, dir), APR_SUCCESS);
+    ck_assert_int_eq(apr_file_close(b), APR_SUCCESS);
+}
+END_TEST
+
+START_TEST(leftovers_cleaned)
+{
+    const char *old_tmp = "00000000000000aa-1-0.tmp";
+    const char *new_tmp = "00000000000000aa-1-1.tmp";
+    const char *held_tmp = "00000000000000aa-1-2.tmp";
+    const char *old_pos_tmp = "00000000000000aa-1-3.seg.pos.tmp";
+    const char *orphan_pos = "00000000000000aa-1-4.seg.pos";
+    struct timeval tv[2];
+    apr_array_header_t *segs;
+    int held;
+
+    write_file(old_tmp, "x\n");
+    write_file(new_tmp, "x\n");
+    write_file(held_tmp, "x\n");
+    write_file(old_pos_tmp, "1 1\n");
+    write_file(orphan_pos, "1 1\n");
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec -= 120;
+    tv[1] = tv[0];
+    ck_assert_int_eq(utimes(path_of(old_tmp), tv), 0);
+    ck_assert_int_eq(utimes(path_of(held_tmp), tv), 0);
+    ck_assert_int_eq(utimes(path_of(old_pos_tmp), tv), 0);
+    held = open(path_of(held_tmp), O_RDONLY); /* a writer still owns it */
+    ck_assert_int_eq(flock(held, LOCK_SH), 0);
+    ck_assert_int_eq(list(pool, &segs), 0);
+    ck_assert(!exists(old_tmp));
+    ck_assert(!exists(old_pos_tmp));
+    ck_assert(!exists(orphan_pos));
+    ck_assert(exists(new_tmp));
+    ck_assert(exists(held_tmp));
+    close(held);
+}
+END_TEST
+
+START_TEST(bogus_pos_is_safe)
+{
+    imc_spool *sp;
+    imc_spool_pos pos;
+    apr_array_header_t *segs;
+    const char *pos_file;
+    int rows;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "aaaa\nbbbb\n", 10, &pos),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    pos_file = apr_pstrcat(pool, pos.segment, ".pos", NULL);
+    write_file(pos_file, "garbage");
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, 0);
+    write_file(pos_file, "7 99\n"); /* inside a line, past the end */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, 5);
+    ck_assert_int_eq(seg_at(segs, 0)->intent_end, 11);
+    write_file(pos_file, "7 2\n"); /* intent before done */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, 5);
+    ck_assert_int_eq(seg_at(segs, 0)->intent_end, 5);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows), "bbbb\n\n");
+    ck_assert(!exists(pos.segment));
+}
+END_TEST
+
+START_TEST(failed_write_leaves_nothing)
+{
+    struct rlimit old, lim;
+    imc_spool *sp;
+    imc_spool_pos pos;
+    apr_array_header_t *segs;
+    char big[200];
+    apr_status_t rv;
+    int rows;
+
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\n';
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "first\n", 6, &pos), APR_SUCCESS);
+    /* the disk "fills" half-way through the next request */
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 7 + 100;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    rv = imc_spool_append(sp, big, sizeof(big), NULL);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    ck_assert_int_eq(rv, EFBIG);
+    ck_assert_int_eq(file_size(pos.segment), 7);
+    ck_assert_int_eq(imc_spool_append(sp, "third\n", 6, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows),
+                     "first\n\nthird\n\n");
+}
+END_TEST
+
+#define KILLED      6
+#define MAX_REQS    100
+#define PAD         8192
+#define REQ_ROWS(r) (1 + ((r)*7) % 60)
+
+/* A writer process: acknowledges each appended request on fd ack. */
+static void killed_writer(int id, int ack)
+{
+    apr_pool_t *p;
+    imc_spool *sp;
+    char *req, *pad;
+    int r, k, n, len;
+    apr_pool_create(&p, NULL);
+    pad = apr_palloc(p, PAD);
+    memset(pad, 'p', PAD - 1);
+    pad[PAD - 1] = '\0';
+    req = apr_palloc(p, 60 * (PAD + 64));
+    if (imc_spool_open(&sp, p, dir, 4 * 1024 * 1024, 0) != APR_SUCCESS) {
+        _exit(1);
+    }
+    for (r = 0; r < MAX_REQS; r++) {
+        n = REQ_ROWS(r); /* up to 480 KB: many pages per write() */
+        for (len = 0, k = 0; k < n; k++) {
+            len += sprintf(req + len, "c%d r%d k%d n%d ", id, r, k, n);
+            memcpy(req + len, pad, PAD - 1);
+            len += PAD - 1;
+            req[len++] = '\n';
+        }
+        if (imc_spool_append(sp, req, (apr_size_t)len, NULL) == APR_SUCCESS &&
+            write(ack, &r, sizeof(r)) != sizeof(r)) {
+            _exit(1);
+        }
+    }
+    pause(); /* still holding its segment when killed */
+    _exit(0);
+}
+
+/* Deliver every ready row; count rows per request. */
+static void deliver_round(apr_pool_t *p, apr_hash_t *got)
+{
+    apr_array_header_t *segs;
+    const char *buf, *line, *nl;
+    apr_size_t len;
+    int i, lines;
+    list(p, &segs);
+    for (i = 0; i < segs->nelts; i++) {
+        imc_spool_segment *seg = seg_at(segs, i);
+        while (imc_spool_read(p, dir, seg, seg->done, 50, 1 << 20, &buf, &len,
+                              &lines) == APR_SUCCESS &&
+               len > 0) {
+            for (line = buf; line < buf + len; line = nl + 1) {
+                int c, r, k, n, *cnt;
+                const char *key;
+                nl = memchr(line, '\n', (apr_size_t)(buf + len - line));
+                if (nl == line) {
+                    continue; /* record terminator */
+                }
+                ck_assert_int_eq(
+                    sscanf(line, "c%d r%d k%d n%d", &c, &r, &k, &n), 4);
+                ck_assert_int_eq(nl - line,
+                                 (int)strlen("c r k n ") +
+                                     snprintf(NULL, 0, "%d%d%d%d", c, r, k, n) +
+                                     PAD - 1);
+                key = apr_psprintf(pool, "%d/%d/%d", c, r, n);
+                cnt = apr_hash_get(got, key, APR_HASH_KEY_STRING);
+                if (!cnt) {
+                    cnt = apr_pcalloc(pool, sizeof(*cnt));
+                    apr_hash_set(got, key, APR_HASH_KEY_STRING, cnt);
+                }
+                ++*cnt;
+            }
+            ck_assert_int_eq(
+                imc_spool_commit(p, dir, seg, seg->done + (apr_off_t)len),
+                APR_SUCCESS);
+        }
+    }
+}
+
+START_TEST(kill9_writers_lose_nothing)
+{
+    apr_hash_t *got = apr_hash_make(pool);
+    apr_hash_index_t *hi;
+    apr_array_header_t *segs;
+    pid_t pids[KILLED];
+    int acks[KILLED][2], i, r, acked = 0, status;
+
+    for (i = 0; i < KILLED; i++) {
+        ck_assert_int_eq(pipe(acks[i]), 0);
+        pids[i] = fork();
+        ck_assert_int_ge(pids[i], 0);
+        if (pids[i] == 0) {
+            close(acks[i][0]);
+            killed_writer(i, acks[i][1]);
+        }
+        close(acks[i][1]);
+    }
+    /* writers die one by one, most likely inside a write() */
+    for (i = 0; i < KILLED; i++) {
+        apr_sleep(apr_time_from_msec(i == 0 ? 4 : 1));
+        kill(pids[i], SIGKILL);
+        ck_assert_int_eq(waitpid(pids[i], &status, 0), pids[i]);
+        ck_assert(WIFSIGNALED(status));
+        if (i == KILLED - 2) { /* some delivery while one still writes */
+            apr_pool_t *round;
+            apr_pool_create(&round, pool);
+            deliver_round(round, got);
+            apr_pool_destroy(round);
+        }
+    }
+    deliver_round(pool, got);
+    ck_assert_int_eq(list(pool, &segs), 0); /* all adopted and removed */
+    /* every request delivered is whole, and delivered once */
+    for (hi = apr_hash_first(pool, got); hi; hi = apr_hash_next(hi)) {
+        const char *key = apr_hash_this_key(hi);
+        int *cnt = apr_hash_this_val(hi), c, n;
+        ck_assert_int_eq(sscanf(key, "%d/%d/%d", &c, &r, &n), 3);
+        ck_assert_msg(*cnt == n, "request %s: %d of %d rows", key, *cnt, n);
+    }
+    /* every acknowledged request was delivered */
+    for (i = 0; i < KILLED; i++) {
+        while (read(acks[i][0], &r, sizeof(r)) == sizeof(r)) {
+            const char *key = apr_psprintf(pool, "%d/%d/%d", i, r, REQ_ROWS(r));
+            ck_assert_msg(apr_hash_get(got, key, APR_HASH_KEY_STRING) != NULL,
+                          "acknowledged %s lost", key);
+            acked++;
+        }
+        close(acks[i][0]);
+    }
+    ck_assert_int_gt(acked, 0);
+}
+END_TEST
+
+static Suite *spool_suite(void)
+{
+    Suite *s = suite_create("imc_spool");
+    TCase *tc = tcase_create("spool");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, append_and_read_back);
+    tcase_add_test(tc, group_commit_threads);
+    tcase_add_test(tc, rollover_never_splits);
+    tcase_add_test(tc, sealed_after_close);
+    tcase_add_test(tc, orphan_of_dead_child);
+    tcase_add_test(tc, torn_record_never_delivered);
+    tcase_add_test(tc, intent_commit_resume);
+    tcase_add_test(tc, quarantine_moves_batch);
+    tcase_add_test(tc, usage_and_limit);
+    tcase_add_test(tc, is_delivered_follows_progress);
+    tcase_add_test(tc, one_deliverer);
+    tcase_add_test(tc, leftovers_cleaned);
+    tcase_add_test(tc, bogus_pos_is_safe);
+    tcase_add_test(tc, failed_write_leaves_nothing);
+    tcase_add_test(tc, kill9_writers_lose_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+    apr_initialize();
+    sr = srunner_create(spool_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
