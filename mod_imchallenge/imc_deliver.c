@@ -1,0 +1,520 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * Why a thread per child and a lock file rather than a mod_watchdog
+ * singleton or an ap_mutex: the spool outlives httpd generations. During a
+ * graceful restart the old generation's processes still run beside the new
+ * ones, and a mutex created per generation would let two deliverers send
+ * the same segment. An flock on a file in the spool directory guards the
+ * directory itself, across generations and processes, and the kernel
+ * releases it when its holder dies, so a live process takes over the spool
+ * of a dead one within a second.
+ */
+
+#include <apr_hash.h>
+#include <apr_strings.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+#include <mpm_common.h>
+#include <unistd.h>
+
+#include "imc_private.h"
+#include "imc_clickhouse.h"
+#include "imc_config.h"
+#include "imc_deliver.h"
+#include "imc_metrics.h"
+#include "imc_schema.h"
+#include "imc_spool.h"
+
+#define POLL_INTERVAL   apr_time_from_msec(50)
+#define LOCK_RETRY      apr_time_from_sec(1)
+#define PING_INTERVAL   apr_time_from_sec(1)
+#define SCHEMA_RETRY    apr_time_from_sec(30)
+#define BACKOFF_MIN     apr_time_from_msec(100)
+#define BACKOFF_MAX     apr_time_from_sec(30)
+#define MAX_BATCH_BYTES ((apr_size_t)256 * 1024 * 1024)
+#define MAX_CH_RESPONSE ((apr_size_t)64 * 1024)
+
+/* What the deliverer remembers of a segment between passes. */
+typedef struct {
+    apr_time_t first_seen; /* pending data first noticed; 0: send now */
+    apr_off_t counted;     /* lines counted up to here */
+    apr_int64_t lines;     /* complete lines in [done, counted) */
+} seg_state_t;
+
+typedef struct {
+    server_rec *s; /* the first server that names this spool directory */
+    const char *dir, *db, *table;
+    int batch_size, create_schema;
+    apr_interval_time_t batch_delay, timeout;
+    imc_clickhouse_conf chconf;
+
+    apr_pool_t *pool; /* the thread's own, not a child of pchild */
+    apr_thread_t *thread;
+    apr_thread_mutex_t *mutex;
+    apr_thread_cond_t *cond;
+    int stopping, finished; /* under mutex */
+
+    apr_file_t *lock; /* held: this thread delivers the directory */
+    imc_clickhouse *ch;
+    imc_schema_features features;
+    int schema_ok, failures, started;
+    apr_time_t next_ping, next_schema, next_try;
+    apr_pool_t *state_pool;
+    apr_hash_t *state; /* segment name -> seg_state_t */
+    apr_uint32_t rand;
+} deliverer_t;
+
+/* Sleeps up to t, or until asked to stop. Returns 1 when stopping. */
+static int pause_for(deliverer_t *d, apr_interval_time_t t)
+{
+    int stopping;
+
+    apr_thread_mutex_lock(d->mutex);
+    if (!d->stopping && t > 0) {
+        apr_thread_cond_timedwait(d->cond, d->mutex, t);
+    }
+    stopping = d->stopping;
+    apr_thread_mutex_unlock(d->mutex);
+    return stopping;
+}
+
+/* Capped exponential back-off with jitter: 50..100% of the step. */
+static apr_interval_time_t backoff(deliverer_t *d)
+{
+    apr_interval_time_t t = BACKOFF_MIN;
+    int i;
+
+    for (i = 1; i < d->failures && t < BACKOFF_MAX; ++i) {
+        t *= 2;
+    }
+    if (t > BACKOFF_MAX) {
+        t = BACKOFF_MAX;
+    }
+    d->rand ^= d->rand << 13;
+    d->rand ^= d->rand >> 17;
+    d->rand ^= d->rand << 5;
+    return t / 2 + (apr_interval_time_t)(d->rand % (apr_uint32_t)(t / 2 + 1));
+}
+
+static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
+{
+    imc_clickhouse_result res;
+    apr_status_t rv = imc_clickhouse_ping(d->ch, p, &res);
+
+    imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
+    imc_metrics_set(rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK
+                                      : IMC_G_CLICKHOUSE_FAIL,
+                    apr_time_now());
+    d->next_ping = now + PING_INTERVAL;
+}
+
+static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
+{
+    imc_clickhouse_result res;
+    apr_status_t rv = imc_schema_apply(d->ch, p, d->db, &d->features, &res);
+
+    d->next_schema = now + SCHEMA_RETRY;
+    if (rv == APR_SUCCESS) {
+        d->schema_ok = 1;
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->s,
+                     IMC_LOGNO(00301) "schema of database %s is in place "
+                                      "(deduplication token: %s)",
+                     d->db, d->features.dedup_token ? "yes" : "no");
+    } else {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, d->s,
+                     IMC_LOGNO(00302) "cannot apply the schema to %s "
+                                      "(HTTP %d, code %d); retrying later",
+                     res.url ? res.url : "ClickHouse", res.http_status,
+                     res.code);
+    }
+}
+
+/* ClickHouse's exception codes for input it will never accept. */
+static int is_permanent(const imc_clickhouse_result *res)
+{
+    static const int codes[] = {6, 26, 27, 32, 33, 38, 41, 69, 70, 72, 117};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
+        if (res->code == codes[i]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static seg_state_t *seg_state(deliverer_t *d, const imc_spool_segment *seg,
+                              apr_time_t now)
+{
+    seg_state_t *st = apr_hash_get(d->state, seg->name, APR_HASH_KEY_STRING);
+
+    if (!st) {
+        st = apr_pcalloc(d->state_pool, sizeof(*st));
+        st->first_seen = d->started ? now : 0;
+        st->counted = seg->done;
+        apr_hash_set(d->state, apr_pstrdup(d->state_pool, seg->name),
+                     APR_HASH_KEY_STRING, st);
+    }
+    if (st->counted < seg->done) {
+        st->counted = seg->done;
+        st->lines = 0;
+    }
+    return st;
+}
+
+/* Keeps the state of the segments that still exist, drops the rest. */
+static void prune_state(deliverer_t *d, apr_array_header_t *segs)
+{
+    apr_pool_t *np;
+    apr_hash_t *nh;
+    int i;
+
+    apr_pool_create(&np, d->pool);
+    nh = apr_hash_make(np);
+    for (i = 0; i < segs->nelts; ++i) {
+        const imc_spool_segment *seg =
+            &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        seg_state_t *st =
+            apr_hash_get(d->state, seg->name, APR_HASH_KEY_STRING);
+
+        if (st) {
+            apr_hash_set(nh, apr_pstrdup(np, seg->name), APR_HASH_KEY_STRING,
+                         apr_pmemdup(np, st, sizeof(*st)));
+        }
+    }
+    apr_pool_destroy(d->state_pool);
+    d->state_pool = np;
+    d->state = nh;
+}
+
+/* Sends [from, from+len) of seg, recording the intent first so that a
+ * resend after a crash is the same batch with the same token. */
+static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
+                               imc_spool_segment *seg, apr_off_t from,
+                               const char *buf, apr_size_t len, int lines,
+                               int resend)
+{
+    apr_off_t end = from + (apr_off_t)len;
+    const char *token =
+        d->features.dedup_token
+            ? apr_psprintf(p, "%s-%" APR_OFF_T_FMT "-%" APR_OFF_T_FMT,
+                           seg->name, from, end)
+            : NULL;
+    imc_clickhouse_result res;
+    apr_status_t rv;
+
+    if (!resend && (rv = imc_spool_intent(p, d->dir, seg, end))) {
+        return rv;
+    }
+    if (resend) {
+        imc_metrics_add(IMC_M_BATCHES_RETRIED, 1);
+    }
+    rv = imc_clickhouse_insert(d->ch, p, d->table, buf, len, token, &res);
+    imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
+    if (rv == APR_SUCCESS) {
+        imc_metrics_set(IMC_G_CLICKHOUSE_OK, apr_time_now());
+        imc_metrics_add(IMC_M_BATCHES_SENT, 1);
+        imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
+        return imc_spool_commit(p, d->dir, seg, end);
+    }
+    imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
+    if (rv == IMC_CLICKHOUSE_EREJECTED && is_permanent(&res)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s,
+                     IMC_LOGNO(00303) "ClickHouse rejected %d events of %s "
+                                      "for good (code %d); they are kept in "
+                                      "%s/failed",
+                     lines, seg->name, res.code, d->dir);
+        imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
+        return imc_spool_quarantine(p, d->dir, seg, from, end);
+    }
+    if (rv == IMC_CLICKHOUSE_EREJECTED && (res.code == 60 || res.code == 81)) {
+        d->schema_ok = 0; /* unknown table or database */
+        d->next_schema = 0;
+    }
+    ap_log_error(
+        APLOG_MARK, d->failures ? APLOG_DEBUG : APLOG_WARNING, rv, d->s,
+        IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
+                         "%d, code %d); retrying with back-off",
+        lines, res.url ? res.url : "ClickHouse", res.http_status, res.code);
+    return rv;
+}
+
+/* Delivers what is due in one segment. */
+static apr_status_t deliver_segment(deliverer_t *d, apr_pool_t *p,
+                                    imc_spool_segment *seg, seg_state_t *st,
+                                    int flush, apr_time_t now)
+{
+    const char *buf;
+    apr_size_t len;
+    int lines, resend;
+    apr_status_t rv = APR_SUCCESS;
+
+    while (rv == APR_SUCCESS) {
+        resend = seg->intent_end > seg->done;
+        if (!resend && !flush && !seg->sealed && st->lines < d->batch_size &&
+            now - st->first_seen < d->batch_delay) {
+            break; /* not due yet */
+        }
+        rv = imc_spool_read(p, d->dir, seg, seg->done,
+                            resend ? APR_INT32_MAX : d->batch_size,
+                            resend ? (apr_size_t)(seg->intent_end - seg->done)
+                                   : MAX_BATCH_BYTES,
+                            &buf, &len, &lines);
+        if (rv != APR_SUCCESS || lines == 0) {
+            if (rv == APR_SUCCESS && seg->sealed) {
+                rv = imc_spool_commit(p, d->dir, seg, seg->done);
+            }
+            break;
+        }
+        /* On success the spool has advanced seg->done past the batch. */
+        rv = send_batch(d, p, seg, seg->done, buf, len, lines, resend);
+        if (rv != APR_SUCCESS) {
+            break;
+        }
+        st->lines -= lines;
+        if (st->lines <= 0) {
+            /* Drained: later rows wait for their own batch delay. */
+            st->lines = 0;
+            st->first_seen = now;
+        }
+        if (seg->done >= seg->ready_end) {
+            break;
+        }
+    }
+    return rv;
+}
+
+/* Counts the new complete lines of every segment and publishes the
+ * queue's gauges. */
+static void update_gauges(deliverer_t *d, apr_pool_t *p,
+                          apr_array_header_t *segs, apr_time_t now)
+{
+    apr_int64_t lines = 0, bytes = 0;
+    apr_time_t oldest = 0;
+    int i;
+
+    for (i = 0; i < segs->nelts; ++i) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        seg_state_t *st = seg_state(d, seg, now);
+        apr_uint64_t n = 0;
+
+        if (seg->ready_end > st->counted &&
+            imc_spool_count_lines(p, d->dir, seg, st->counted, seg->ready_end,
+                                  &n) == APR_SUCCESS) {
+            if (st->lines == 0 && st->first_seen != 0 && n > 0) {
+                st->first_seen = now;
+            }
+            st->counted = seg->ready_end;
+            st->lines += (apr_int64_t)n;
+        }
+        if (st->lines > 0) {
+            apr_time_t since = st->first_seen ? st->first_seen : seg->created;
+
+            lines += st->lines;
+            bytes += seg->size - seg->done;
+            if (!oldest || since < oldest) {
+                oldest = since;
+            }
+        }
+    }
+    imc_metrics_set(IMC_G_QUEUED_EVENTS, lines);
+    imc_metrics_set(IMC_G_SPOOL_BYTES, bytes);
+    imc_metrics_set(IMC_G_OLDEST_AGE_MS,
+                    oldest ? apr_time_as_msec(now - oldest) : 0);
+}
+
+/* One pass over the spool, oldest segment first. */
+static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
+{
+    apr_time_t now = apr_time_now();
+    apr_array_header_t *segs;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = imc_spool_list(p, d->dir, &segs)) != APR_SUCCESS) {
+        return rv;
+    }
+    prune_state(d, segs);
+    update_gauges(d, p, segs, now);
+    d->started = 1;
+    for (i = 0; i < segs->nelts && rv == APR_SUCCESS; ++i) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+
+        rv = deliver_segment(d, p, seg, seg_state(d, seg, now), flush, now);
+    }
+    return rv;
+}
+
+/* The deliverer's turn: ping, schema, and a pass when not backing off. */
+static void deliver_turn(deliverer_t *d, apr_pool_t *p)
+{
+    apr_time_t now = apr_time_now();
+    apr_status_t rv;
+
+    if (now >= d->next_ping) {
+        ping(d, p, now);
+    }
+    if (!d->schema_ok && d->create_schema && now >= d->next_schema) {
+        apply_schema(d, p, now);
+    }
+    if (now < d->next_try) {
+        return;
+    }
+    rv = deliver_pass(d, p, 0);
+    if (rv == APR_SUCCESS) {
+        d->failures = 0;
+    } else {
+        ++d->failures;
+        d->next_try = apr_time_now() + backoff(d);
+    }
+}
+
+/* On the way out: send what is pending, whatever its age, until done, an
+ * error, or the timeout. What remains waits in the spool. */
+static void drain(deliverer_t *d, apr_pool_t *p)
+{
+    apr_time_t deadline = apr_time_now() + d->timeout;
+
+    while (apr_time_now() < deadline && d->failures == 0) {
+        apr_pool_clear(p);
+        if (deliver_pass(d, p, 1) != APR_SUCCESS) {
+            break;
+        }
+        if (imc_metrics_get(IMC_G_QUEUED_EVENTS) == 0) {
+            break;
+        }
+    }
+}
+
+static void *APR_THREAD_FUNC deliver_main(apr_thread_t *thread, void *data)
+{
+    deliverer_t *d = data;
+    apr_pool_t *p;
+
+    apr_pool_create(&p, d->pool);
+    while (!pause_for(d, d->lock ? POLL_INTERVAL : 0)) {
+        apr_pool_clear(p);
+        if (!d->lock && imc_spool_lock_deliverer(&d->lock, d->pool, d->dir) !=
+                            APR_SUCCESS) {
+            d->lock = NULL;
+            if (pause_for(d, LOCK_RETRY)) {
+                break;
+            }
+            continue;
+        }
+        deliver_turn(d, p);
+    }
+    if (d->lock) {
+        drain(d, p);
+        apr_file_close(d->lock);
+    }
+    apr_pool_destroy(p);
+    apr_thread_mutex_lock(d->mutex);
+    d->finished = 1;
+    apr_thread_cond_broadcast(d->cond);
+    apr_thread_mutex_unlock(d->mutex);
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+/* Child exit: ask the thread to stop and wait for it with bounded
+ * patience. A thread stuck past that is left behind with its own pool. */
+static apr_status_t deliver_stop(void *data)
+{
+    deliverer_t *d = data;
+    apr_time_t deadline = apr_time_now() + d->timeout + apr_time_from_sec(2);
+    apr_status_t trv;
+    int finished;
+
+    apr_thread_mutex_lock(d->mutex);
+    d->stopping = 1;
+    apr_thread_cond_broadcast(d->cond);
+    while (!d->finished && apr_time_now() < deadline) {
+        apr_thread_cond_timedwait(d->cond, d->mutex, apr_time_from_msec(100));
+    }
+    finished = d->finished;
+    apr_thread_mutex_unlock(d->mutex);
+    if (finished) {
+        apr_thread_join(&trv, d->thread);
+        apr_pool_destroy(d->pool);
+    }
+    return APR_SUCCESS;
+}
+
+static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
+                                   const imc_config *c)
+{
+    apr_allocator_t *alloc;
+    deliverer_t *d;
+    apr_pool_t *pool;
+
+    if (apr_allocator_create(&alloc) != APR_SUCCESS ||
+        apr_pool_create_unmanaged_ex(&pool, NULL, alloc) != APR_SUCCESS) {
+        return NULL;
+    }
+    apr_allocator_owner_set(alloc, pool);
+    d = apr_pcalloc(pool, sizeof(*d));
+    d->pool = pool;
+    d->s = s;
+    d->dir = imc_config_spool_dir(c);
+    d->db = imc_config_database(c);
+    d->table = apr_pstrcat(pool, d->db, ".events", NULL);
+    d->batch_size = imc_config_batch_size(c);
+    d->batch_delay = imc_config_batch_delay(c);
+    d->timeout = imc_config_timeout(c);
+    d->create_schema = imc_config_create_schema(c);
+    d->chconf.urls = imc_config_clickhouse(c);
+    d->chconf.user = imc_config_user(c);
+    d->chconf.password = imc_config_password(c);
+    d->chconf.timeout = d->timeout;
+    d->chconf.max_response = MAX_CH_RESPONSE;
+    d->rand = (apr_uint32_t)(apr_time_now() ^ (apr_time_t)getpid()) | 1;
+    apr_pool_create(&d->state_pool, pool);
+    d->state = apr_hash_make(d->state_pool);
+    (void)pchild;
+    return d;
+}
+
+static apr_status_t deliverer_start(apr_pool_t *pchild, deliverer_t *d)
+{
+    apr_threadattr_t *attr;
+    apr_status_t rv;
+
+    if ((rv = imc_clickhouse_create(&d->ch, d->pool, &d->chconf)) ||
+        (rv = apr_thread_mutex_create(&d->mutex, APR_THREAD_MUTEX_DEFAULT,
+                                      d->pool)) ||
+        (rv = apr_thread_cond_create(&d->cond, d->pool)) ||
+        (rv = apr_threadattr_create(&attr, d->pool)) ||
+        (rv = apr_thread_create(&d->thread, attr, deliver_main, d, d->pool))) {
+        return rv;
+    }
+    apr_pool_pre_cleanup_register(pchild, d, deliver_stop);
+    return APR_SUCCESS;
+}
+
+void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_hash_t *dirs = apr_hash_make(pchild);
+
+    for (; s; s = s->next) {
+        const imc_config *c = imc_config_get(s);
+        const char *dir = imc_config_spool_dir(c);
+        deliverer_t *d;
+        apr_status_t rv;
+
+        if (apr_hash_get(dirs, dir, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        apr_hash_set(dirs, dir, APR_HASH_KEY_STRING, dir);
+        d = deliverer_make(pchild, s, c);
+        rv = d ? deliverer_start(pchild, d) : APR_ENOMEM;
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                         IMC_LOGNO(00305) "cannot start the delivery thread "
+                                          "for %s",
+                         dir);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_deliver: the delivery worker. Every child process runs one thread per
+ * spool directory; the thread that holds the directory's deliverer lock
+ * sends the spool to ClickHouse in batches (oldest first), retries with
+ * capped exponential back-off and jitter, quarantines what ClickHouse can
+ * never take, pings ClickHouse for readiness and applies the schema.
+ */
+#ifndef IMC_DELIVER_H
+#define IMC_DELIVER_H
+
+#include <httpd.h>
+
+void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* ClickHouse answered within this long: ready. */
+#define IMC_DELIVER_READY_WINDOW apr_time_from_sec(5)
+
+#endif /* IMC_DELIVER_H */

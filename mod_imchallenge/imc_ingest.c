@@ -1,0 +1,250 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+#include <apr_hash.h>
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include "imc_private.h"
+#include "imc_config.h"
+#include "imc_event.h"
+#include "imc_http.h"
+#include "imc_ingest.h"
+#include "imc_metrics.h"
+#include "imc_spool.h"
+
+/* A request body is never read beyond this, whatever the limits say. */
+#define MAX_BODY       ((apr_size_t)64 * 1024 * 1024)
+#define SEGMENT_MAX    ((apr_off_t)16 * 1024 * 1024)
+#define RETRY_AFTER    "5"
+#define WAIT_POLL_USEC 5000
+
+/* This process's spool writers, by spool directory. Filled in child_init,
+ * read-only afterwards. */
+static apr_hash_t *writers;
+
+void imc_ingest_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    writers = apr_hash_make(pchild);
+    for (; s; s = s->next) {
+        const imc_config *c = imc_config_get(s);
+        const char *dir = imc_config_spool_dir(c);
+        imc_spool *sp = NULL;
+        apr_status_t rv;
+
+        if (apr_hash_get(writers, dir, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        rv = imc_spool_open(&sp, pchild, dir, SEGMENT_MAX,
+                            imc_config_spool_sync(c));
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                         IMC_LOGNO(00201) "cannot open the spool directory "
+                                          "%s: events get 503 until it works",
+                         dir);
+            continue;
+        }
+        imc_spool_set_limit(sp, imc_config_spool_limit(c));
+        apr_hash_set(writers, dir, APR_HASH_KEY_STRING, sp);
+    }
+}
+
+static int reply_error(request_rec *r, int status, imc_metric_counter m,
+                       const char *message)
+{
+    imc_metrics_add(m, 1);
+    /* The body may be partly unread: do not reuse the connection. */
+    r->connection->keepalive = AP_CONN_CLOSE;
+    return imc_http_error(r, status, message);
+}
+
+static int reply_rejected(request_rec *r, const imc_event_error *err)
+{
+    apr_pool_t *p = r->pool;
+    const char *field =
+        err->field
+            ? apr_pstrcat(p, "\"field\":\"",
+                          imc_http_json_escape(p, err->field), "\",", NULL)
+            : "";
+
+    imc_metrics_add(err->status == HTTP_REQUEST_ENTITY_TOO_LARGE
+                        ? IMC_M_REJECTED_TOO_LARGE
+                        : IMC_M_REJECTED_INVALID,
+                    1);
+    return imc_http_json(
+        r, err->status,
+        apr_psprintf(p,
+                     "{\"status\":\"rejected\",\"errors\":[{\"index\":%d,%s"
+                     "\"error\":\"%s\"}]}",
+                     err->index, field, imc_http_json_escape(p, err->message)));
+}
+
+/* The GET form: the event is the URL-encoded JSON object that forms the
+ * rest of the path, from its first '{' (raw or %7B) on. httpd decodes
+ * r->parsed_uri.path in place (all but %2F), so the path is taken from the
+ * request target as the client sent it and decoded here exactly once:
+ * "%25" stays '%' and an encoded '/' inside the event survives. */
+static const char *event_from_path(request_rec *r, apr_size_t *len)
+{
+    const char *uri = r->unparsed_uri ? r->unparsed_uri : "";
+    const char *end = uri + strcspn(uri, "?#");
+    const char *start;
+
+    for (start = uri; start < end; ++start) {
+        if (*start == '{' ||
+            (end - start >= 3 && !strncasecmp(start, "%7b", 3))) {
+            break;
+        }
+    }
+    if (start == end || start == uri || start[-1] != '/') {
+        return NULL;
+    }
+    return imc_http_unescape(r->pool, start, (apr_size_t)(end - start), len);
+}
+
+/* The event format of a POST, from its media type; -1 if unsupported. */
+static int post_format(request_rec *r)
+{
+    const char *ct = apr_table_get(r->headers_in, "Content-Type");
+    apr_size_t n;
+
+    if (!ct) {
+        return -1;
+    }
+    n = strcspn(ct, "; \t");
+    if (n == 16 && !strncasecmp(ct, "application/json", n)) {
+        return IMC_EVENT_JSON;
+    }
+    if ((n == 20 && !strncasecmp(ct, "application/x-ndjson", n)) ||
+        (n == 18 && !strncasecmp(ct, "application/ndjson", n))) {
+        return IMC_EVENT_NDJSON;
+    }
+    return -1;
+}
+
+static apr_size_t body_limit(const imc_config *c)
+{
+    apr_uint64_t max = (apr_uint64_t)imc_config_max_batch_events(c) *
+                           (imc_config_max_event_size(c) + 2) +
+                       16;
+
+    return max < MAX_BODY ? (apr_size_t)max : MAX_BODY;
+}
+
+/* ?wait=1: wait until the events are stored in ClickHouse, or the
+ * timeout. */
+static int wait_delivered(request_rec *r, const imc_config *c,
+                          const imc_spool_pos *pos)
+{
+    apr_time_t deadline = apr_time_now() + imc_config_timeout(c);
+    int done = 0;
+
+    while (imc_spool_is_delivered(r->pool, imc_config_spool_dir(c), pos,
+                                  &done) == APR_SUCCESS &&
+           !done && apr_time_now() < deadline) {
+        apr_sleep(WAIT_POLL_USEC);
+    }
+    return done;
+}
+
+static int wants_wait(request_rec *r)
+{
+    const char *q = r->args;
+
+    while (q && *q) {
+        if (!strncmp(q, "wait=", 5)) {
+            return q[5] == '1' || !strncasecmp(q + 5, "true", 4);
+        }
+        q = strchr(q, '&');
+        q = q ? q + 1 : NULL;
+    }
+    return 0;
+}
+
+static int store(request_rec *r, const imc_config *c,
+                 const imc_event_rows *rows)
+{
+    imc_spool *sp =
+        apr_hash_get(writers, imc_config_spool_dir(c), APR_HASH_KEY_STRING);
+    imc_spool_pos pos;
+    apr_status_t rv;
+    int stored;
+
+    rv = sp ? imc_spool_append(sp, rows->data, rows->len, &pos) : APR_ENOENT;
+    if (rv != APR_SUCCESS) {
+        if (!APR_STATUS_IS_ENOSPC(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          IMC_LOGNO(00202) "cannot write to the spool");
+        }
+        apr_table_setn(r->err_headers_out, "Retry-After", RETRY_AFTER);
+        return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL,
+                           APR_STATUS_IS_ENOSPC(rv)
+                               ? "the event queue is full; retry later"
+                               : "the event queue cannot be written; "
+                                 "retry later");
+    }
+    imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)rows->count);
+    stored = wants_wait(r) && wait_delivered(r, c, &pos);
+    return imc_http_json(
+        r, stored ? HTTP_CREATED : HTTP_ACCEPTED,
+        apr_psprintf(r->pool, "{\"status\":\"%s\",\"accepted\":%d}",
+                     stored ? "stored" : "accepted", rows->count));
+}
+
+int imc_ingest_handler(request_rec *r)
+{
+    const imc_config *c = imc_config_get(r->server);
+    imc_event_limits limits;
+    imc_event_rows rows;
+    imc_event_error err;
+    const char *body;
+    apr_size_t len;
+    int fmt, status;
+    apr_status_t rv;
+
+    limits.max_event_size = imc_config_max_event_size(c);
+    limits.max_events = imc_config_max_batch_events(c);
+    if (r->method_number == M_GET) {
+        body = event_from_path(r, &len);
+        if (!body) {
+            return reply_error(r, HTTP_BAD_REQUEST, IMC_M_REJECTED_INVALID,
+                               "GET needs one URL-encoded JSON event in the "
+                               "path: /api/event/<event>");
+        }
+        fmt = IMC_EVENT_SINGLE;
+    } else if (r->method_number == M_POST) {
+        if ((fmt = post_format(r)) < 0) {
+            return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE,
+                               IMC_M_REJECTED_MEDIA,
+                               "Content-Type must be application/json or "
+                               "application/x-ndjson");
+        }
+        rv = imc_http_read_body(r, body_limit(c), &body, &len, &status);
+        if (status == AP_FILTER_ERROR) {
+            return AP_FILTER_ERROR;
+        }
+        if (rv != APR_SUCCESS) {
+            return reply_error(
+                r,
+                APR_STATUS_IS_ENOSPC(rv) ? HTTP_REQUEST_ENTITY_TOO_LARGE
+                                         : status,
+                APR_STATUS_IS_ENOSPC(rv) ? IMC_M_REJECTED_TOO_LARGE
+                                         : IMC_M_REJECTED_INVALID,
+                APR_STATUS_IS_ENOSPC(rv)
+                    ? "the request body is too large"
+                    : "the request body could not be read");
+        }
+    } else {
+        apr_table_setn(r->headers_out, "Allow", "GET, POST");
+        r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+        return reply_error(r, HTTP_METHOD_NOT_ALLOWED, IMC_M_REJECTED_METHOD,
+                           "use POST (or GET with the event in the path)");
+    }
+    rv = imc_event_parse_request(r->pool, body, len, (imc_event_format_e)fmt,
+                                 &limits, r->request_time, &rows, &err);
+    if (rv != APR_SUCCESS) {
+        return reply_rejected(r, &err);
+    }
+    return store(r, c, &rows);
+}
