@@ -32,7 +32,7 @@ UNIT_TESTS   := units config event filter spool
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
-        fuzz format check-format
+        fuzz fuzz-short format check-format
 
 all: $(MODULE)
 
@@ -51,20 +51,35 @@ $(MODULE): $(SRCS) $(HDRS) $(GEN)
 
 comma := ,
 
+# Where `make install` puts things; DESTDIR stages a package, and
+# APACHE_CONFDIR / LIBEXECDIR point at another Apache (the .load file then
+# names the module where it was installed).
+DESTDIR        ?=
+APACHE_CONFDIR ?= /etc/apache2
+LIBEXECDIR     ?= $(shell $(APXS) -q LIBEXECDIR)
+MODS_AVAILABLE := $(DESTDIR)$(APACHE_CONFDIR)/mods-available
+
 install: $(MODULE)
-	$(APXS) -i -n imchallenge $(MODULE)
-	@if [ -d /etc/apache2/mods-available ]; then \
-	    install -m 644 conf/imchallenge.load conf/imchallenge.conf \
-	        /etc/apache2/mods-available/ && \
+	mkdir -p $(DESTDIR)$(LIBEXECDIR)
+	$(APXS) -i -S LIBEXECDIR=$(DESTDIR)$(LIBEXECDIR) -n imchallenge $(MODULE)
+	@if [ -n "$(DESTDIR)" ] || [ -d $(MODS_AVAILABLE) ]; then \
+	    mkdir -p $(MODS_AVAILABLE) && \
+	    sed 's|/usr/lib/apache2/modules/|$(LIBEXECDIR)/|' \
+	        conf/imchallenge.load > $(MODS_AVAILABLE)/imchallenge.load && \
+	    install -m 644 conf/imchallenge.conf $(MODS_AVAILABLE)/ && \
+	    chmod 644 $(MODS_AVAILABLE)/imchallenge.load && \
 	    echo "installed: a2enmod imchallenge && apache2ctl graceful"; \
 	fi
 
 uninstall:
-	rm -f $$($(APXS) -q LIBEXECDIR)/mod_imchallenge.so
-	rm -f /etc/apache2/mods-enabled/imchallenge.load \
-	      /etc/apache2/mods-enabled/imchallenge.conf \
-	      /etc/apache2/mods-available/imchallenge.load \
-	      /etc/apache2/mods-available/imchallenge.conf
+	@if [ -z "$(DESTDIR)" ] && [ -e $(APACHE_CONFDIR)/mods-enabled/imchallenge.load ] && \
+	    command -v a2dismod >/dev/null; then \
+	    APACHE_CONFDIR=$(APACHE_CONFDIR) a2dismod -q -f imchallenge; \
+	fi
+	rm -f $(DESTDIR)$(LIBEXECDIR)/mod_imchallenge.so
+	rm -f $(DESTDIR)$(APACHE_CONFDIR)/mods-enabled/imchallenge.load \
+	      $(DESTDIR)$(APACHE_CONFDIR)/mods-enabled/imchallenge.conf \
+	      $(MODS_AVAILABLE)/imchallenge.load $(MODS_AVAILABLE)/imchallenge.conf
 
 clean:
 	rm -rf $(BUILD) $(GEN) $(MOD)/.libs $(MOD)/*.o $(MOD)/*.lo \
@@ -101,10 +116,22 @@ unit: $(UNIT_BINS)
 integration: $(MODULE)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
+# Every suite runs even when an earlier one fails; the exit status says
+# whether all passed. TEST_SUITES=... runs a subset.
+TEST_SUITES ?= unit integration fuzz-short unit-valgrind test-asan \
+               test-k8s test-docker
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=20
+
 test: deps
-	$(MAKE) all
-	$(MAKE) unit
-	$(MAKE) integration
+	@$(MAKE) all
+	@failed=""; for t in $(TEST_SUITES); do \
+	    echo "==== make $$t"; \
+	    $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "==== FAILED:$$failed"; exit 1; fi; \
+	echo "==== all test suites passed: $(TEST_SUITES)"
 
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
@@ -134,6 +161,10 @@ fuzz: $(addprefix $(BUILD)/fuzz_,$(FUZZ_TARGETS))
 	        { tail -40 $(BUILD)/fuzz_$$t.log; exit 1; }; \
 	    grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz_$$t.log; \
 	done
+
+# Targets of their own: shipping (test-docker, test-k8s), sanitizers
+# (test-asan, unit-valgrind), benchmarks (bench).
+-include mk/*.mk
 
 format:
 	clang-format -i $(MOD)/*.c $(MOD)/imc_*.h tests/unit/*.c tests/fuzz/*.c

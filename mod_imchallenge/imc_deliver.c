@@ -80,6 +80,13 @@ static int pause_for(deliverer_t *d, apr_interval_time_t t)
     return stopping;
 }
 
+/* The status to log with a ClickHouse failure: an answered error is told
+ * by its HTTP status and code, not by an APR status APR cannot name. */
+static apr_status_t log_status(apr_status_t rv)
+{
+    return rv == IMC_CLICKHOUSE_EREJECTED ? 0 : rv;
+}
+
 /* Capped exponential back-off with jitter: 50..100% of the step. */
 static apr_interval_time_t backoff(deliverer_t *d)
 {
@@ -123,7 +130,7 @@ static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
                                       "(deduplication token: %s)",
                      d->db, d->features.dedup_token ? "yes" : "no");
     } else {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, d->s,
+        ap_log_error(APLOG_MARK, APLOG_WARNING, log_status(rv), d->s,
                      IMC_LOGNO(00302) "cannot apply the schema to %s "
                                       "(HTTP %d, code %d); retrying later",
                      res.url ? res.url : "ClickHouse", res.http_status,
@@ -233,11 +240,12 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         d->schema_ok = 0; /* unknown table or database */
         d->next_schema = 0;
     }
-    ap_log_error(
-        APLOG_MARK, d->failures ? APLOG_DEBUG : APLOG_WARNING, rv, d->s,
-        IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
-                         "%d, code %d); retrying with back-off",
-        lines, res.url ? res.url : "ClickHouse", res.http_status, res.code);
+    ap_log_error(APLOG_MARK, d->failures ? APLOG_DEBUG : APLOG_WARNING,
+                 log_status(rv), d->s,
+                 IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
+                                  "%d, code %d); retrying with back-off",
+                 lines, res.url ? res.url : "ClickHouse", res.http_status,
+                 res.code);
     return rv;
 }
 

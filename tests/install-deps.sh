@@ -5,8 +5,9 @@ set -euo pipefail
 
 packages=(
     apache2 apache2-dev libjansson-dev libcurl4-openssl-dev pkg-config
-    clickhouse-server clickhouse-client tzdata
-    check python3-pytest python3-requests
+    clickhouse-server clickhouse-client tzdata zookeeper
+    check valgrind clang libclang-rt-14-dev
+    python3-pytest python3-requests python3-selenium chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do

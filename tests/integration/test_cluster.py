@@ -1,0 +1,263 @@
+# Licensed under the Apache License, Version 2.0.
+"""conf/schema-cluster.sql on a real cluster on this machine: ZooKeeper
+(Debian's package) and two ClickHouse servers on 127.0.0.1 as two shards
+of the cluster "imchallenge" (remote_servers, macros, distributed DDL).
+The schema is applied once with ON CLUSTER; the module, with
+IMChallengeCreateSchema Off, writes through the Distributed table and
+reports through it with exact counts. Each shard has one replica here;
+the tables are ReplicatedMergeTree all the same, registered in ZooKeeper."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+import stack
+
+REPO = stack.REPO
+ZK_JAR = Path("/usr/share/java/zookeeper.jar")
+DAY = "2026-11-27"
+CLUSTER = "imchallenge"
+
+
+def ensure_zookeeper():
+    """Debian's zookeeper package (Java); installed when missing."""
+    if ZK_JAR.is_file() and shutil.which("java"):
+        return
+    if os.geteuid() != 0:
+        pytest.fail("zookeeper is not installed (apt-get install zookeeper)",
+                    pytrace=False)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+               "zookeeper"]
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL,
+                      timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True,
+                       timeout=600)
+        subprocess.run(install, env=env, check=True,
+                       stdout=subprocess.DEVNULL, timeout=600)
+
+
+class ZooKeeper:
+    """A standalone ZooKeeper on 127.0.0.1 with its data under workdir."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.port = stack.free_port()
+        self.proc = None
+
+    def ruok(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 1) as s:
+                s.sendall(b"ruok")
+                return s.recv(16) == b"imok"
+        except OSError:
+            return False
+
+    def start(self):
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / "zoo.cfg"
+        cfg.write_text("tickTime=500\ninitLimit=10\nsyncLimit=5\n"
+                       "dataDir=%s\nclientPort=%d\n"
+                       "clientPortAddress=127.0.0.1\n"
+                       "admin.enableServer=false\n"
+                       "4lw.commands.whitelist=ruok\n" % (data, self.port))
+        log = open(self.workdir / "zookeeper.log", "ab")
+        try:
+            self.proc = subprocess.Popen(
+                ["java", "-Xmx256m", "-cp", str(ZK_JAR),
+                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                 str(cfg)], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        stack.wait_until(self.ruok, 60, interval=0.2, what="ZooKeeper")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def cluster_xml(zk, shards, index):
+    replicas = "".join(
+        "<shard><internal_replication>true</internal_replication>"
+        "<replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
+        % ch.tcp_port for ch in shards)
+    me = shards[index]
+    return """<?xml version="1.0"?>
+<yandex>
+    <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>
+    <remote_servers><{cluster}>{replicas}</{cluster}></remote_servers>
+    <macros><shard>{shard}</shard><replica>replica-{shard}-1</replica></macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>{ihp}</interserver_http_port>
+</yandex>
+""".format(zk=zk.port, cluster=CLUSTER, replicas=replicas, shard=index + 1,
+           ihp=me.interserver_port)
+
+
+# The module user's profile: a write through a Distributed table returns
+# once the rows are on their shards.
+USERS_XML = """<?xml version="1.0"?>
+<yandex><profiles><default>
+    <insert_distributed_sync>1</insert_distributed_sync>
+</default></profiles></yandex>
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(workbase):
+    ensure_zookeeper()
+    base = workbase / "cluster"
+    zk = ZooKeeper(base / "zookeeper")
+    shards = [stack.ClickHouse(base / ("shard%d" % i)) for i in (1, 2)]
+    for ch in shards:
+        ch.interserver_port = stack.free_port()
+    started = []
+    try:
+        zk.start()
+        started.append(zk)
+        for i, ch in enumerate(shards):
+            (ch.etc / "config.d").mkdir(parents=True, exist_ok=True)
+            (ch.etc / "users.d").mkdir(parents=True, exist_ok=True)
+            (ch.etc / "config.d" / "cluster.xml").write_text(
+                cluster_xml(zk, shards, i))
+            (ch.etc / "users.d" / "distributed.xml").write_text(USERS_XML)
+            ch.start()
+            started.append(ch)
+        sql = (REPO / "conf" / "schema-cluster.sql").read_bytes()
+        res = subprocess.run(
+            ["clickhouse-client", "--host", "127.0.0.1", "--port",
+             str(shards[0].tcp_port), "--multiquery"], input=sql,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        assert res.returncode == 0, res.stdout.decode(errors="replace")
+        yield {"zookeeper": zk, "shards": shards, "schema_output": res.stdout}
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def test_schema_is_on_every_shard(cluster):
+    for i, ch in enumerate(cluster["shards"]):
+        assert ch.scalar("SELECT substitution FROM system.macros "
+                         "WHERE macro = 'shard'") == str(i + 1)
+        engines = ch.query(
+            "SELECT name, engine FROM system.tables WHERE database = "
+            "'imchallenge' ORDER BY name FORMAT TabSeparated")
+        assert engines.splitlines() == [
+            "events\tDistributed",
+            "events_local\tReplicatedMergeTree",
+        ]
+        assert ch.scalar(
+            "SELECT count() FROM system.clusters WHERE cluster = '%s'"
+            % CLUSTER) == "2"
+        # Replicated: each table registered its replica in ZooKeeper.
+        assert ch.scalar(
+            "SELECT count() FROM system.replicas WHERE database = "
+            "'imchallenge' AND zookeeper_path LIKE '/clickhouse/tables/"
+            "%d/imchallenge/%%'" % (i + 1)) == "1"
+
+
+def test_schema_is_idempotent(cluster):
+    sql = (REPO / "conf" / "schema-cluster.sql").read_bytes()
+    ch = cluster["shards"][1]
+    res = subprocess.run(["clickhouse-client", "--host", "127.0.0.1",
+                          "--port", str(ch.tcp_port), "--multiquery"],
+                         input=sql, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=300)
+    assert res.returncode == 0, res.stdout.decode(errors="replace")
+
+
+def events(site, served, solved):
+    ids = [str(uuid.uuid4()) for _ in range(served)]
+    out = [{"time": "%sT%02d:%02d:00Z" % (DAY, 6 + i % 12, i % 60),
+            "type": "serve", "correlation_id": c, "site_id": site}
+           for i, c in enumerate(ids)]
+    out += [{"time": "%sT%02d:%02d:30Z" % (DAY, 6 + i % 12, i % 60),
+             "type": "solve", "correlation_id": c, "site_id": site}
+            for i, c in enumerate(ids[:solved])]
+    return out
+
+
+def test_module_writes_and_reports_through_the_cluster(cluster, make_httpd):
+    shards = cluster["shards"]
+    # The second URL is the module's fail-over: any server of the cluster
+    # can take writes and reports.
+    h = make_httpd(clickhouse=[shards[0].url, shards[1].url],
+                   directives="IMChallengeCreateSchema Off")
+    sites = {str(uuid.uuid4()): (10 + 3 * i, 4 + i) for i in range(8)}
+    batch = []
+    for site, (served, solved) in sites.items():
+        batch += events(site, served, solved)
+    batch += batch[:5]  # sent twice: counted once
+    r = h.post("api/event?wait=1", json=batch)
+    assert r.status_code == 201, r.text
+    assert r.json()["accepted"] == len(batch)
+
+    r = h.get("api/report", params={"from": DAY, "to": DAY})
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    got = {row["site_id"]: (row["served"], row["solved"])
+           for row in rep["rows"] if row["site_id"] in sites}
+    assert got == sites
+    assert all(row["day"] == DAY for row in rep["rows"])
+    mine = [row for row in rep["rows"] if row["site_id"] in sites]
+    assert [row["site_id"] for row in mine] == sorted(sites)
+    for row in mine:
+        assert row["solve_rate"] == round(row["solved"] / row["served"], 4)
+
+    # Filters work through the Distributed table too.
+    one = sorted(sites)[3]
+    r = h.get("api/report/site_id='%s' AND type='solve'" % one)
+    assert r.status_code == 200, r.text
+    assert [(x["served"], x["solved"]) for x in r.json()["rows"]] == \
+        [(0, sites[one][1])]
+
+    # The rows are spread over both shards, each shard holds whole sites,
+    # and nothing is lost or doubled on the way.
+    total = sum(s + v for s, v in sites.values())
+    per_shard = []
+    site_list = ",".join("toUUID('%s')" % s for s in sites)
+    for ch in shards:
+        n = int(ch.scalar(
+            "SELECT uniqExact(correlation_id, type) FROM "
+            "imchallenge.events_local WHERE site_id IN (%s)" % site_list))
+        per_shard.append(n)
+        local_sites = set(ch.query(
+            "SELECT DISTINCT toString(site_id) FROM imchallenge.events_local "
+            "WHERE site_id IN (%s) FORMAT TabSeparated"
+            % site_list).split())
+        other = shards[1 - shards.index(ch)]
+        other_sites = set(other.query(
+            "SELECT DISTINCT toString(site_id) FROM imchallenge.events_local "
+            "WHERE site_id IN (%s) FORMAT TabSeparated"
+            % site_list).split())
+        assert not local_sites & other_sites
+    assert all(n > 0 for n in per_shard), per_shard
+    assert sum(per_shard) == total
+    # Exact distinct counts read back through the Distributed table: each
+    # shard's partial uniqExact states merge.
+    agg = shards[1].query(
+        "SELECT toString(site_id), uniqExactIf(correlation_id, type = "
+        "'serve'), uniqExactIf(correlation_id, type = 'solve') FROM "
+        "imchallenge.events WHERE site_id IN (%s) GROUP BY site_id "
+        "FORMAT TabSeparated" % site_list)
+    got = {}
+    for line in agg.splitlines():
+        site, served, solved = line.split("\t")
+        got[site] = (int(served), int(solved))
+    assert got == sites
