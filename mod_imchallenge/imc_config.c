@@ -127,7 +127,12 @@ static const char *set_clickhouse(cmd_parms *cmd, void *dc, const char *arg)
         (strcasecmp(uri.scheme, "http") && strcasecmp(uri.scheme, "https")) ||
         !uri.hostname || !*uri.hostname || uri.query || uri.fragment ||
         uri.user || uri.password) {
-        return bad_value(cmd, arg,
+        /* Never echo a password written into the URL. */
+        return bad_value(cmd,
+                         uri.password
+                             ? apr_uri_unparse(cmd->temp_pool, &uri,
+                                               APR_URI_UNP_OMITPASSWORD)
+                             : arg,
                          "an http:// or https:// URL without credentials "
                          "or query, such as http://127.0.0.1:8123/");
     }

@@ -3,10 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <apr_file_io.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
-#include <util_script.h>
 
 #include "imc_private.h"
 #include "imc_clickhouse.h"
@@ -56,13 +56,19 @@ static int valid_date(const char *s)
 }
 
 /* An IANA zone name this machine knows: safe characters only (it is quoted
- * into SQL), no "..", and a file in the zone database. */
+ * into SQL), no "..", and a compiled zone file (magic "TZif") in the zone
+ * database, so that text files such as leapseconds are no zones. The
+ * right/ variants count leap seconds, which ClickHouse cannot load. */
 static int valid_tz(apr_pool_t *p, const char *tz)
 {
     const char *c;
-    apr_finfo_t fi;
+    apr_file_t *f;
+    char magic[4];
+    apr_size_t n = 0;
+    apr_status_t rv;
 
-    if (!*tz || strlen(tz) > MAX_TZ || tz[0] == '/' || strstr(tz, "..")) {
+    if (!*tz || strlen(tz) > MAX_TZ || tz[0] == '/' || strstr(tz, "..") ||
+        !strncmp(tz, "right/", 6)) {
         return 0;
     }
     for (c = tz; *c; ++c) {
@@ -70,10 +76,17 @@ static int valid_tz(apr_pool_t *p, const char *tz)
             return 0;
         }
     }
-    return !strcmp(tz, "UTC") ||
-           (apr_stat(&fi, apr_pstrcat(p, ZONEINFO, tz, NULL), APR_FINFO_TYPE,
-                     p) == APR_SUCCESS &&
-            fi.filetype == APR_REG);
+    if (!strcmp(tz, "UTC")) {
+        return 1;
+    }
+    if (apr_file_open(&f, apr_pstrcat(p, ZONEINFO, tz, NULL), APR_FOPEN_READ,
+                      APR_FPROT_OS_DEFAULT, p) != APR_SUCCESS) {
+        return 0;
+    }
+    rv = apr_file_read_full(f, magic, sizeof(magic), &n);
+    apr_file_close(f);
+    return rv == APR_SUCCESS && n == sizeof(magic) &&
+           !memcmp(magic, "TZif", sizeof(magic));
 }
 
 static int wants_csv(request_rec *r, const char *format)
@@ -86,6 +99,34 @@ static int wants_csv(request_rec *r, const char *format)
     return accept && ap_strcasestr(accept, "text/csv") != NULL;
 }
 
+/* The URL-decoded value of the query parameter name into *out (NULL when
+ * absent). Returns 0 when it is given twice or not validly encoded (%00
+ * included): ap_args_to_table would cut "csv%00x" to "csv". A '+' stays a
+ * '+' (as in Etc/GMT+5): no valid value holds a space. */
+static int query_param(apr_pool_t *p, const char *args, const char *name,
+                       const char **out)
+{
+    apr_size_t n = strlen(name), len, vlen;
+    const char *q, *end;
+
+    *out = NULL;
+    for (q = args; q && *q; q = end ? end + 1 : NULL) {
+        end = strchr(q, '&');
+        len = end ? (apr_size_t)(end - q) : strlen(q);
+        if (len <= n || strncmp(q, name, n) || q[n] != '=') {
+            continue;
+        }
+        if (*out) {
+            return 0;
+        }
+        *out = imc_http_unescape(p, q + n + 1, len - n - 1, &vlen);
+        if (!*out) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Parses the path and the query string; answers 400 itself on error.
  * httpd has already URL-decoded the path once (and refused bad escapes and
  * %00): the rest of it is the filter as is. Decoding it again would let
@@ -93,16 +134,18 @@ static int wants_csv(request_rec *r, const char *format)
  * keeps, stays as written: '%' and '/' are invalid in a filter anyway. */
 static int parse_args(request_rec *r, report_args *a)
 {
-    apr_table_t *q;
     const char *format;
 
     a->filter = imc_config_path_rest(r, "report");
     a->filter_len = strlen(a->filter);
-    ap_args_to_table(r, &q);
-    a->from = apr_table_get(q, "from");
-    a->to = apr_table_get(q, "to");
-    a->tz = apr_table_get(q, "tz");
-    format = apr_table_get(q, "format");
+    if (!query_param(r->pool, r->args, "from", &a->from) ||
+        !query_param(r->pool, r->args, "to", &a->to) ||
+        !query_param(r->pool, r->args, "tz", &a->tz) ||
+        !query_param(r->pool, r->args, "format", &format)) {
+        return imc_http_error(r, HTTP_BAD_REQUEST,
+                              "from, to, tz and format may each be given "
+                              "once, validly URL-encoded");
+    }
     if (a->from && !valid_date(a->from)) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
                               "from must be a date YYYY-MM-DD");
@@ -157,7 +200,9 @@ static const char *day_expr(apr_pool_t *p, const report_args *a)
 
 /* The query: exact distinct correlation ids per (day, site). from and to
  * also bound time, with a margin for zone offsets and DST, so ClickHouse
- * skips the months outside; the day conditions keep it exact. */
+ * skips the months outside; the day conditions keep it exact. (Grouping by
+ * the Date and UUID in a subquery and making text of the result rows only
+ * measured no faster on 18.16: the distinct counts dominate.) */
 static const char *build_sql(apr_pool_t *p, const imc_config *c,
                              const report_args *a, const char *where)
 {

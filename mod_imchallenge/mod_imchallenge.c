@@ -12,6 +12,7 @@
 #include <apr_file_info.h>
 #include <apr_strings.h>
 #include <ap_mpm.h>
+#include <ap_expr.h>
 #include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
@@ -83,6 +84,39 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
     imc_deliver_child_init(pchild, s);
 }
 
+#define NO_FILE "imchallenge:"
+
+/* The module's handlers serve no file. For their URLs, name no file (as
+ * mod_proxy does for its requests) and skip the directory and file walk,
+ * so a long GET event or report filter is not refused as a file name that
+ * is too long. The <Location> walk tells which handler SetHandler chose. */
+static int imc_translate_name(request_rec *r)
+{
+    core_dir_config *d;
+    const char *h, *err = NULL;
+
+    if (ap_location_walk(r) != OK) {
+        return DECLINED;
+    }
+    d = ap_get_core_module_config(r->per_dir_config);
+    if (!d || !d->expr_handler) {
+        return DECLINED;
+    }
+    h = ap_expr_str_exec(r, d->expr_handler, &err);
+    if (err || !h || strncmp(h, "imchallenge-", 12) != 0) {
+        return DECLINED;
+    }
+    r->filename = apr_pstrcat(r->pool, NO_FILE, h + 12, NULL);
+    return OK;
+}
+
+static int imc_map_to_storage(request_rec *r)
+{
+    return r->filename && !strncmp(r->filename, NO_FILE, sizeof(NO_FILE) - 1)
+               ? OK
+               : DECLINED;
+}
+
 static int imc_handler(request_rec *r)
 {
     const char *h = r->handler;
@@ -114,6 +148,8 @@ static void imc_register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_post_config(imc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(imc_translate_name, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_map_to_storage(imc_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(imc_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

@@ -1,0 +1,327 @@
+#!/usr/bin/python3
+# Licensed under the Apache License, Version 2.0.
+"""Report benchmark: the module's GET /api/report against the naive query.
+
+Starts its own ClickHouse and httpd (tests/stack.py), loads generated
+events straight into ClickHouse with INSERT ... SELECT FROM numbers()
+(about 100 sites over about 30 days; every procedure served, about 80 %
+solved, about 2.7 % of the events sent twice), then measures the median of
+--repeat runs after one warm-up of:
+
+    module, all sites   GET /api/report
+    module, one site    GET /api/report/site_id='<uuid>'
+    naive,  all sites   the exact query below, on ClickHouse over HTTP
+    naive,  one site    the same with WHERE site_id = ...
+
+    SELECT toDate(time) AS day, site_id,
+           uniqExactIf(correlation_id, type = 'serve'),
+           uniqExactIf(correlation_id, type = 'solve')
+    FROM imchallenge.events [WHERE site_id = ...]
+    GROUP BY day, site_id ORDER BY day, site_id
+
+It checks that the module's rows equal the naive query's, prints a table
+with the ratios module / naive (goal: <= 1.0) and writes the figures to
+tests/bench/results/report-<timestamp>.json.
+
+    /usr/bin/python3 tests/bench/report_bench.py [--sizes 2000000,10000000]
+        [--repeat 5] [--module PATH] [--keep]
+
+Run as root (httpd switches its children to www-data).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+import stack  # noqa: E402
+
+RESULTS = BENCH_DIR / "results"
+DATABASE = "imchallenge"
+SITES = 100
+DAYS = 30
+START = 1735689600  # 2025-01-01T00:00:00Z
+# Events per procedure: a serve, a solve for 4 in 5, a repeated serve for
+# 1 in 33 and a repeated solve for 1 in 50.
+EVENTS_PER_PROCEDURE = 1 + 0.8 + 1 / 33 + 1 / 50
+QUERY_TIMEOUT = 600
+
+# Identifiers as random as real UUIDs (structured ones would flatter or
+# punish hash tables), yet reproducible: the MD5 of a name.
+CID = "toUUID(UUIDNumToString(MD5(concat('procedure-', toString(i)))))"
+SITE = "toUUID(UUIDNumToString(MD5(concat('site-', toString(s)))))"
+
+LOAD_SQL = """INSERT INTO {db}.events
+SELECT toDateTime(t0 + if(k = 2, 30 + i % 60, 0)) AS time,
+       CAST(if(k = 2, 'solve', 'serve')
+            AS Enum8('serve' = 1, 'solve' = 2)) AS type,
+       {cid} AS correlation_id,
+       {site} AS site_id,
+       toDateTime(t0 + if(k = 2, 31 + i % 60, 1)) AS received_at,
+       concat('{{"time":"', replaceOne(toString(time, 'UTC'), ' ', 'T'),
+              'Z","type":"', toString(type), '","correlation_id":"',
+              toString(correlation_id), '","site_id":"', toString(site_id),
+              '"}}') AS raw
+FROM
+(
+    SELECT number AS i, i % {sites} AS s,
+           {start} + (intDiv(i, {sites}) % {days}) * 86400
+                   + cityHash64(i) % 86400 AS t0
+    FROM numbers({procedures})
+)
+ARRAY JOIN arrayFilter(x -> x != 0, [1, if(i % 5 != 0, 2, 0),
+                                     if(i % 33 = 0, 1, 0),
+                                     if(i % 50 = 1, 2, 0)]) AS k"""
+
+NAIVE_SQL = """SELECT toDate(time) AS day, site_id,
+       uniqExactIf(correlation_id, type = 'serve'),
+       uniqExactIf(correlation_id, type = 'solve')
+FROM {db}.events{where}
+GROUP BY day, site_id ORDER BY day, site_id
+FORMAT TabSeparated"""
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def site_uuid(s):
+    """The site_id that SITE gives site number s."""
+    return str(uuid.UUID(bytes=hashlib.md5(b"site-%d" % s).digest()))
+
+
+def load(ch, size):
+    """Replace the events with about size generated ones; return counts."""
+    procedures = int(round(size / EVENTS_PER_PROCEDURE))
+    ch.query("TRUNCATE TABLE %s.events" % DATABASE)
+    t0 = time.monotonic()
+    ch.query(LOAD_SQL.format(db=DATABASE, cid=CID, site=SITE, sites=SITES,
+                             days=DAYS, start=START, procedures=procedures),
+             timeout=QUERY_TIMEOUT)
+    ch.query("OPTIMIZE TABLE %s.events FINAL" % DATABASE,
+             timeout=QUERY_TIMEOUT)
+    loaded = time.monotonic() - t0
+    counts = ch.query("SELECT count(), uniqExact(site_id), "
+                      "uniqExact(toDate(time)), "
+                      "count() - uniqExact(correlation_id, type) "
+                      "FROM %s.events" % DATABASE).split()
+    return {"target": size, "procedures": procedures,
+            "events": int(counts[0]), "sites": int(counts[1]),
+            "days": int(counts[2]), "duplicates": int(counts[3]),
+            "load_seconds": round(loaded, 2)}
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def module_fetch(httpd, site):
+    """GET the module's report; returns the body (JSON text)."""
+    path = "api/report"
+    if site:
+        path += "/" + quote("site_id='%s'" % site, safe="")
+    r = httpd.get(path, timeout=QUERY_TIMEOUT)
+    if r.status_code != 200:
+        raise BenchError("GET /%s answered %d: %s"
+                         % (path, r.status_code, r.text[:300]))
+    return r.text
+
+
+def module_rows(text):
+    """The module's rows as sorted (day, site, served, solved) tuples."""
+    return sorted((x["day"], x["site_id"], x["served"], x["solved"])
+                  for x in json.loads(text)["rows"])
+
+
+def naive_fetch(ch, site):
+    """Run the naive query on ClickHouse over HTTP; returns the TSV text."""
+    where = " WHERE site_id = toUUID('%s')" % site if site else ""
+    return ch.query(NAIVE_SQL.format(db=DATABASE, where=where),
+                    timeout=QUERY_TIMEOUT)
+
+
+def naive_rows(text):
+    """The naive query's rows as sorted (day, site, served, solved)."""
+    rows = []
+    for line in text.splitlines():
+        day, s, served, solved = line.split("\t")
+        rows.append((day, s, int(served), int(solved)))
+    return sorted(rows)
+
+
+def first_difference(a, b):
+    for x, y in zip(a + [None], b + [None]):
+        if x != y:
+            return x, y
+    return None
+
+
+def measure(st, site, repeat):
+    """Median seconds of each case after a warm-up; checks the answers.
+
+    Only the HTTP exchange is timed; answers are parsed afterwards."""
+    cases = {
+        "module_all": lambda: module_fetch(st.httpd, None),
+        "naive_all": lambda: naive_fetch(st.clickhouse, None),
+        "module_site": lambda: module_fetch(st.httpd, site),
+        "naive_site": lambda: naive_fetch(st.clickhouse, site),
+    }
+    parse = {"module": module_rows, "naive": naive_rows}
+    answers = {name: parse[name.split("_")[0]](fn())  # the warm-up
+               for name, fn in cases.items()}
+    for scope in ("all", "site"):
+        mod, naive = answers["module_" + scope], answers["naive_" + scope]
+        if mod != naive or not mod:
+            raise BenchError("the module's %s report differs from the naive "
+                             "query: %d vs %d rows, first difference %s"
+                             % (scope, len(mod), len(naive),
+                                first_difference(mod, naive)))
+    samples = {name: [] for name in cases}
+    texts = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, fn in cases.items():  # interleaved: drifts hit all
+            t0 = time.perf_counter()
+            texts[name].append(fn())
+            samples[name].append(time.perf_counter() - t0)
+    for name in cases:
+        for text in texts[name]:
+            if parse[name.split("_")[0]](text) != answers[name]:
+                raise BenchError("%s answered differently on a rerun" % name)
+    out = {name: {"median_ms": round(statistics.median(s) * 1000, 1),
+                  "samples_ms": [round(x * 1000, 1) for x in s]}
+           for name, s in samples.items()}
+    out["rows_all"] = len(answers["module_all"])
+    out["rows_site"] = len(answers["module_site"])
+    for scope in ("all", "site"):
+        out["ratio_" + scope] = round(out["module_" + scope]["median_ms"]
+                                      / out["naive_" + scope]["median_ms"], 3)
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_table(results):
+    head = ("events", "scope", "rows", "module ms", "naive ms",
+            "module/naive")
+    lines = [head]
+    for res in results:
+        m = res["measure"]
+        for scope in ("all", "site"):
+            lines.append(("{:,}".format(res["data"]["events"]),
+                          "all sites" if scope == "all" else "one site",
+                          str(m["rows_" + scope]),
+                          "%.1f" % m["module_" + scope]["median_ms"],
+                          "%.1f" % m["naive_" + scope]["median_ms"],
+                          "%.2f" % m["ratio_" + scope]))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for n, line in enumerate(lines):
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine():
+    info = {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["memory_kb"] = int(f.readline().split()[1])
+    except OSError:
+        pass
+    return info
+
+
+def wait_for_schema(ch, timeout=60):
+    stack.wait_until(
+        lambda: ch.scalar("EXISTS TABLE %s.events" % DATABASE) == "1",
+        timeout, interval=0.2, what="the events table")
+
+
+def run(args):
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    if not sizes or min(sizes) < 1000 or args.repeat < 1:
+        raise BenchError("--sizes needs sizes >= 1000, --repeat >= 1")
+    work = Path(tempfile.mkdtemp(prefix="imc-bench-report-", dir="/tmp"))
+    os.chmod(work, 0o755)
+    st = stack.Stack(work, module_path=args.module,
+                     directives="IMChallengeTimeout %ds" % QUERY_TIMEOUT)
+    results = []
+    failed = True
+    try:
+        st.start()
+        st.wait_ready(60)
+        wait_for_schema(st.clickhouse)
+        version = st.clickhouse.scalar("SELECT version()")
+        for size in sizes:
+            print("loading about {:,} events ...".format(size), flush=True)
+            data = load(st.clickhouse, size)
+            print("  {events:,} events, {sites} sites, {days} days, "
+                  "{duplicates:,} duplicates, loaded in {load_seconds} s"
+                  .format(**data), flush=True)
+            m = measure(st, site_uuid(7), args.repeat)
+            results.append({"data": data, "measure": m})
+            print("  answers equal; module/naive: all sites %.2f, one site "
+                  "%.2f" % (m["ratio_all"], m["ratio_site"]), flush=True)
+        failed = False
+    finally:
+        st.stop()
+        if args.keep or failed:
+            print("server files kept in %s" % work, file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print_table(results)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / ("report-%s.json" % stamp)
+    out.write_text(json.dumps({
+        "benchmark": "report", "timestamp": stamp, "repeat": args.repeat,
+        "clickhouse": version, "machine": machine(),
+        "naive_query": NAIVE_SQL.format(db=DATABASE, where=""),
+        "goal": "module / naive <= 1.0", "results": results}, indent=2)
+        + "\n")
+    print("\nresults: %s" % out)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="2000000,10000000",
+                   help="event counts, comma-separated (2000000,10000000)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="measured runs per case, after one warm-up (5)")
+    p.add_argument("--module", default=str(stack.DEFAULT_MODULE),
+                   help="mod_imchallenge.so to load")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the servers' files under /tmp")
+    args = p.parse_args(argv)
+    if not Path(args.module).is_file():
+        sys.exit("report_bench.py: module %s not found; build it (make)"
+                 % args.module)
+    if os.geteuid() != 0:
+        sys.exit("report_bench.py: run as root")
+    try:
+        return run(args)
+    except (BenchError, stack.StackError) as e:
+        print("report_bench.py: %s" % e, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
