@@ -118,8 +118,8 @@ integration: $(MODULE)
 
 # Every suite runs even when an earlier one fails; the exit status says
 # whether all passed. TEST_SUITES=... runs a subset.
-TEST_SUITES ?= unit integration fuzz-short unit-valgrind test-asan \
-               test-k8s test-docker
+TEST_SUITES ?= unit integration test-browser fuzz-short unit-valgrind \
+               test-asan test-k8s test-docker
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=20

@@ -5,14 +5,27 @@
 #include <http_protocol.h>
 
 #include "imc_private.h"
+#include "imc_http.h"
 #include "imc_metrics.h"
 
+/* The segment belongs to the parent's process pool and is found again
+ * through retained data, so the numbers survive graceful and hard restarts
+ * alike (a restart neither resets nor double counts them; processes of the
+ * old generation keep adding to them while they finish). They start from
+ * zero when the parent starts, or when a restart loads a build whose layout
+ * no longer fits the segment (logged). */
 #define RETAINED_KEY "imchallenge-metrics"
 
-/* Upper bounds of the histogram buckets, in microseconds; +Inf follows. */
-static const apr_interval_time_t bounds[] = {
-    1000,   5000,   10000,   25000,   50000,   100000,
-    250000, 500000, 1000000, 2500000, 5000000, 10000000};
+/* Upper bounds of the histogram buckets, in microseconds and as written
+ * in `le` (Prometheus' canonical float form: apr's %g would drop the
+ * leading zero, and `le` values are compared as strings); +Inf follows. */
+static const struct {
+    apr_interval_time_t usec;
+    const char *le;
+} bounds[] = {{1000, "0.001"},  {5000, "0.005"}, {10000, "0.01"},
+              {25000, "0.025"}, {50000, "0.05"}, {100000, "0.1"},
+              {250000, "0.25"}, {500000, "0.5"}, {1000000, "1"},
+              {2500000, "2.5"}, {5000000, "5"},  {10000000, "10"}};
 #define NBOUNDS (sizeof(bounds) / sizeof(bounds[0]))
 
 typedef struct {
@@ -24,6 +37,10 @@ typedef struct {
 typedef struct {
     apr_uint64_t counters[IMC_M_COUNTERS];
     apr_int64_t gauges[IMC_G_GAUGES];
+    /* When the oldest queued event was queued, derived from the age the
+     * deliverer last published: the age read later keeps growing even
+     * while the deliverer is busy or backing off. */
+    apr_time_t oldest_since;
     histogram_t histograms[IMC_H_HISTOGRAMS];
 } shared_t;
 
@@ -34,6 +51,13 @@ typedef struct {
 
 static shared_t *shared;
 
+/* A restart may load a newer build whose layout is larger than the
+ * retained segment's: then start a new segment rather than overrun it. */
+static int retained_fits(const retained_t *ret)
+{
+    return ret->shm != NULL && apr_shm_size_get(ret->shm) >= sizeof(shared_t);
+}
+
 apr_status_t imc_metrics_post_config(apr_pool_t *pconf, server_rec *s)
 {
     retained_t *ret = ap_retained_data_get(RETAINED_KEY);
@@ -42,19 +66,27 @@ apr_status_t imc_metrics_post_config(apr_pool_t *pconf, server_rec *s)
     (void)pconf;
     if (ret == NULL) {
         ret = ap_retained_data_create(RETAINED_KEY, sizeof(*ret));
+        ret->shm = NULL;
+    }
+    if (!retained_fits(ret)) {
+        if (ret->shm != NULL) {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                         IMC_LOGNO(00102) "the metrics layout changed: "
+                                          "counters start again from zero");
+            apr_shm_destroy(ret->shm);
+            ret->shm = NULL;
+        }
         rv =
             apr_shm_create(&ret->shm, sizeof(shared_t), NULL, s->process->pool);
         if (rv != APR_SUCCESS) {
             ret->shm = NULL;
+            shared = NULL;
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                          IMC_LOGNO(00101) "cannot create the shared memory "
                                           "for metrics");
             return rv;
         }
         memset(apr_shm_baseaddr_get(ret->shm), 0, sizeof(shared_t));
-    }
-    if (ret->shm == NULL) {
-        return APR_EGENERAL;
     }
     shared = apr_shm_baseaddr_get(ret->shm);
     return APR_SUCCESS;
@@ -69,14 +101,40 @@ void imc_metrics_add(imc_metric_counter c, apr_uint64_t n)
 
 void imc_metrics_set(imc_metric_gauge g, apr_int64_t v)
 {
-    if (shared) {
-        __atomic_store_n(&shared->gauges[g], v, __ATOMIC_RELAXED);
+    if (!shared) {
+        return;
     }
+    if (g == IMC_G_OLDEST_AGE_MS) {
+        __atomic_store_n(&shared->oldest_since,
+                         apr_time_now() - apr_time_from_msec(v),
+                         __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&shared->gauges[g], v, __ATOMIC_RELAXED);
+}
+
+/* The oldest queued event's age now, in ms; 0 when nothing is queued. */
+static apr_int64_t oldest_age_ms(void)
+{
+    apr_time_t since = __atomic_load_n(&shared->oldest_since, __ATOMIC_RELAXED);
+    apr_time_t now = apr_time_now();
+
+    if (__atomic_load_n(&shared->gauges[IMC_G_QUEUED_EVENTS],
+                        __ATOMIC_RELAXED) <= 0 ||
+        since <= 0 || since > now) {
+        return 0;
+    }
+    return apr_time_as_msec(now - since);
 }
 
 apr_int64_t imc_metrics_get(imc_metric_gauge g)
 {
-    return shared ? __atomic_load_n(&shared->gauges[g], __ATOMIC_RELAXED) : 0;
+    if (!shared) {
+        return 0;
+    }
+    if (g == IMC_G_OLDEST_AGE_MS) {
+        return oldest_age_ms();
+    }
+    return __atomic_load_n(&shared->gauges[g], __ATOMIC_RELAXED);
 }
 
 void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t)
@@ -88,7 +146,7 @@ void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t)
         return;
     }
     hist = &shared->histograms[h];
-    for (i = 0; i < NBOUNDS && t > bounds[i]; ++i) {
+    for (i = 0; i < NBOUNDS && t > bounds[i].usec; ++i) {
     }
     __atomic_fetch_add(&hist->buckets[i], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&hist->count, 1, __ATOMIC_RELAXED);
@@ -124,8 +182,8 @@ static void print_histogram(request_rec *r, const char *name, const char *help,
     family(r, name, "histogram", help);
     for (i = 0; i < NBOUNDS; ++i) {
         cumulative += __atomic_load_n(&hist->buckets[i], __ATOMIC_RELAXED);
-        ap_rprintf(r, "%s_bucket{le=\"%g\"} %" APR_UINT64_T_FMT "\n", name,
-                   (double)bounds[i] / APR_USEC_PER_SEC, cumulative);
+        ap_rprintf(r, "%s_bucket{le=\"%s\"} %" APR_UINT64_T_FMT "\n", name,
+                   bounds[i].le, cumulative);
     }
     cumulative += __atomic_load_n(&hist->buckets[NBOUNDS], __ATOMIC_RELAXED);
     ap_rprintf(r, "%s_bucket{le=\"+Inf\"} %" APR_UINT64_T_FMT "\n", name,
@@ -149,7 +207,7 @@ static void print_rejected(request_rec *r)
     apr_size_t i;
 
     family(r, "imchallenge_requests_rejected_total", "counter",
-           "Event requests rejected, by reason (invalid counts events).");
+           "Event requests rejected, by reason.");
     for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); ++i) {
         ap_rprintf(r,
                    "imchallenge_requests_rejected_total{reason=\"%s\"} "
@@ -204,11 +262,13 @@ static void print_gauges(request_rec *r)
 int imc_metrics_handler(request_rec *r)
 {
     if (r->method_number != M_GET) {
+        apr_table_setn(r->headers_out, "Allow", "GET, HEAD");
         r->allowed = AP_METHOD_BIT << M_GET;
-        return HTTP_METHOD_NOT_ALLOWED;
+        return imc_http_error(r, HTTP_METHOD_NOT_ALLOWED, "use GET");
     }
     if (!shared) {
-        return HTTP_SERVICE_UNAVAILABLE;
+        return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
+                              "metrics are not available");
     }
     ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");

@@ -13,7 +13,7 @@
 
 typedef enum {
     IMC_M_ACCEPTED,            /* events acknowledged (202/201) */
-    IMC_M_REJECTED_INVALID,    /* events in requests answered 400 */
+    IMC_M_REJECTED_INVALID,    /* requests answered 400 */
     IMC_M_REJECTED_TOO_LARGE,  /* requests answered 413 */
     IMC_M_REJECTED_MEDIA,      /* requests answered 415 */
     IMC_M_REJECTED_METHOD,     /* requests answered 405 */
