@@ -3,6 +3,7 @@
 #include <apr_hash.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
+#include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
@@ -19,6 +20,7 @@
 #define SEGMENT_MAX    ((apr_off_t)16 * 1024 * 1024)
 #define RETRY_AFTER    "5"
 #define WAIT_POLL_USEC 5000
+#define BODY_READY     (-1)
 
 /* This process's spool writers, by spool directory. Filled in child_init,
  * read-only afterwards. */
@@ -123,13 +125,70 @@ static int post_format(request_rec *r)
     return -1;
 }
 
-static apr_size_t body_limit(const imc_config *c)
+/* The largest body a request may have: room for the largest batch, and
+ * no more than LimitRequestBody when that is lower. */
+static apr_size_t body_limit(request_rec *r, const imc_config *c)
 {
     apr_uint64_t max = (apr_uint64_t)imc_config_max_batch_events(c) *
                            (imc_config_max_event_size(c) + 2) +
                        16;
+    apr_off_t core = ap_get_limit_req_body(r);
 
+    if (core > 0 && (apr_uint64_t)core < max) {
+        max = (apr_uint64_t)core;
+    }
     return max < MAX_BODY ? (apr_size_t)max : MAX_BODY;
+}
+
+/* The Content-Length the client announced, or -1 (none, or chunked). */
+static apr_off_t declared_length(request_rec *r)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    char *end = NULL;
+    apr_off_t n;
+
+    if (!cl || apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
+        return -1;
+    }
+    return n;
+}
+
+/* Reads a POST body. Returns BODY_READY, or what the handler returns
+ * when the request has been answered (here, or by an input filter). A
+ * body announced too large is refused with JSON before it is read. */
+static int read_post(request_rec *r, const imc_config *c, const char **body,
+                     apr_size_t *len, int *fmt)
+{
+    apr_size_t max = body_limit(r, c);
+    apr_status_t rv = APR_ENOSPC;
+    int status = 0;
+
+    if ((*fmt = post_format(r)) < 0) {
+        return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
+                           "Content-Type must be application/json or "
+                           "application/x-ndjson");
+    }
+    if (declared_length(r) <= (apr_off_t)max) {
+        rv = imc_http_read_body(r, max, body, len, &status);
+    }
+    if (status == AP_FILTER_ERROR) {
+        /* An input filter answered (LimitRequestBody, a bad chunk). */
+        imc_metrics_add(r->status == HTTP_REQUEST_ENTITY_TOO_LARGE
+                            ? IMC_M_REJECTED_TOO_LARGE
+                            : IMC_M_REJECTED_INVALID,
+                        1);
+        return AP_FILTER_ERROR;
+    }
+    if (APR_STATUS_IS_ENOSPC(rv)) {
+        return reply_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE,
+                           IMC_M_REJECTED_TOO_LARGE,
+                           "the request body is too large");
+    }
+    if (rv != APR_SUCCESS) {
+        return reply_error(r, status, IMC_M_REJECTED_INVALID,
+                           "the request body could not be read");
+    }
+    return BODY_READY;
 }
 
 /* ?wait=1: wait until the events are stored in ClickHouse, or the
@@ -214,26 +273,8 @@ int imc_ingest_handler(request_rec *r)
         }
         fmt = IMC_EVENT_SINGLE;
     } else if (r->method_number == M_POST) {
-        if ((fmt = post_format(r)) < 0) {
-            return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE,
-                               IMC_M_REJECTED_MEDIA,
-                               "Content-Type must be application/json or "
-                               "application/x-ndjson");
-        }
-        rv = imc_http_read_body(r, body_limit(c), &body, &len, &status);
-        if (status == AP_FILTER_ERROR) {
-            return AP_FILTER_ERROR;
-        }
-        if (rv != APR_SUCCESS) {
-            return reply_error(
-                r,
-                APR_STATUS_IS_ENOSPC(rv) ? HTTP_REQUEST_ENTITY_TOO_LARGE
-                                         : status,
-                APR_STATUS_IS_ENOSPC(rv) ? IMC_M_REJECTED_TOO_LARGE
-                                         : IMC_M_REJECTED_INVALID,
-                APR_STATUS_IS_ENOSPC(rv)
-                    ? "the request body is too large"
-                    : "the request body could not be read");
+        if ((status = read_post(r, c, &body, &len, &fmt)) != BODY_READY) {
+            return status;
         }
     } else {
         apr_table_setn(r->headers_out, "Allow", "GET, POST");
