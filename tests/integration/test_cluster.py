@@ -51,11 +51,14 @@ class ZooKeeper:
         self.port = stack.free_port()
         self.proc = None
 
-    def ruok(self):
+    def serving(self):
+        """True once ZooKeeper serves sessions ("ruok" answers earlier:
+        ClickHouse 18.16 connecting then has its handshake cut off and
+        its DDL thread crashes)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), 1) as s:
-                s.sendall(b"ruok")
-                return s.recv(16) == b"imok"
+                s.sendall(b"srvr")
+                return s.recv(64).startswith(b"Zookeeper version")
         except OSError:
             return False
 
@@ -67,7 +70,7 @@ class ZooKeeper:
                        "dataDir=%s\nclientPort=%d\n"
                        "clientPortAddress=127.0.0.1\n"
                        "admin.enableServer=false\n"
-                       "4lw.commands.whitelist=ruok\n" % (data, self.port))
+                       "4lw.commands.whitelist=srvr\n" % (data, self.port))
         log = open(self.workdir / "zookeeper.log", "ab")
         try:
             self.proc = subprocess.Popen(
@@ -77,7 +80,7 @@ class ZooKeeper:
                 stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
-        stack.wait_until(self.ruok, 60, interval=0.2, what="ZooKeeper")
+        stack.wait_until(self.serving, 60, interval=0.2, what="ZooKeeper")
         return self
 
     def stop(self):
@@ -89,6 +92,14 @@ class ZooKeeper:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def zookeeper_reachable(ch):
+    try:
+        ch.query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+        return True
+    except Exception:  # not yet: the query fails until the session is up
+        return False
 
 
 def cluster_xml(zk, shards, index):
@@ -139,6 +150,9 @@ def cluster(workbase):
             (ch.etc / "users.d" / "distributed.xml").write_text(USERS_XML)
             ch.start()
             started.append(ch)
+        for ch in shards:
+            stack.wait_until(lambda: zookeeper_reachable(ch), 60,
+                             what="ZooKeeper from ClickHouse")
         sql = (REPO / "conf" / "schema-cluster.sql").read_bytes()
         res = subprocess.run(
             ["clickhouse-client", "--host", "127.0.0.1", "--port",
