@@ -50,8 +50,8 @@ extern const command_rec imc_config_cmds[];
 void *imc_config_dir_create(apr_pool_t *p, char *dir);
 
 /*
- * The rest of r's path (as httpd decoded it, but for %2F) after the <Location> that
- * maps the handler, without its leading '/'; "" when there is none. Where
+ * The rest of r's path (as httpd decoded it, but for %2F) after the <Location>
+ * that maps the handler, without its leading '/'; "" when there is none. Where
  * the handler is not mapped by a plain <Location>, the rest after the last
  * path segment named fallback ("report" for .../report/<filter>).
  */
