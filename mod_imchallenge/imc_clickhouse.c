@@ -11,7 +11,8 @@
 struct imc_clickhouse {
     CURL *curl;
     imc_clickhouse_conf conf;
-    int current; /* index of the endpoint that answered last */
+    int current;         /* index of the endpoint that answered last */
+    apr_time_t abort_at; /* 0, or when requests are cut (atomic) */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -104,20 +105,66 @@ static size_t source_read(char *buf, size_t size, size_t nitems, void *userdata)
     return n;
 }
 
+/* Lets curl send a body again on a fresh connection when a reused one
+ * turned out to be closed before anything was answered. */
+static int source_seek(void *userdata, curl_off_t offset, int origin)
+{
+    source_t *src = userdata;
+
+    if (origin != SEEK_SET || offset < 0 || (apr_size_t)offset > src->len) {
+        return CURL_SEEKFUNC_CANTSEEK;
+    }
+    src->off = (apr_size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static apr_time_t abort_time(const imc_clickhouse *ch)
+{
+    return __atomic_load_n(&ch->abort_at, __ATOMIC_ACQUIRE);
+}
+
+void imc_clickhouse_abort_at(imc_clickhouse *ch, apr_time_t when)
+{
+    __atomic_store_n(&ch->abort_at, when, __ATOMIC_RELEASE);
+}
+
+/* curl calls this often while a transfer runs, and about once a second
+ * while it waits: non-zero ends the transfer. */
+static int progress(void *data, curl_off_t dltotal, curl_off_t dlnow,
+                    curl_off_t ultotal, curl_off_t ulnow)
+{
+    apr_time_t at = abort_time(data);
+
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return at != 0 && apr_time_now() >= at;
+}
+
 #define SETOPT(opt, val)                                                       \
     if (curl_easy_setopt(ch->curl, opt, val) != CURLE_OK) {                    \
         return APR_EGENERAL;                                                   \
     }
 
-/* Options every request has. */
+/* Options every request has; the timeout ends at the abort time, if any. */
 static apr_status_t set_common(imc_clickhouse *ch, sink_t *sink)
 {
-    long ms = (long)apr_time_as_msec(ch->conf.timeout);
+    apr_interval_time_t t = ch->conf.timeout;
+    apr_time_t at = abort_time(ch);
+    long ms;
 
+    if (at != 0 && at - apr_time_now() < t) {
+        t = at - apr_time_now();
+    }
+    ms = t > 1000 ? (long)apr_time_as_msec(t) : 1L;
     curl_easy_reset(ch->curl);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_TIMEOUT_MS, ms);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, ms);
+    SETOPT(CURLOPT_NOPROGRESS, 0L);
+    SETOPT(CURLOPT_XFERINFOFUNCTION, progress);
+    SETOPT(CURLOPT_XFERINFODATA, ch);
 #if LIBCURL_VERSION_NUM >= 0x075500
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -144,6 +191,8 @@ static apr_status_t map_curl_error(CURLcode cc, const sink_t *sink)
             return APR_SUCCESS;
         case CURLE_OPERATION_TIMEDOUT:
             return APR_TIMEUP;
+        case CURLE_ABORTED_BY_CALLBACK:
+            return APR_ECONNABORTED;
         case CURLE_COULDNT_CONNECT:
         case CURLE_COULDNT_RESOLVE_HOST:
             return APR_ECONNREFUSED;
@@ -192,6 +241,8 @@ static apr_status_t perform(imc_clickhouse *ch, apr_pool_t *p, const char *base,
         SETOPT(CURLOPT_POST, 1L);
         SETOPT(CURLOPT_READFUNCTION, source_read);
         SETOPT(CURLOPT_READDATA, &src);
+        SETOPT(CURLOPT_SEEKFUNCTION, source_seek);
+        SETOPT(CURLOPT_SEEKDATA, &src);
         SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
     ch->errbuf[0] = '\0';
@@ -222,6 +273,9 @@ static apr_status_t request(imc_clickhouse *ch, apr_pool_t *p, const char *path,
     int i;
 
     memset(res, 0, sizeof(*res));
+    if (abort_time(ch) != 0 && apr_time_now() >= abort_time(ch)) {
+        return APR_ECONNABORTED;
+    }
     for (i = 0; i < urls->nelts; ++i) {
         int n = (ch->current + i) % urls->nelts;
 

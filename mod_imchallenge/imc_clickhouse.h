@@ -53,7 +53,9 @@ apr_status_t imc_clickhouse_ping(imc_clickhouse *ch, apr_pool_t *p,
  * encoded, starting with '&' (may be NULL). Returns APR_SUCCESS on HTTP 200,
  * IMC_CLICKHOUSE_EREJECTED when ClickHouse answered an error, APR_TIMEUP,
  * APR_ECONNREFUSED when no endpoint could be reached, APR_ECONNRESET when a
- * connection broke mid-way, IMC_CLICKHOUSE_ETOOBIG, or APR_EGENERAL.
+ * connection broke mid-way, APR_ECONNABORTED after imc_clickhouse_abort_at,
+ * IMC_CLICKHOUSE_ETOOBIG, or APR_EGENERAL. An endpoint that cannot be
+ * reached or times out passes the request on to the next one.
  */
 apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
                                   const char *sql, const char *params,
@@ -67,6 +69,13 @@ apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
                                    const char *table, const char *rows,
                                    apr_size_t len, const char *token,
                                    imc_clickhouse_result *res);
+
+/*
+ * From when on requests end (0: never), for a stop with bounded patience.
+ * Thread-safe: a request in flight on another thread is cut within about
+ * a second, and later ones fail at once, with APR_ECONNABORTED.
+ */
+void imc_clickhouse_abort_at(imc_clickhouse *ch, apr_time_t when);
 
 /* Encode s for a URL query parameter value. */
 const char *imc_clickhouse_escape(apr_pool_t *p, const char *s);

@@ -11,6 +11,8 @@
  * of a dead one within a second.
  */
 
+#include <stdlib.h>
+
 #include <apr_hash.h>
 #include <apr_strings.h>
 #include <apr_thread_cond.h>
@@ -33,14 +35,27 @@
 #define SCHEMA_RETRY    apr_time_from_sec(30)
 #define BACKOFF_MIN     apr_time_from_msec(100)
 #define BACKOFF_MAX     apr_time_from_sec(30)
+#define BACKLOG_LOG     apr_time_from_sec(60)
+#define STOP_MARGIN     apr_time_from_sec(1)
 #define MAX_BATCH_BYTES ((apr_size_t)256 * 1024 * 1024)
 #define MAX_CH_RESPONSE ((apr_size_t)64 * 1024)
+
+#define MARKS 32
+
+/* Rows before end were in the spool at the latest by at. */
+typedef struct {
+    apr_off_t end;
+    apr_time_t at;
+} mark_t;
 
 /* What the deliverer remembers of a segment between passes. */
 typedef struct {
     apr_time_t first_seen; /* pending data first noticed; 0: send now */
     apr_off_t counted;     /* lines counted up to here */
     apr_int64_t lines;     /* complete lines in [done, counted) */
+    mark_t marks[MARKS];   /* when rows were counted, oldest first */
+    int nmarks;
+    int seen; /* counted once already */
 } seg_state_t;
 
 typedef struct {
@@ -56,11 +71,15 @@ typedef struct {
     apr_thread_cond_t *cond;
     int stopping, finished; /* under mutex */
 
+    apr_time_t stop_by; /* set with stopping (atomic): end of the patience */
+
     apr_file_t *lock; /* held: this thread delivers the directory */
     imc_clickhouse *ch;
     imc_schema_features features;
-    int schema_ok, failures, started;
-    apr_time_t next_ping, next_schema, next_try;
+    int schema_ok, features_ok, failures, started;
+    int schema_failures, failing, spool_failing;
+    apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
+    apr_time_t next_gauges;
     apr_pool_t *state_pool;
     apr_hash_t *state; /* segment name -> seg_state_t */
     apr_uint32_t rand;
@@ -121,27 +140,37 @@ static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
     imc_clickhouse_result res;
     apr_status_t rv = imc_schema_apply(d->ch, p, d->db, &d->features, &res);
+    int level;
 
-    d->next_schema = now + SCHEMA_RETRY;
+    /* Unreachable: soon again; refused: in a while. */
+    d->next_schema = now + (res.http_status ? SCHEMA_RETRY : PING_INTERVAL);
     if (rv == APR_SUCCESS) {
-        d->schema_ok = 1;
+        d->schema_ok = d->features_ok = 1;
+        d->schema_failures = 0;
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->s,
                      IMC_LOGNO(00301) "schema of database %s is in place "
                                       "(deduplication token: %s)",
                      d->db, d->features.dedup_token ? "yes" : "no");
-    } else {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, log_status(rv), d->s,
-                     IMC_LOGNO(00302) "cannot apply the schema to %s "
-                                      "(HTTP %d, code %d); retrying later",
-                     res.url ? res.url : "ClickHouse", res.http_status,
-                     res.code);
+        return;
     }
+    /* (not in the macro's arguments: it reads the level twice) */
+    level = d->schema_failures++ ? APLOG_DEBUG : APLOG_WARNING;
+    ap_log_error(APLOG_MARK, level, log_status(rv), d->s,
+                 IMC_LOGNO(00302) "cannot apply the schema to %s "
+                                  "(HTTP %d, code %d); retrying later",
+                 res.url ? res.url : "ClickHouse", res.http_status, res.code);
 }
 
-/* ClickHouse's exception codes for input it will never accept. */
+/*
+ * ClickHouse's exception codes for input it will never accept: parse and
+ * type errors of the rows, e.g. after the table changed under the module.
+ * 49 is how 18.16 reports an unknown Enum element while parsing (current
+ * releases say 691).
+ */
 static int is_permanent(const imc_clickhouse_result *res)
 {
-    static const int codes[] = {6, 26, 27, 32, 33, 38, 41, 69, 70, 72, 117};
+    static const int codes[] = {6,  26, 27, 32,  33,  38,  41,  49, 53,
+                                69, 70, 72, 117, 131, 349, 376, 691};
     apr_size_t i;
 
     for (i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
@@ -150,6 +179,57 @@ static int is_permanent(const imc_clickhouse_result *res)
         }
     }
     return 0;
+}
+
+/* A spool operation failed: told once per streak of failures. */
+static apr_status_t spool_failed(deliverer_t *d, apr_status_t rv)
+{
+    if (!d->spool_failing++) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, d->s,
+                     IMC_LOGNO(00306) "cannot read the spool %s or record "
+                                      "delivery progress in it; retrying "
+                                      "with back-off",
+                     d->dir);
+    }
+    return rv;
+}
+
+/* A failed INSERT is told when a streak of failures starts and then every
+ * minute, with the backlog; the end of the streak is told too. */
+static void log_failure(deliverer_t *d, apr_status_t rv,
+                        const imc_clickhouse_result *res, int lines)
+{
+    apr_time_t now = apr_time_now();
+    int loud = !d->failing || now >= d->next_log;
+
+    if (loud) {
+        d->next_log = now + BACKLOG_LOG;
+    }
+    d->failing = 1;
+    ap_log_error(APLOG_MARK, loud ? APLOG_WARNING : APLOG_DEBUG, log_status(rv),
+                 d->s,
+                 IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
+                                  "%d, code %d); %" APR_INT64_T_FMT
+                                  " events (%" APR_INT64_T_FMT
+                                  " bytes) queued, the oldest %.1f s old; "
+                                  "retrying with back-off",
+                 lines, res->url ? res->url : "ClickHouse", res->http_status,
+                 res->code, imc_metrics_get(IMC_G_QUEUED_EVENTS),
+                 imc_metrics_get(IMC_G_SPOOL_BYTES),
+                 (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+}
+
+static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
+{
+    if (d->failing) {
+        d->failing = 0;
+        ap_log_error(
+            APLOG_MARK, APLOG_NOTICE, 0, d->s,
+            IMC_LOGNO(00307) "delivery to %s works again; %" APR_INT64_T_FMT
+                             " events queued",
+            res->url ? res->url : "ClickHouse",
+            imc_metrics_get(IMC_G_QUEUED_EVENTS));
+    }
 }
 
 static seg_state_t *seg_state(deliverer_t *d, const imc_spool_segment *seg,
@@ -169,6 +249,41 @@ static seg_state_t *seg_state(deliverer_t *d, const imc_spool_segment *seg,
         st->lines = 0;
     }
     return st;
+}
+
+/*
+ * Notes that the rows before end were counted at `at`. When the marks run
+ * out, every other one goes: the resolution halves evenly, and merged rows
+ * only ever look younger than they are.
+ */
+static void add_mark(seg_state_t *st, apr_off_t end, apr_time_t at)
+{
+    int i;
+
+    if (st->nmarks == MARKS) {
+        for (i = 0; i < MARKS / 2; ++i) {
+            st->marks[i] = st->marks[2 * i + 1];
+        }
+        st->nmarks = MARKS / 2;
+    }
+    st->marks[st->nmarks].end = end;
+    st->marks[st->nmarks++].at = at;
+}
+
+/* When the oldest row still to deliver was counted (0: not known). */
+static apr_time_t head_time(seg_state_t *st, const imc_spool_segment *seg)
+{
+    int n = 0;
+
+    while (n < st->nmarks && st->marks[n].end <= seg->done) {
+        ++n;
+    }
+    if (n > 0) {
+        memmove(st->marks, st->marks + n,
+                (apr_size_t)(st->nmarks - n) * sizeof(mark_t));
+        st->nmarks -= n;
+    }
+    return st->nmarks ? st->marks[0].at : 0;
 }
 
 /* Keeps the state of the segments that still exist, drops the rest. */
@@ -213,7 +328,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     apr_status_t rv;
 
     if (!resend && (rv = imc_spool_intent(p, d->dir, seg, end))) {
-        return rv;
+        return spool_failed(d, rv);
     }
     if (resend) {
         imc_metrics_add(IMC_M_BATCHES_RETRIED, 1);
@@ -224,7 +339,9 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         imc_metrics_set(IMC_G_CLICKHOUSE_OK, apr_time_now());
         imc_metrics_add(IMC_M_BATCHES_SENT, 1);
         imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
-        return imc_spool_commit(p, d->dir, seg, end);
+        log_recovery(d, &res);
+        rv = imc_spool_commit(p, d->dir, seg, end);
+        return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
     imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
     if (rv == IMC_CLICKHOUSE_EREJECTED && is_permanent(&res)) {
@@ -234,64 +351,61 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
                                       "%s/failed",
                      lines, seg->name, res.code, d->dir);
         imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
-        return imc_spool_quarantine(p, d->dir, seg, from, end);
+        rv = imc_spool_quarantine(p, d->dir, seg, from, end);
+        return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
     if (rv == IMC_CLICKHOUSE_EREJECTED && (res.code == 60 || res.code == 81)) {
         d->schema_ok = 0; /* unknown table or database */
         d->next_schema = 0;
     }
-    ap_log_error(APLOG_MARK, d->failures ? APLOG_DEBUG : APLOG_WARNING,
-                 log_status(rv), d->s,
-                 IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
-                                  "%d, code %d); retrying with back-off",
-                 lines, res.url ? res.url : "ClickHouse", res.http_status,
-                 res.code);
+    log_failure(d, rv, &res, lines);
     return rv;
 }
 
-/* Delivers what is due in one segment. */
-static apr_status_t deliver_segment(deliverer_t *d, apr_pool_t *p,
-                                    imc_spool_segment *seg, seg_state_t *st,
-                                    int flush, apr_time_t now)
+/*
+ * Whether seg has a batch to send now: one to resend, a sealed segment, a
+ * full batch, one that waited the batch delay, or any on the way out.
+ */
+static int is_due(const deliverer_t *d, const imc_spool_segment *seg,
+                  const seg_state_t *st, int flush, apr_time_t now)
 {
+    return seg->intent_end > seg->done || flush || seg->sealed ||
+           st->lines >= d->batch_size || now - st->first_seen >= d->batch_delay;
+}
+
+/* Sends the next batch of seg; *more = 1 when rows are left for another. */
+static apr_status_t deliver_next(deliverer_t *d, apr_pool_t *p,
+                                 imc_spool_segment *seg, seg_state_t *st,
+                                 apr_time_t now, int *more)
+{
+    int resend = seg->intent_end > seg->done, lines;
     const char *buf;
     apr_size_t len;
-    int lines, resend;
-    apr_status_t rv = APR_SUCCESS;
+    apr_status_t rv;
 
-    while (rv == APR_SUCCESS) {
-        resend = seg->intent_end > seg->done;
-        if (!resend && !flush && !seg->sealed && st->lines < d->batch_size &&
-            now - st->first_seen < d->batch_delay) {
-            break; /* not due yet */
-        }
-        rv = imc_spool_read(p, d->dir, seg, seg->done,
-                            resend ? APR_INT32_MAX : d->batch_size,
-                            resend ? (apr_size_t)(seg->intent_end - seg->done)
-                                   : MAX_BATCH_BYTES,
-                            &buf, &len, &lines);
-        if (rv != APR_SUCCESS || lines == 0) {
-            if (rv == APR_SUCCESS && seg->sealed) {
-                rv = imc_spool_commit(p, d->dir, seg, seg->done);
-            }
-            break;
-        }
-        /* On success the spool has advanced seg->done past the batch. */
-        rv = send_batch(d, p, seg, seg->done, buf, len, lines, resend);
-        if (rv != APR_SUCCESS) {
-            break;
-        }
-        st->lines -= lines;
-        if (st->lines <= 0) {
-            /* Drained: later rows wait for their own batch delay. */
-            st->lines = 0;
-            st->first_seen = now;
-        }
-        if (seg->done >= seg->ready_end) {
-            break;
-        }
+    *more = 0;
+    rv = imc_spool_read(
+        p, d->dir, seg, seg->done, resend ? APR_INT32_MAX : d->batch_size,
+        resend ? (apr_size_t)(seg->intent_end - seg->done) : MAX_BATCH_BYTES,
+        &buf, &len, &lines);
+    if (rv == APR_SUCCESS && lines == 0 && seg->sealed) {
+        rv = imc_spool_commit(p, d->dir, seg, seg->done);
     }
-    return rv;
+    if (rv != APR_SUCCESS || lines == 0) {
+        return rv ? spool_failed(d, rv) : APR_SUCCESS;
+    }
+    /* On success the spool has advanced seg->done past the batch. */
+    if ((rv = send_batch(d, p, seg, seg->done, buf, len, lines, resend))) {
+        return rv;
+    }
+    st->lines -= lines;
+    if (st->lines <= 0) {
+        /* Drained: later rows wait for their own batch delay. */
+        st->lines = 0;
+        st->first_seen = now;
+    }
+    *more = seg->done < seg->ready_end;
+    return APR_SUCCESS;
 }
 
 /* Counts the new complete lines of every segment and publishes the
@@ -300,7 +414,7 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
                           apr_array_header_t *segs, apr_time_t now)
 {
     apr_int64_t lines = 0, bytes = 0;
-    apr_time_t oldest = 0;
+    apr_time_t oldest = 0, head;
     int i;
 
     for (i = 0; i < segs->nelts; ++i) {
@@ -314,16 +428,19 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
             if (st->lines == 0 && st->first_seen != 0 && n > 0) {
                 st->first_seen = now;
             }
+            /* rows there when the segment is first seen: of unknown age,
+             * taken as old as the segment */
+            add_mark(st, seg->ready_end, st->seen ? now : seg->created);
             st->counted = seg->ready_end;
             st->lines += (apr_int64_t)n;
         }
+        st->seen = 1;
         if (st->lines > 0) {
-            apr_time_t since = st->first_seen ? st->first_seen : seg->created;
-
+            head = head_time(st, seg);
             lines += st->lines;
             bytes += seg->size - seg->done;
-            if (!oldest || since < oldest) {
-                oldest = since;
+            if (head && (!oldest || head < oldest)) {
+                oldest = head;
             }
         }
     }
@@ -331,26 +448,120 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
     imc_metrics_set(IMC_G_SPOOL_BYTES, bytes);
     imc_metrics_set(IMC_G_OLDEST_AGE_MS,
                     oldest ? apr_time_as_msec(now - oldest) : 0);
+    d->next_gauges = now + PING_INTERVAL;
 }
 
-/* One pass over the spool, oldest segment first. */
+/* The queue's gauges, when no pass published them within a second. */
+static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
+{
+    apr_array_header_t *segs;
+
+    if (now < d->next_gauges ||
+        imc_spool_list(p, d->dir, &segs) != APR_SUCCESS) {
+        return;
+    }
+    prune_state(d, segs);
+    update_gauges(d, p, segs, now);
+}
+
+/*
+ * Whether ClickHouse knows insert_deduplication_token decides the token of
+ * every batch from its first send on, so nothing is sent before this is
+ * known. A ClickHouse that answers with an error cannot tell: no token.
+ * Unreachable, it fails the delivery of the whole queue.
+ */
+static void probe_features(deliverer_t *d, apr_pool_t *p, apr_time_t now)
+{
+    imc_clickhouse_result res;
+    apr_int64_t queued;
+    apr_status_t rv =
+        imc_clickhouse_query(d->ch, p,
+                             "SELECT count() FROM system.settings "
+                             "WHERE name = 'insert_deduplication_token'",
+                             NULL, &res);
+
+    if (rv == APR_SUCCESS || rv == IMC_CLICKHOUSE_EREJECTED) {
+        d->features.dedup_token = rv == APR_SUCCESS && atoi(res.body) > 0;
+        d->features_ok = 1;
+        return;
+    }
+    d->next_probe = now + PING_INTERVAL;
+    refresh_gauges(d, p, now);
+    if ((queued = imc_metrics_get(IMC_G_QUEUED_EVENTS)) > 0) {
+        log_failure(d, rv, &res, (int)queued);
+    }
+}
+
+static int past_stop(deliverer_t *d)
+{
+    apr_time_t by = __atomic_load_n(&d->stop_by, __ATOMIC_ACQUIRE);
+
+    return by != 0 && apr_time_now() >= by;
+}
+
+/* The due segment (not yet done in this pass) whose oldest row is the
+ * oldest; -1 when none. Ties go to the older segment. */
+static int oldest_due(deliverer_t *d, apr_array_header_t *segs,
+                      const char *over, int flush, apr_time_t now)
+{
+    apr_time_t best_at = 0, at;
+    int i, best = -1;
+
+    for (i = 0; i < segs->nelts; ++i) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        seg_state_t *st = seg_state(d, seg, now);
+
+        if (over[i] || !is_due(d, seg, st, flush, now)) {
+            continue;
+        }
+        at = head_time(st, seg);
+        if (best < 0 || at < best_at) {
+            best = i;
+            best_at = at;
+        }
+    }
+    return best;
+}
+
+/*
+ * One pass over the spool: batch after batch, each from the due segment
+ * whose oldest row is the oldest, until nothing is due. Segments filled
+ * side by side by several processes thus leave in the order of their
+ * events' age (to about a second), each segment strictly in order. Each
+ * batch has its own pool.
+ */
 static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 {
     apr_time_t now = apr_time_now();
     apr_array_header_t *segs;
+    apr_pool_t *bp;
     apr_status_t rv;
-    int i;
+    char *over;
+    int i, more, sent = 0;
 
     if ((rv = imc_spool_list(p, d->dir, &segs)) != APR_SUCCESS) {
-        return rv;
+        return spool_failed(d, rv);
     }
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
     d->started = 1;
-    for (i = 0; i < segs->nelts && rv == APR_SUCCESS; ++i) {
-        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
-
-        rv = deliver_segment(d, p, seg, seg_state(d, seg, now), flush, now);
+    over = apr_pcalloc(p, (apr_size_t)segs->nelts + 1);
+    apr_pool_create(&bp, p);
+    while (rv == APR_SUCCESS && !past_stop(d) &&
+           (i = oldest_due(d, segs, over, flush, now)) >= 0) {
+        apr_pool_clear(bp);
+        rv = deliver_next(
+            d, bp, &APR_ARRAY_IDX(segs, i, imc_spool_segment),
+            seg_state(d, &APR_ARRAY_IDX(segs, i, imc_spool_segment), now), now,
+            &more);
+        over[i] = !more;
+        if (++sent % 16 == 0) { /* a long backlog: keep the gauges current */
+            update_gauges(d, p, segs, apr_time_now());
+        }
+    }
+    apr_pool_destroy(bp);
+    if (rv == APR_SUCCESS) {
+        d->spool_failing = 0;
     }
     return rv;
 }
@@ -359,7 +570,6 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 static void deliver_turn(deliverer_t *d, apr_pool_t *p)
 {
     apr_time_t now = apr_time_now();
-    apr_status_t rv;
 
     if (now >= d->next_ping) {
         ping(d, p, now);
@@ -367,11 +577,14 @@ static void deliver_turn(deliverer_t *d, apr_pool_t *p)
     if (!d->schema_ok && d->create_schema && now >= d->next_schema) {
         apply_schema(d, p, now);
     }
-    if (now < d->next_try) {
+    if (!d->features_ok && now >= d->next_probe) {
+        probe_features(d, p, now);
+    }
+    if (!d->features_ok || now < d->next_try) {
+        refresh_gauges(d, p, now);
         return;
     }
-    rv = deliver_pass(d, p, 0);
-    if (rv == APR_SUCCESS) {
+    if (deliver_pass(d, p, 0) == APR_SUCCESS) {
         d->failures = 0;
     } else {
         ++d->failures;
@@ -380,12 +593,10 @@ static void deliver_turn(deliverer_t *d, apr_pool_t *p)
 }
 
 /* On the way out: send what is pending, whatever its age, until done, an
- * error, or the timeout. What remains waits in the spool. */
+ * error, or the end of the patience. What remains waits in the spool. */
 static void drain(deliverer_t *d, apr_pool_t *p)
 {
-    apr_time_t deadline = apr_time_now() + d->timeout;
-
-    while (apr_time_now() < deadline && d->failures == 0) {
+    while (d->features_ok && d->failures == 0 && !past_stop(d)) {
         apr_pool_clear(p);
         if (deliver_pass(d, p, 1) != APR_SUCCESS) {
             break;
@@ -423,23 +634,45 @@ static void *APR_THREAD_FUNC deliver_main(apr_thread_t *thread, void *data)
     d->finished = 1;
     apr_thread_cond_broadcast(d->cond);
     apr_thread_mutex_unlock(d->mutex);
-    apr_thread_exit(thread, APR_SUCCESS);
+    /* A plain return, not apr_thread_exit(): pthread_exit() skips the
+     * compiler's end of this frame, which ASan then reports. */
+    (void)thread;
     return NULL;
 }
 
+/*
+ * How long a stopping child may deliver: GracefulShutdownTimeout less a
+ * margin for a request in flight to notice the end (curl looks about once
+ * a second) and one for the join, as httpd stops waiting for its children
+ * then; the ClickHouse timeout when that is unlimited (0), since the same
+ * exit path serves hard stops, where httpd is much less patient.
+ */
+static apr_interval_time_t stop_patience(const deliverer_t *d)
+{
+    apr_interval_time_t t =
+        ap_graceful_shutdown_timeout > 0
+            ? apr_time_from_sec(ap_graceful_shutdown_timeout) - 2 * STOP_MARGIN
+            : d->timeout;
+
+    return t > 0 ? t : 0;
+}
+
 /* Child exit: ask the thread to stop and wait for it with bounded
- * patience. A thread stuck past that is left behind with its own pool. */
+ * patience; a request in flight is cut when the patience ends. A thread
+ * stuck past that is left behind with its own pool. */
 static apr_status_t deliver_stop(void *data)
 {
     deliverer_t *d = data;
-    apr_time_t deadline = apr_time_now() + d->timeout + apr_time_from_sec(2);
+    apr_time_t stop_by = apr_time_now() + stop_patience(d);
     apr_status_t trv;
     int finished;
 
+    imc_clickhouse_abort_at(d->ch, stop_by);
     apr_thread_mutex_lock(d->mutex);
+    __atomic_store_n(&d->stop_by, stop_by, __ATOMIC_RELEASE);
     d->stopping = 1;
     apr_thread_cond_broadcast(d->cond);
-    while (!d->finished && apr_time_now() < deadline) {
+    while (!d->finished && apr_time_now() < stop_by + STOP_MARGIN) {
         apr_thread_cond_timedwait(d->cond, d->mutex, apr_time_from_msec(100));
     }
     finished = d->finished;

@@ -3,9 +3,13 @@
 /*
  * imc_deliver: the delivery worker. Every child process runs one thread per
  * spool directory; the thread that holds the directory's deliverer lock
- * sends the spool to ClickHouse in batches (oldest first), retries with
- * capped exponential back-off and jitter, quarantines what ClickHouse can
- * never take, pings ClickHouse for readiness and applies the schema.
+ * sends the spool to ClickHouse in batches, oldest events first across all
+ * segments, retries with capped exponential back-off and jitter (a batch
+ * whose fate is unknown is sent again as it was, with its deduplication
+ * token), quarantines what ClickHouse can never take, pings ClickHouse for
+ * readiness, applies the schema and logs the backlog while deliveries
+ * fail. A stopping child delivers for up to GracefulShutdownTimeout less
+ * 2 s, then leaves the rest in the spool.
  */
 #ifndef IMC_DELIVER_H
 #define IMC_DELIVER_H

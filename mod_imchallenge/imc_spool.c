@@ -68,6 +68,7 @@ struct imc_spool {
     ticket *waiting;
     apr_off_t limit;
     apr_off_t pending; /* cached spool usage */
+    int writable;      /* cached: the directory takes new files */
     apr_time_t usage_at;
     int refreshing;
     apr_uint64_t writes;
@@ -263,13 +264,51 @@ static apr_status_t file_replace(apr_pool_t *p, const char *path,
     return rv;
 }
 
+/* No room for a new file: the space is gone or the quota is. */
+static int is_space_error(apr_status_t rv)
+{
+    return APR_STATUS_IS_ENOSPC(rv) || rv == APR_FROM_OS_ERROR(EDQUOT);
+}
+
+/*
+ * Overwrite an existing small file in place: it needs no new block, so it
+ * works on a full disk, where a replacement cannot be created. Not atomic
+ * across a power loss, but a .pos that cannot be parsed counts as nothing
+ * delivered: at worst rows are sent again.
+ */
+static apr_status_t file_overwrite(apr_pool_t *p, const char *path,
+                                   const char *data, apr_size_t len)
+{
+    apr_status_t rv;
+    ssize_t n;
+    int *fd;
+    rv = fd_open(&fd, p, path, O_WRONLY, 0);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    do {
+        n = pwrite(*fd, data, len, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)len) {
+        rv = n < 0 ? os_error() : APR_EGENERAL;
+    } else if (ftruncate(*fd, (off_t)len) != 0 || fdatasync(*fd) != 0) {
+        rv = os_error();
+    }
+    fd_close(p, fd);
+    return rv;
+}
+
 static apr_status_t pos_write(apr_pool_t *p, const char *dir, const char *name,
                               apr_off_t done, apr_off_t intent)
 {
     const char *text = apr_psprintf(
         p, "%" APR_OFF_T_FMT " %" APR_OFF_T_FMT "\n", done, intent);
-    return file_replace(p, apr_pstrcat(p, dir, "/", name, POS_EXT, NULL), text,
-                        strlen(text));
+    const char *path = apr_pstrcat(p, dir, "/", name, POS_EXT, NULL);
+    apr_status_t rv = file_replace(p, path, text, strlen(text));
+    if (is_space_error(rv)) {
+        rv = file_overwrite(p, path, text, strlen(text));
+    }
+    return rv;
 }
 
 /* ---- segment content ---------------------------------------------------- */
@@ -374,6 +413,29 @@ static void segment_close(imc_spool *sp)
     sp->name[0] = '\0';
 }
 
+/*
+ * The segment's .pos, "0 0": made with the segment so that the deliverer
+ * only ever rewrites it, which it can do in place when the disk is full.
+ */
+static apr_status_t pos_reserve(const char *seg)
+{
+    char path[4096];
+    apr_status_t rv = APR_SUCCESS;
+    int fd;
+    apr_snprintf(path, sizeof(path), "%s" POS_EXT, seg);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 || write_full(fd, "0 0\n", 4) != APR_SUCCESS) {
+        rv = os_error();
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rv != APR_SUCCESS) {
+        unlink(path);
+    }
+    return rv;
+}
+
 /* Create DIR/<name>.tmp, lock it shared, rename it to .seg (mutex held). */
 static apr_status_t segment_create(imc_spool *sp)
 {
@@ -407,6 +469,11 @@ static apr_status_t segment_create(imc_spool *sp)
         rv = os_error();
         close(fd);
         unlink(tmp);
+        goto out;
+    }
+    if ((rv = pos_reserve(seg)) != APR_SUCCESS) {
+        unlink(seg);
+        close(fd);
         goto out;
     }
     if (sp->sync) {
@@ -566,6 +633,7 @@ apr_status_t imc_spool_open(imc_spool **sp, apr_pool_t *p, const char *dir,
     s->segment_max = segment_max > 0 ? segment_max : 64 * 1024 * 1024;
     s->sync = sync;
     s->fd = -1;
+    s->writable = 1;
     s->pid = getpid();
     if ((rv = apr_thread_mutex_create(&s->mutex, APR_THREAD_MUTEX_DEFAULT,
                                       p)) != APR_SUCCESS ||
@@ -593,13 +661,13 @@ void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes)
     apr_thread_mutex_unlock(sp->mutex);
 }
 
-/* Recount pending bytes when due (mutex held; released while scanning). */
+/* Recount pending bytes and check that the directory is writable, when
+ * due (mutex held; released while scanning). */
 static void usage_refresh(imc_spool *sp)
 {
     imc_spool_usage_t u;
     apr_status_t rv;
-    if (sp->limit <= 0 || sp->refreshing ||
-        apr_time_now() - sp->usage_at < USAGE_EVERY) {
+    if (sp->refreshing || apr_time_now() - sp->usage_at < USAGE_EVERY) {
         return;
     }
     sp->refreshing = 1;
@@ -610,6 +678,7 @@ static void usage_refresh(imc_spool *sp)
     if (rv == APR_SUCCESS) {
         sp->pending = u.pending;
     }
+    sp->writable = u.writable;
     sp->usage_at = apr_time_now();
     sp->refreshing = 0;
 }
@@ -641,6 +710,11 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
         rv = APR_EBADF;
         goto out;
     }
+    if (!sp->writable) {
+        /* the deliverer could not record its progress either */
+        rv = APR_EACCES;
+        goto out;
+    }
     if (sp->limit > 0 && sp->pending + (apr_off_t)len + 1 > sp->limit) {
         rv = APR_ENOSPC;
         goto out;
@@ -650,6 +724,10 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
         goto out;
     }
     if ((rv = record_write(sp, data, len)) != APR_SUCCESS) {
+        /* Seal the segment now: on a full disk its delivered bytes can
+         * only be freed once it is sealed and removed. */
+        sp->broken = sp->broken || sp->end > 0;
+        roll_if_needed(sp, 0);
         goto out;
     }
     sp->writes++;
@@ -682,6 +760,36 @@ apr_status_t imc_spool_close(imc_spool *sp)
     return apr_pool_cleanup_run(sp->pool, sp, spool_cleanup);
 }
 
+/* 1 when DIR/failed holds a quarantined batch of segment name that
+ * contains the row ending at end. */
+static int quarantined(apr_pool_t *p, const char *dir, const char *name,
+                       apr_off_t end)
+{
+    apr_size_t base = strlen(name) - strlen(SEG_EXT);
+    apr_off_t from, to;
+    apr_finfo_t fi;
+    apr_dir_t *d;
+    char *e;
+    int found = 0;
+    if (apr_dir_open(&d, apr_pstrcat(p, dir, "/" FAILED_DIR, NULL), p) !=
+        APR_SUCCESS) {
+        return 0;
+    }
+    while (!found && dir_next(&fi, d)) {
+        if (strncmp(fi.name, name, base) != 0 || fi.name[base] != '-') {
+            continue;
+        }
+        from = (apr_off_t)apr_strtoi64(fi.name + base + 1, &e, 10);
+        if (*e != '-') {
+            continue;
+        }
+        to = (apr_off_t)apr_strtoi64(e + 1, &e, 10);
+        found = strcmp(e, ".rows") == 0 && from < end && end <= to;
+    }
+    apr_dir_close(d);
+    return found;
+}
+
 apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
                                     const imc_spool_pos *pos, int *done)
 {
@@ -694,16 +802,16 @@ apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
         return *done ? APR_SUCCESS : APR_EINVAL;
     }
     rv = pos_read(p, dir, pos->segment, &d, &intent, &found);
-    if (rv != APR_SUCCESS || (found && d >= pos->end)) {
-        *done = rv == APR_SUCCESS;
-        return rv;
+    if (rv == APR_SUCCESS && !(found && d >= pos->end)) {
+        rv = apr_stat(&fi, apr_pstrcat(p, dir, "/", pos->segment, NULL),
+                      APR_FINFO_TYPE, p);
+        if (!APR_STATUS_IS_ENOENT(rv)) {
+            return rv; /* still to deliver, or an error */
+        }
+        rv = APR_SUCCESS; /* gone: delivered */
     }
-    rv = apr_stat(&fi, apr_pstrcat(p, dir, "/", pos->segment, NULL),
-                  APR_FINFO_TYPE, p);
-    if (APR_STATUS_IS_ENOENT(rv)) {
-        *done = 1;
-        rv = APR_SUCCESS;
-    }
+    /* past it, but quarantined rather than stored: not delivered */
+    *done = rv == APR_SUCCESS && !quarantined(p, dir, pos->segment, pos->end);
     return rv;
 }
 
@@ -841,6 +949,19 @@ out:
     return rv;
 }
 
+/*
+ * Remove the .pos of a segment that is gone, and only then: a segment
+ * missing from one scan may just have been created (its writer makes the
+ * .pos right after it), or may have failed to open; its rows stay.
+ */
+static void pos_orphan_remove(apr_pool_t *p, const char *dir, const char *name)
+{
+    if (access(apr_pstrcat(p, dir, "/", name, NULL), F_OK) != 0 &&
+        errno == ENOENT) {
+        unlink(apr_pstrcat(p, dir, "/", name, POS_EXT, NULL));
+    }
+}
+
 static int name_cmp(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -889,7 +1010,7 @@ apr_status_t imc_spool_list(apr_pool_t *p, const char *dir,
         const char *seg = APR_ARRAY_IDX(poss, i, char *);
         if (!apr_hash_get(live, seg, APR_HASH_KEY_STRING) &&
             seg_name_parse(seg, NULL)) {
-            segment_remove(p, dir, seg);
+            pos_orphan_remove(p, dir, seg);
         }
     }
     return APR_SUCCESS;
@@ -994,35 +1115,52 @@ apr_status_t imc_spool_intent(apr_pool_t *p, const char *dir,
     return rv;
 }
 
+/* *left = 1 when seg has a row in [from, seg->ready_end); a segment
+ * that is gone has none. */
+static apr_status_t rows_left(apr_pool_t *p, const char *dir,
+                              const imc_spool_segment *seg, apr_off_t from,
+                              int *left)
+{
+    apr_uint64_t rows = 0;
+    apr_status_t rv;
+    int *fd;
+    rv =
+        fd_open(&fd, p, apr_pstrcat(p, dir, "/", seg->name, NULL), O_RDONLY, 0);
+    if (APR_STATUS_IS_ENOENT(rv)) {
+        rv = APR_SUCCESS;
+    } else if (rv == APR_SUCCESS) {
+        rv = scan_rows(p, *fd, from, seg->ready_end, 1, &rows);
+        fd_close(p, fd);
+    }
+    *left = rows > 0;
+    return rv;
+}
+
 apr_status_t imc_spool_commit(apr_pool_t *p, const char *dir,
                               imc_spool_segment *seg, apr_off_t end)
 {
     apr_off_t intent = seg->intent_end > end ? seg->intent_end : end;
-    apr_uint64_t rows = 1;
     apr_status_t rv;
-    int *fd;
+    int left = 1;
     if (end < seg->done || end > seg->size) {
         return APR_EINVAL;
+    }
+    /* Sealed and nothing left: removed at once, with no .pos to write
+     * first (which a full disk might refuse). */
+    if (seg->sealed && (rv = rows_left(p, dir, seg, end, &left))) {
+        return rv;
+    }
+    if (!left) {
+        segment_remove(p, dir, seg->name);
+        seg->done = seg->intent_end = seg->ready_end;
+        return APR_SUCCESS;
     }
     if ((rv = pos_write(p, dir, seg->name, end, intent)) != APR_SUCCESS) {
         return rv;
     }
     seg->done = end;
     seg->intent_end = intent;
-    if (!seg->sealed) {
-        return APR_SUCCESS;
-    }
-    rv =
-        fd_open(&fd, p, apr_pstrcat(p, dir, "/", seg->name, NULL), O_RDONLY, 0);
-    if (rv == APR_SUCCESS) {
-        rv = scan_rows(p, *fd, end, seg->ready_end, 1, &rows);
-        fd_close(p, fd);
-    }
-    if (rv == APR_SUCCESS && !rows) {
-        segment_remove(p, dir, seg->name);
-        seg->done = seg->intent_end = seg->ready_end; /* nothing left */
-    }
-    return rv;
+    return APR_SUCCESS;
 }
 
 apr_status_t imc_spool_quarantine(apr_pool_t *p, const char *dir,

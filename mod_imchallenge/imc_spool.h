@@ -12,7 +12,9 @@
  *
  * Files in the spool directory DIR:
  *   <16 hex digits creation usec>-<pid>-<seq>.seg  a segment
- *   <segment>.pos         "<done> <intent_end>\n": delivery progress
+ *   <segment>.pos         "<done> <intent_end>\n": delivery progress; made
+ *                         ("0 0") with the segment, so that it can always
+ *                         be rewritten, in place when the disk is full
  *   <name>.tmp            being created; leftovers are removed after 60 s
  *   failed/<base>-<from>-<to>.rows  batches rejected for good
  *   .deliver.lock         flock held by the one deliverer
@@ -91,7 +93,10 @@ void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
  * '\n' (APR_EINVAL otherwise; len 0 writes nothing and its pos counts as
  * delivered). Thread-safe. All or nothing: on error no
  * part of data remains in the spool. On success pos (may be NULL) tells
- * where the request ended, for imc_spool_is_delivered().
+ * where the request ended, for imc_spool_is_delivered(). APR_EACCES when
+ * the directory is not writable (checked with the limit, at most every
+ * 250 ms). A failed write (e.g. a full disk) seals the current segment, so
+ * that it can be removed once delivered and its space comes back.
  */
 apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
                               imc_spool_pos *pos);
@@ -105,7 +110,8 @@ apr_status_t imc_spool_close(imc_spool *sp);
 
 /*
  * *done = 1 when the deliverer confirmed everything up to pos->end, or the
- * segment is gone; else 0.
+ * segment is gone; else 0, also when the request's last row went to
+ * DIR/failed instead.
  */
 apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
                                     const imc_spool_pos *pos, int *done);
@@ -127,9 +133,10 @@ apr_status_t imc_spool_lock_deliverer(apr_file_t **lock, apr_pool_t *p,
 /*
  * List the segments, oldest first, as an array of imc_spool_segment
  * (values, not pointers). Removes sealed segments with nothing left to
- * deliver, .pos files without a segment and .tmp leftovers older than a
- * minute. A missing or unreadable .pos counts as nothing delivered; done
- * and intent_end are clamped to [0, ready_end] and to line starts.
+ * deliver, .pos files whose segment is gone and .tmp leftovers older than
+ * a minute; a segment that cannot be read is skipped, and kept. A missing
+ * or unreadable .pos counts as nothing delivered; done and intent_end are
+ * clamped to [0, ready_end] and to line starts.
  */
 apr_status_t imc_spool_list(apr_pool_t *p, const char *dir,
                             apr_array_header_t **segs);
@@ -158,8 +165,8 @@ apr_status_t imc_spool_intent(apr_pool_t *p, const char *dir,
 /*
  * Record that everything before end is stored (done = end). Removes the
  * segment and its .pos when it is sealed and no row is left to deliver
- * (a torn record at its tail never will be); seg->done then becomes
- * seg->ready_end.
+ * (a torn record at its tail never will be), without writing the .pos
+ * first; seg->done then becomes seg->ready_end.
  */
 apr_status_t imc_spool_commit(apr_pool_t *p, const char *dir,
                               imc_spool_segment *seg, apr_off_t end);

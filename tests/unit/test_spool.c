@@ -784,7 +784,7 @@ START_TEST(failed_write_leaves_nothing)
 {
     struct rlimit old, lim;
     imc_spool *sp;
-    imc_spool_pos pos;
+    imc_spool_pos pos, third;
     apr_array_header_t *segs;
     char big[200];
     apr_status_t rv;
@@ -805,11 +805,93 @@ START_TEST(failed_write_leaves_nothing)
     signal(SIGXFSZ, SIG_DFL);
     ck_assert_int_eq(rv, EFBIG);
     ck_assert_int_eq(file_size(pos.segment), 7);
-    ck_assert_int_eq(imc_spool_append(sp, "third\n", 6, NULL), APR_SUCCESS);
+    /* the failed segment is sealed at once (on a full disk its space comes
+       back only once it is delivered and removed); the next request starts
+       a new one */
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->sealed, 1);
+    ck_assert_int_eq(imc_spool_append(sp, "third\n", 6, &third), APR_SUCCESS);
+    ck_assert_str_ne(third.segment, pos.segment);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 2);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows), "first\n\n");
+    ck_assert_str_eq(drain(pool, seg_at(segs, 1), 0, &rows), "third\n\n");
+    ck_assert_int_eq(list(pool, &segs), 0);
+}
+END_TEST
+
+START_TEST(pos_made_with_segment)
+{
+    imc_spool *sp;
+    imc_spool_pos pos;
+    apr_array_header_t *segs;
+    const char *pos_file;
+    int fd;
+    char text[16] = "";
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "one\n", 4, &pos), APR_SUCCESS);
+    /* the deliverer only ever rewrites it: possible in place on a full
+       disk, where no new file can be made */
+    pos_file = apr_pstrcat(pool, pos.segment, ".pos", NULL);
+    fd = open(path_of(pos_file), O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(read(fd, text, sizeof(text) - 1), 4);
+    close(fd);
+    ck_assert_str_eq(text, "0 0\n");
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_int_eq(seg_at(segs, 0)->done, 0);
+    ck_assert_int_eq(seg_at(segs, 0)->intent_end, 0);
+    /* sealed and delivered: removed with its .pos, none written first */
     ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
     ck_assert_int_eq(list(pool, &segs), 1);
-    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows),
-                     "first\n\nthird\n\n");
+    /* a .pos could not be replaced now */
+    ck_assert_int_eq(
+        mkdir(path_of(apr_pstrcat(pool, pos_file, ".tmp", NULL)), 0700), 0);
+    ck_assert_int_eq(imc_spool_commit(pool, dir, seg_at(segs, 0),
+                                      seg_at(segs, 0)->ready_end),
+                     APR_SUCCESS);
+    ck_assert(!exists(pos.segment));
+    ck_assert(!exists(pos_file));
+}
+END_TEST
+
+START_TEST(quarantined_is_not_delivered)
+{
+    imc_spool *sp;
+    imc_spool_pos bad, good;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    const char *buf;
+    apr_size_t len;
+    int lines, done;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "bad\n", 4, &bad), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "good\n", 5, &good), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 1, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_quarantine(pool, dir, seg, 0, (apr_off_t)len),
+                     APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &bad, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0); /* past it, but not stored */
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &good, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    drain(pool, seg_at(segs, 0), 0, &lines);
+    ck_assert(!exists(good.segment));
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &good, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &bad, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0); /* gone, and still not stored */
 }
 END_TEST
 
@@ -945,6 +1027,117 @@ START_TEST(kill9_writers_lose_nothing)
 }
 END_TEST
 
+/* A segment that cannot be inspected (here: out of file descriptors)
+ * keeps its rows and its .pos: only the .pos of a segment that is gone is
+ * a leftover. */
+START_TEST(uninspectable_segment_is_kept)
+{
+    struct rlimit old, lim;
+    imc_spool *sp;
+    imc_spool_pos pos;
+    apr_array_header_t *segs;
+    apr_status_t rv;
+    int fd, rows;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "keep\n", 5, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    /* one descriptor left: the segment opens, its .pos does not */
+    fd = dup(0);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)fd + 1;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    rv = imc_spool_list(pool, dir, &segs);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ck_assert_int_eq(rv, APR_SUCCESS);
+    ck_assert_int_eq(segs->nelts, 0);
+    ck_assert(exists(pos.segment));
+    ck_assert(exists(apr_pstrcat(pool, pos.segment, ".pos", NULL)));
+    ck_assert_int_eq(list(pool, &segs), 1);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows), "keep\n\n");
+}
+END_TEST
+
+#define RACE_ROWS 1000
+
+static apr_uint32_t race_done;
+
+static void *APR_THREAD_FUNC race_writer(apr_thread_t *t, void *data)
+{
+    imc_spool *sp = data;
+    char row[32];
+    int i, n;
+    for (i = 0; i < RACE_ROWS; i++) {
+        n = snprintf(row, sizeof(row), "w%d\n", i);
+        if (imc_spool_append(sp, row, (apr_size_t)n, NULL) != APR_SUCCESS) {
+            break;
+        }
+    }
+    apr_atomic_set32(&race_done, 1);
+    apr_thread_exit(t, i == RACE_ROWS ? APR_SUCCESS : APR_EGENERAL);
+    return NULL;
+}
+
+/* Deliver what is ready; mark the rows seen. */
+static void race_round(apr_pool_t *p, char *seen)
+{
+    apr_array_header_t *segs;
+    const char *buf, *r;
+    apr_size_t len;
+    int i, lines;
+    list(p, &segs);
+    for (i = 0; i < segs->nelts; i++) {
+        imc_spool_segment *seg = seg_at(segs, i);
+        while (imc_spool_read(p, dir, seg, seg->done, 0, 0, &buf, &len,
+                              &lines) == APR_SUCCESS &&
+               len > 0) {
+            for (r = buf; r < buf + len; r = strchr(r, '\n') + 1) {
+                if (*r == 'w') {
+                    seen[atoi(r + 1)] = 1;
+                }
+            }
+            ck_assert_int_eq(
+                imc_spool_commit(p, dir, seg, seg->done + (apr_off_t)len),
+                APR_SUCCESS);
+        }
+    }
+}
+
+/* A segment (and its .pos) made while the deliverer scans the directory is
+ * never taken for the leftover of a removed one. */
+START_TEST(new_segments_while_listing)
+{
+    static char seen[RACE_ROWS];
+    apr_thread_t *t;
+    apr_status_t trv;
+    imc_spool *sp;
+    int i, rounds = 0;
+
+    memset(seen, 0, sizeof(seen));
+    apr_atomic_set32(&race_done, 0);
+    /* every append opens a new segment */
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1, 0), APR_SUCCESS);
+    ck_assert_int_eq(apr_thread_create(&t, NULL, race_writer, sp, pool),
+                     APR_SUCCESS);
+    while (!apr_atomic_read32(&race_done) && ++rounds < 1000000) {
+        apr_pool_t *round;
+        apr_pool_create(&round, pool);
+        race_round(round, seen);
+        apr_pool_destroy(round);
+    }
+    ck_assert_int_eq(apr_thread_join(&trv, t), APR_SUCCESS);
+    ck_assert_int_eq(trv, APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    race_round(pool, seen);
+    for (i = 0; i < RACE_ROWS; i++) {
+        ck_assert_msg(seen[i], "row %d lost", i);
+    }
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -965,7 +1158,11 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, leftovers_cleaned);
     tcase_add_test(tc, bogus_pos_is_safe);
     tcase_add_test(tc, failed_write_leaves_nothing);
+    tcase_add_test(tc, pos_made_with_segment);
+    tcase_add_test(tc, quarantined_is_not_delivered);
     tcase_add_test(tc, kill9_writers_lose_nothing);
+    tcase_add_test(tc, new_segments_while_listing);
+    tcase_add_test(tc, uninspectable_segment_is_kept);
     suite_add_tcase(s, tc);
     return s;
 }

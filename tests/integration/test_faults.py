@@ -1,0 +1,753 @@
+# Licensed under the Apache License, Version 2.0.
+"""Delivery under faults (SPEC section 4, "Delivery guarantees").
+
+A load generator (faults_util.LoadGen) posts events while ClickHouse or
+httpd misbehave: killed, paused, down at start-up, behind a proxy that
+drops answers or answers 5xx, a tiny full spool disk, an unwritable spool,
+restarts and a killed child.  After a drain each test checks, and prints:
+every acknowledged event is stored, nothing is stored that was not sent or
+that was refused, and the report totals equal the distinct procedures.
+Run with -s to see the figures.
+"""
+
+import json
+import os
+import re
+import time
+import uuid
+
+import pytest
+
+from faults_util import (HttpProxy, LoadGen, answered_status, deliverer_pid,
+                         metric, new_id, poll, report_totals,
+                         serving_children, status, stored_pairs, tmpfs,
+                         verify)
+
+FAST = "IMChallengeBatchSize 50\nIMChallengeTimeout 2s"
+CLICKHOUSE_DOWN = [r"IMC00302: cannot apply the schema",
+                   r"IMC00304: delivery of \d+ events to .* failed"]
+SPOOL_UNWRITABLE = (r"IMC00202: cannot write to the spool",
+                    r"IMC00306: cannot read the spool")
+# ClickHouse's answer to a burst of inserts: transient, worth a retry.
+TOO_MANY_PARTS = ("Code: 252, e.displayText() = DB::Exception: Too many parts "
+                  "(300). Merges are processing significantly slower than "
+                  "inserts., e.what() = DB::Exception\n")
+
+
+def queued(h):
+    """The status once it shows queued events (polled)."""
+    return poll("queued events in /api/status",
+                lambda: (lambda s: s if s["queued_events"] > 0 else None)(
+                    status(h)))
+
+
+def batches(h, result):
+    return metric(h, "imchallenge_batches_total", result=result)
+
+
+def wait_failed_batch(h, before):
+    poll("a failed batch", lambda: batches(h, "failed") > before, 30)
+
+
+def spool_files(h, ext=".seg"):
+    return sorted(p.name for p in h.spool_dir.iterdir() if p.name.endswith(ext))
+
+
+# ------------------------------------------------------------ ClickHouse
+
+
+def test_clickhouse_down_at_startup(make_clickhouse, make_httpd,
+                                    error_log_allow):
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    ch = make_clickhouse(start=False)  # a fresh server: no schema either
+    h = make_httpd(clickhouse=ch, batch_delay="100ms", directives=FAST)
+    offset = h.error_log_size()
+    load = LoadGen(h).start()
+    try:
+        load.wait_requests(150)
+        down = queued(h)
+        assert down["spool_bytes"] > 0 and not down["clickhouse_reachable"]
+        poll("the oldest event to age", lambda: (
+            status(h)["oldest_queued_age_seconds"] or 0) >= 1.0, 10)
+        # The log tells the backlog while ClickHouse is away.
+        log = poll("a delivery failure with the backlog in the log",
+                   lambda: re.search(
+                       r"IMC00304: delivery of \d+ events .* failed.* "
+                       r"(\d+) events \((\d+) bytes\) queued, the oldest "
+                       r"[\d.]+ s old", h.error_log(offset)), 10)
+        assert int(log.group(1)) > 0 and int(log.group(2)) > 0
+        ch.start()
+        back = time.monotonic()
+        load.wait_requests(load.requests() + 100)
+    finally:
+        load.stop()
+    f = verify(load, ch, h, "clickhouse down at start-up", since=back)
+    assert f["acknowledged"] > 300
+    poll("an empty queue", lambda: status(h)["queued_events"] == 0, 15)
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_clickhouse_kill9_and_restart_under_load(make_clickhouse, make_httpd,
+                                                 error_log_allow, mpm):
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, mpm=mpm, batch_delay="100ms",
+                   directives=FAST)
+    load = LoadGen(h).start()
+    try:
+        load.wait_requests(100)
+        failed = batches(h, "failed")
+        ch.kill()
+        wait_failed_batch(h, failed)
+        load.wait_requests(load.requests() + 200)
+        down = queued(h)
+        assert down["spool_bytes"] > 0, down
+        ch.start()
+        back = time.monotonic()
+        load.wait_requests(load.requests() + 100)
+    finally:
+        load.stop()
+    f = verify(load, ch, h, "clickhouse kill -9 (%s)" % mpm, since=back)
+    assert f["acknowledged"] > 500
+
+
+def test_clickhouse_sigstop_sigcont_under_load(make_clickhouse, make_httpd,
+                                               error_log_allow):
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms", directives=FAST)
+    load = LoadGen(h).start()
+    try:
+        load.wait_requests(100)
+        failed, retried = batches(h, "failed"), batches(h, "retried")
+        ch.pause()
+        t0 = time.monotonic()
+        wait_failed_batch(h, failed)
+        # Cut by IMChallengeTimeout (2 s; a ping may hang first).
+        assert 1.5 <= time.monotonic() - t0 < 8
+        load.wait_requests(load.requests() + 200)
+        queued(h)
+        ch.resume()
+        back = time.monotonic()
+        load.wait_requests(load.requests() + 100)
+    finally:
+        load.stop()
+        ch.ensure_running()
+    f = verify(load, ch, h, "clickhouse SIGSTOP/SIGCONT", since=back)
+    # The batch that hung was sent again (the same batch: resend first).
+    assert batches(h, "retried") > retried
+    assert f["acknowledged"] > 300
+
+
+# ------------------------------------------------------------ proxies
+
+
+def insert_policy(plan):
+    """A proxy policy: the n-th INSERT (from 0) gets plan(n); others pass."""
+    counter = {"n": 0}
+
+    def policy(req):
+        if not req.is_insert:
+            return "forward"
+        n = counter["n"]
+        counter["n"] += 1
+        return plan(n)
+    return policy
+
+
+def test_ambiguous_commit_resends_the_same_batch(clickhouse, make_httpd,
+                                                 error_log_allow):
+    """The proxy forwards an INSERT, ClickHouse commits it, the answer is
+    lost: the module sends the same batch again; the raw table may hold
+    it twice, the report counts it once."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    with HttpProxy(clickhouse, insert_policy(
+            lambda n: "drop" if n % 4 == 1 and n < 20 else "forward")) as px:
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives=FAST)
+        load = LoadGen(h).start()
+        try:
+            poll("5 dropped answers", lambda: sum(
+                1 for r in px.inserts() if r.action == "drop") >= 5, 60)
+        finally:
+            load.stop()
+        f = verify(load, clickhouse, h, "ambiguous commit (answer dropped)")
+        inserts = px.inserts()
+    dropped = [r for r in inserts if r.action == "drop"]
+    assert all(answered_status(r) == 200 for r in dropped)  # committed
+    for r in dropped:
+        again = [x for x in inserts if x.index > r.index and x.body == r.body]
+        assert again, "dropped batch %d was never sent again" % r.index
+        assert again[0].token == r.token
+        assert again[0].action == "forward"
+    dropped_rows = sum(len(r.rows()) for r in dropped
+                       if r.rows()[0]["site_id"] == load.site)
+    # Each committed-then-resent batch is twice in the raw table...
+    assert f["duplicates"] == dropped_rows
+    # ...and once in the report (verify() compared the totals).
+    assert f["report"] == load.expected_report()
+
+
+@pytest.mark.parametrize("answer", ["500", "503"])
+def test_5xx_answers_are_retried(clickhouse, make_httpd, error_log_allow,
+                                 answer):
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    reply = (("answer", 500, TOO_MANY_PARTS) if answer == "500" else
+             ("answer", 503, "<html><body>503 Service Unavailable"
+                             "</body></html>\n"))
+    with HttpProxy(clickhouse, insert_policy(
+            lambda n: reply if 2 <= n < 8 else "forward")) as px:
+        # One connection per client for the whole test: one process, one
+        # spool segment per client, whose order delivery must keep.
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives=FAST + "\nMaxKeepAliveRequests 0\n"
+                       "KeepAliveTimeout 60")
+        failed = batches(h, "failed")
+        load = LoadGen(h).start()
+        try:
+            poll("6 refused inserts", lambda: sum(
+                1 for r in px.inserts() if isinstance(r.action, tuple)) >= 6)
+            load.wait_requests(load.requests() + 100)
+        finally:
+            load.stop()
+        f = verify(load, clickhouse, h, "ClickHouse answers %s" % answer)
+        inserts = px.inserts()
+    refused = [r for r in inserts if isinstance(r.action, tuple)]
+    assert batches(h, "failed") - failed >= len(refused)
+    # Exponential back-off: each retry waits at least half of a step that
+    # doubles from 100 ms (the other half is jitter).
+    gaps = [b.when - a.when for a, b in zip(refused, refused[1:])]
+    assert all(g >= 0.045 * 2 ** k for k, g in enumerate(gaps)), gaps
+    print("[ClickHouse answers %s] back-off between attempts: %s s"
+          % (answer, ", ".join("%.2f" % g for g in gaps)))
+    for r in refused:  # each refused batch came back, as it was
+        assert any(x.index > r.index and x.body == r.body and
+                   x.action == "forward" for x in inserts), r
+    # Nothing reached ClickHouse twice: a 5xx is not a commit.
+    assert f["duplicates"] == 0
+    # Age order: the batches of one spool segment go out oldest first, a
+    # refused one again before any later one, so each client's events
+    # (one connection, one process, one segment) arrive in order.
+    assert_delivered_in_order(inserts, load.site)
+
+
+def age_inversion(inserts, load):
+    """The most by which an event was delivered (first) after one that was
+    acknowledged later, in seconds."""
+    latest, worst, seen = None, 0.0, set()
+    for r in inserts:
+        if r.action != "forward" or answered_status(r) != 200:
+            continue
+        for row in r.rows():
+            key = (row["correlation_id"], row["type"])
+            if key in seen or key not in load.ack_time:
+                continue
+            seen.add(key)
+            t = load.ack_time[key]
+            latest = t if latest is None else max(latest, t)
+            worst = max(worst, latest - t)
+    assert seen
+    return worst
+
+
+def test_backlog_is_delivered_oldest_first(clickhouse, make_httpd,
+                                           error_log_allow):
+    """After an outage the backlog of four processes' segments, filled at
+    very different rates, leaves in the order of the events' age (to about
+    a second), not segment after segment."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    outage = {"until": 0.0}
+
+    def policy(req):
+        if req.is_insert and time.monotonic() < outage["until"]:
+            return ("answer", 500, TOO_MANY_PARTS)
+        return "forward"
+    with HttpProxy(clickhouse, policy) as px:
+        # prefork and one connection per client: a process, and a spool
+        # segment, per client
+        h = make_httpd(clickhouse=px.url, mpm="prefork", batch_delay="100ms",
+                       directives="IMChallengeBatchSize 10\n"
+                       "IMChallengeTimeout 2s\nMaxKeepAliveRequests 0\n"
+                       "KeepAliveTimeout 60")
+        load = LoadGen(h, pauses=[0.005, 0.01, 0.04, 0.1]).start()
+        try:
+            load.wait_requests(100)
+            outage["until"] = time.monotonic() + 5
+            poll("deliveries after the outage", lambda: [
+                r for r in px.inserts() if r.when > outage["until"]
+                and r.action == "forward"], 30)
+            load.wait_requests(load.requests() + 100)
+        finally:
+            load.stop()
+        verify(load, clickhouse, h, "backlog in order of age")
+        inserts = px.inserts()
+    worst = age_inversion(inserts, load)
+    print("[backlog in order of age] worst inversion %.2f s" % worst)
+    assert worst < 2.0
+
+
+def assert_delivered_in_order(inserts, site):
+    """The first delivery of each event follows its client's order."""
+    last, seen = {}, set()
+    for r in inserts:
+        if r.action != "forward" or answered_status(r) != 200:
+            continue
+        for row in r.rows():
+            if row["site_id"] != site:
+                continue
+            seq = json.loads(row["raw"])["seq"]
+            if seq in seen:
+                continue
+            seen.add(seq)
+            k, n = (int(x) for x in seq.split("-"))
+            assert n > last.get(k, 0), ("client %d: event %d delivered "
+                                        "after %d" % (k, n, last[k]))
+            last[k] = n
+    assert seen
+
+
+def test_failover_across_urls(clickhouse, make_httpd, error_log_allow):
+    """First URL hangs, then refuses: the second takes over, no batch is
+    lost or failed, nothing is stored twice."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    mode = {"a": "forward"}
+    a = HttpProxy(clickhouse, lambda req: mode["a"])
+    b = HttpProxy(clickhouse)
+    try:
+        h = make_httpd(clickhouse=[a.url, b.url], batch_delay="100ms",
+                       directives=FAST)
+        load = LoadGen(h).start()
+        try:
+            load.wait_requests(100)
+            assert a.inserts() and not b.inserts()
+            failed = batches(h, "failed")
+            mode["a"] = "hang"
+            t0 = time.monotonic()
+            poll("inserts through the second URL", lambda: b.inserts(), 15)
+            assert time.monotonic() - t0 >= 1.5  # after IMChallengeTimeout
+            a.close()  # now refused
+            load.wait_requests(load.requests() + 200)
+        finally:
+            load.stop()
+        f = verify(load, clickhouse, h, "fail-over across URLs")
+        # The hung insert went to the next URL within the same attempt.
+        assert batches(h, "failed") == failed
+        assert f["duplicates"] == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def newer_clickhouse(plan):
+    """Policy and rewrite of a proxy that makes ClickHouse 18.16 look like
+    a release with insert_deduplication_token: the feature probe answers
+    1, the token is taken off the INSERT (and recorded) before it is
+    forwarded."""
+    inner = insert_policy(plan)
+
+    def policy(req):
+        if "'insert_deduplication_token'" in req.sql:
+            return ("answer", 200, "1\n")
+        if "'non_replicated_deduplication_window'" in req.sql:
+            return ("answer", 200, "0\n")
+        return inner(req)
+
+    def rewrite(req):
+        if not req.is_insert:
+            return None
+        target = re.sub(r"&insert_deduplication_token=[^&]*", "", req.target)
+        return target, req.body
+    return policy, rewrite
+
+
+@pytest.mark.parametrize("schema", ["On", "Off"])
+def test_resend_carries_the_same_dedup_token(clickhouse, make_httpd,
+                                             error_log_allow, schema):
+    """Against a ClickHouse with insert_deduplication_token (also when the
+    module does not create the schema): every batch carries a token, and a
+    batch whose answer was lost or that hung is sent again with its own."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    policy, rewrite = newer_clickhouse(
+        lambda n: "drop" if n in (1, 4) else ("hang" if n == 6 else
+                                              "forward"))
+    px = HttpProxy(clickhouse, policy, rewrite)
+    try:
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives=FAST + "\nIMChallengeCreateSchema " + schema)
+        load = LoadGen(h, threads=2).start()
+        try:
+            poll("8 inserts", lambda: len(px.inserts()) >= 8, 60)
+            px.release()
+        finally:
+            load.stop()
+        verify(load, clickhouse, h, "dedup token on resend (schema %s)"
+               % schema)
+        inserts = px.inserts()
+    finally:
+        px.close()
+    assert all(r.token for r in inserts), "an INSERT without a token"
+    for r in inserts:
+        if r.action in ("drop", "hang"):
+            again = [x for x in inserts if x.index > r.index
+                     and x.token == r.token]
+            assert again and again[0].body == r.body, r
+    # Different batches, different tokens.
+    firsts = {}
+    for r in inserts:
+        firsts.setdefault(r.token, r.body)
+        assert firsts[r.token] == r.body
+
+
+def test_quarantine_of_a_batch_clickhouse_never_takes(clickhouse, make_httpd,
+                                                      error_log_allow):
+    """Schema drift: the events table predates 'solve'. ClickHouse rejects
+    a solve for good; its batch goes to spool/failed/ with an [error] line
+    and a metric, and serves behind it are still delivered."""
+    error_log_allow.append(r"IMC00303: ClickHouse rejected \d+ events")
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    db = "imc_q_" + uuid.uuid4().hex[:12]
+    clickhouse.query("CREATE DATABASE %s" % db)
+    clickhouse.query(
+        "CREATE TABLE %s.events (time DateTime('UTC'), type Enum8('serve' = "
+        "1), correlation_id UUID, site_id UUID, received_at DateTime('UTC'), "
+        "raw String) ENGINE = MergeTree ORDER BY (site_id, time)" % db)
+    h = make_httpd(batch_delay="100ms",
+                   directives="IMChallengeDatabase %s\n%s" % (db, FAST))
+    site = new_id()
+
+    def ev(cid, kind):
+        return ('{"time":"2026-11-28T12:00:00Z","type":"%s",'
+                '"correlation_id":"%s","site_id":"%s"}' % (kind, cid, site))
+
+    def post(body, wait=True):
+        return h.post("api/event" + ("?wait=1" if wait else ""),
+                      data=body, headers={"Content-Type": "application/json"})
+    first, bad, later = new_id(), new_id(), [new_id() for _ in range(3)]
+    assert post(ev(first, "serve")).status_code == 201
+    quarantined = batches(h, "quarantined")
+    t0 = time.monotonic()
+    r = post(ev(bad, "solve"))
+    # Not stored: ?wait=1 does not say 201 for a quarantined event.
+    assert r.status_code == 202, r.text
+    assert time.monotonic() - t0 >= 1.5
+    poll("the quarantine metric", lambda: batches(
+        h, "quarantined") == quarantined + 1)
+    for cid in later:
+        assert post(ev(cid, "serve")).status_code == 201
+    failed = list((h.spool_dir / "failed").iterdir())
+    assert len(failed) == 1 and failed[0].name.endswith(".rows")
+    rows = [json.loads(x) for x in failed[0].read_text().split("\n") if x]
+    assert [(x["correlation_id"], x["type"]) for x in rows] == [(bad,
+                                                                 "solve")]
+    assert re.search(r"\[(\w+:)?error\].*IMC00303: ClickHouse rejected 1 "
+                     r"events",
+                     h.error_log())
+    assert set(stored_pairs(clickhouse, site, db)) == {
+        (c, "serve") for c in [first] + later}
+    # Kept, not lost: once the table is fixed, the rows can be fed again.
+    clickhouse.query("ALTER TABLE %s.events MODIFY COLUMN type "
+                     "Enum8('serve' = 1, 'solve' = 2)" % db)
+    clickhouse.query("INSERT INTO %s.events FORMAT JSONEachRow\n%s"
+                     % (db, failed[0].read_text()))
+    assert (bad, "solve") in stored_pairs(clickhouse, site, db)
+
+
+# ------------------------------------------------------------ spool
+
+
+def post_events(h, site, n, session=None):
+    """One request of n new serve events; (response, cids)."""
+    cids = [new_id() for _ in range(n)]
+    body = "[" + ",".join(
+        '{"time":"2026-11-28T12:00:00Z","type":"serve","correlation_id":'
+        '"%s","site_id":"%s","pad":"%s"}' % (c, site, "x" * 200)
+        for c in cids) + "]"
+    s = session or h.http
+    r = s.post(h.url + "api/event", data=body, timeout=30,
+               headers={"Content-Type": "application/json"})
+    return r, cids
+
+
+class Poster:
+    """Posts 20-event requests for one site and keeps what became of them;
+    every refusal must be a 503 with Retry-After."""
+
+    def __init__(self, h):
+        self.h, self.site = h, new_id()
+        self.acked, self.refused = set(), set()
+
+    def post(self):
+        r, cids = post_events(self.h, self.site, 20)
+        if r.status_code == 202:
+            self.acked.update(cids)
+        else:
+            assert r.status_code == 503, r.text
+            assert int(r.headers["Retry-After"]) > 0
+            assert "error" in r.json()
+            self.refused.update(cids)
+        return r.status_code
+
+    def until(self, status, what, timeout=30, interval=0.05):
+        poll(what, lambda: self.post() == status, timeout, interval)
+
+    def stored(self, ch):
+        return {c for c, _ in stored_pairs(ch, self.site)}
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_spool_disk_full(make_clickhouse, make_httpd, workbase):
+    """The spool on a 1 MB tmpfs. ClickHouse down: the disk fills, events
+    get 503 + Retry-After (never a 2xx for what was not written); once
+    ClickHouse is back the module frees its disk and accepts again. Then
+    something else fills the disk: what was accepted is still delivered,
+    and events are accepted again once there is room."""
+    ch = make_clickhouse()
+    ch.stop()
+    mnt = workbase / ("tmpfs-%s" % uuid.uuid4().hex[:8])
+    with tmpfs(mnt, "1m"):
+        h = make_httpd(clickhouse=ch, spool_dir=mnt, batch_delay="100ms",
+                       directives=FAST)
+        try:
+            p = Poster(h)
+            p.until(503, "the spool disk to fill", 60, 0)
+            for _ in range(9):  # and it stays full
+                assert p.post() == 503
+            full = len(p.acked)
+            ch.start()
+            back = time.monotonic()
+            p.until(202, "room once ClickHouse is back")
+            recover = time.monotonic() - back
+            poll("acknowledged events stored", lambda: p.acked <= p.stored(
+                ch), 60, 0.25)
+            # ClickHouse away again, events queue; then another tenant of
+            # the disk takes all the room left.
+            ch.stop()
+            queued_before = set(p.acked)
+            for _ in range(5):
+                assert p.post() == 202
+            hog = mnt / "hog"
+            with open(hog, "wb", buffering=0) as f:
+                with pytest.raises(OSError):
+                    for _ in range(300):
+                        f.write(b"\0" * 4096)
+            p.until(503, "a refusal on the full disk", 30, 0)
+            assert p.acked - queued_before  # waiting in the spool
+            # Delivery works on a full disk (its progress is recorded in
+            # place), so what was accepted still reaches ClickHouse.
+            ch.start()
+            poll("acknowledged events stored, on a full disk",
+                 lambda: p.acked <= p.stored(ch), 30, 0.25)
+            hog.unlink()
+            p.until(202, "room again")
+            poll("acknowledged events stored", lambda: p.acked <= p.stored(
+                ch), 30, 0.25)
+            stored = p.stored(ch)
+            print("\n[disk full] acknowledged %d (%d until the disk was "
+                  "full), refused %d, stored %d, accepting again %.2f s "
+                  "after ClickHouse came back"
+                  % (len(p.acked), full, len(p.refused), len(stored),
+                     recover))
+            assert stored == p.acked
+            assert not stored & p.refused
+            assert report_totals(h, p.site) == (len(p.acked), 0)
+        finally:
+            h.stop()
+
+
+def test_spool_unwritable(make_httpd, clickhouse, error_log_allow):
+    error_log_allow.extend(SPOOL_UNWRITABLE)
+    h = make_httpd(batch_delay="100ms", directives=FAST)
+    site = new_id()
+    acked, refused = set(), set()
+    r, cids = post_events(h, site, 5)
+    assert r.status_code == 202
+    acked.update(cids)
+    mode = h.spool_dir.stat().st_mode & 0o777
+    h.spool_dir.chmod(0)
+    try:
+        def refused_now():
+            r, cids = post_events(h, site, 5)
+            (refused if r.status_code == 503 else acked).update(cids)
+            return (r,) if r.status_code == 503 else None
+        r, = poll("503 from an unwritable spool", refused_now, 10, 0.05)
+        assert int(r.headers["Retry-After"]) > 0
+        assert "spool" not in r.text and "/" not in r.json()["error"]
+        for _ in range(10):
+            r, cids = post_events(h, site, 5)
+            assert r.status_code == 503, r.text
+            refused.update(cids)
+        ready = h.get("readyz")
+        assert ready.status_code == 503
+        assert "spool" in ready.json()["reason"]
+    finally:
+        h.spool_dir.chmod(mode)
+    r = poll("202 again", lambda: (lambda x: x if x[0].status_code == 202
+                                   else None)(post_events(h, site, 5)), 10)
+    acked.update(r[1])
+    poll("acknowledged events stored", lambda: acked <= {
+        c for c, _ in stored_pairs(clickhouse, site)}, 30, 0.25)
+    stored = {c for c, _ in stored_pairs(clickhouse, site)}
+    assert stored == acked and not stored & refused
+    print("\n[unwritable spool] acknowledged %d, refused %d, stored %d"
+          % (len(acked), len(refused), len(stored)))
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_spool_limit_under_load(make_clickhouse, make_httpd):
+    """Over IMChallengeSpoolLimit: 503 + Retry-After; nothing accepted is
+    dropped, nothing refused is stored."""
+    ch = make_clickhouse()
+    ch.stop()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms",
+                   directives=FAST + "\nIMChallengeSpoolLimit 128k")
+    load = LoadGen(h).start()
+    try:
+        poll("503s from the full spool", lambda: load.statuses[503] >= 50,
+             30, 0.05)
+        ch.start()
+        back = time.monotonic()
+        load.wait_acked(300)
+    finally:
+        load.stop()
+    f = verify(load, ch, h, "spool limit", since=back)
+    assert f["rejected"] > 0 and f["acknowledged"] > 300
+
+
+# ------------------------------------------------------------ httpd
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_httpd_restarts_and_child_kill_under_load(make_httpd, clickhouse,
+                                                  mpm):
+    h = make_httpd(mpm=mpm, batch_delay="100ms", directives=FAST)
+    load = LoadGen(h).start()
+    try:
+        load.wait_requests(100)
+        h.graceful()
+        load.wait_requests(load.requests() + 150)
+        # The child that delivers (it also takes requests and writes its
+        # own segment): its lock and its segment must be taken over.
+        victims = [poll("the deliverer", lambda: deliverer_pid(h))]
+        h.kill_child(victims[0])
+        load.wait_requests(load.requests() + 150)
+        # And one that holds clients' connections.
+        victims.append(h.kill_child(poll(
+            "a child with clients", lambda: serving_children(h))[0]))
+        load.wait_requests(load.requests() + 150)
+        h.restart()
+        load.wait_requests(load.requests() + 150)
+    finally:
+        load.stop()
+    f = verify(load, clickhouse, h, "httpd graceful, kill -9, restart (%s)"
+               % mpm)
+    assert f["acknowledged"] > 500
+    # The killed children's segments were adopted, delivered and removed.
+    poll("the dead children's segments to go", lambda: not [
+        n for n in spool_files(h) if int(n.split("-")[1]) in victims], 15)
+
+
+def test_graceful_stop_drains_the_spool(make_httpd, clickhouse):
+    h = make_httpd(batch_delay="5s", directives=FAST)
+    site = new_id()
+    acked = set()
+    for _ in range(10):
+        r, cids = post_events(h, site, 20)
+        assert r.status_code == 202
+        acked.update(cids)
+    assert not stored_pairs(clickhouse, site)  # held by the batch delay
+    t0 = time.monotonic()
+    h.stop()
+    took = time.monotonic() - t0
+    stored = {c for c, _ in stored_pairs(clickhouse, site)}
+    print("\n[graceful stop] %d events held, %d stored by the stop in "
+          "%.2f s" % (len(acked), len(stored), took))
+    assert stored == acked
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_graceful_stop_under_load_with_clickhouse_hung(make_clickhouse,
+                                                       make_httpd):
+    """Graceful stop while ClickHouse hangs: httpd is gone within
+    GracefulShutdownTimeout (an INSERT in flight is cut, although
+    IMChallengeTimeout is longer), the rest waits in the spool and the next
+    start delivers it."""
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms",
+                   directives="IMChallengeBatchSize 50\n"
+                   "IMChallengeTimeout 30s\nGracefulShutdownTimeout 5")
+    load = LoadGen(h).start()
+    try:
+        load.wait_requests(100)
+        ch.pause()
+        load.wait_requests(load.requests() + 150)
+        t0 = time.monotonic()
+        h.stop()
+        took = time.monotonic() - t0
+    finally:
+        load.stop()
+    # httpd waits 5 s for its children, then would signal them.
+    assert took < 5.5, took
+    assert spool_files(h), "nothing left in the spool"
+    ch.resume()
+    restarted = time.monotonic()
+    h.start()
+    verify(load, ch, h, "graceful stop, ClickHouse hung", since=restarted)
+    print("[graceful stop, ClickHouse hung] stop took %.2f s" % took)
+    assert not h.error_log_problems(CLICKHOUSE_DOWN)
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_dead_writers_segment_with_torn_tail(make_clickhouse, make_httpd):
+    """A segment left by a dead process, its last record torn by the kill:
+    the complete records are delivered by the next httpd, the torn one
+    (never acknowledged) is not, and the segment is removed."""
+    ch = make_clickhouse()
+    ch.stop()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms", directives=FAST)
+    site = new_id()
+    acked = set()
+    for _ in range(3):
+        r, cids = post_events(h, site, 4)
+        assert r.status_code == 202
+        acked.update(cids)
+    h.stop()
+    segs = [h.spool_dir / n for n in spool_files(h)]
+    text = "".join(p.read_text() for p in segs)
+    rows = [x for x in text.split("\n") if x]
+    assert len(rows) == 12
+    # A segment of a process that no longer exists: two complete records
+    # of new events, then a record cut by a kill in three ways.
+    dead = "%016x-%d-0.seg" % (int(time.time() * 1e6) + 1, 4194303 + 7)
+    adopted, torn = set(), set()
+
+    def row_for(cid):
+        old = json.loads(rows[0])["correlation_id"]
+        return rows[0].replace(old, cid)
+    body = ""
+    for _ in range(2):
+        cids = [new_id(), new_id()]
+        adopted.update(cids)
+        body += "".join(row_for(c) + "\n" for c in cids) + "\n"
+    cut = [new_id(), new_id(), new_id()]
+    torn.update(cut)
+    body += row_for(cut[0]) + "\n" + row_for(cut[1]) + "\n"  # no terminator
+    body += row_for(cut[2])[:40]  # half a row
+    (h.spool_dir / dead).write_text(body)
+    os.chown(h.spool_dir / dead, (h.spool_dir.stat()).st_uid,
+             (h.spool_dir.stat()).st_gid)
+    # And the last acknowledged segment loses its terminator's neighbour:
+    # a complete row with no record end after it.
+    extra = new_id()
+    with open(segs[-1], "a") as f:
+        f.write(row_for(extra) + "\n")
+    torn.add(extra)
+    ch.start()
+    h.start()
+    want = acked | adopted
+    poll("complete records stored", lambda: want <= {
+        c for c, _ in stored_pairs(ch, site)}, 30, 0.25)
+    poll("the dead segment removed", lambda: dead not in spool_files(h), 15)
+    stored = {c for c, _ in stored_pairs(ch, site)}
+    assert stored == want and not stored & torn
+    print("\n[torn tail] acknowledged %d + adopted %d stored, %d torn "
+          "dropped" % (len(acked), len(adopted), len(torn)))
