@@ -20,10 +20,12 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +103,23 @@ def tail(path, lines=40):
     except OSError as e:
         return "(%s: %s)" % (path, e.strerror)
     return "\n".join(text.splitlines()[-lines:])
+
+
+def session_workdir(prefix):
+    """A fresh directory under /tmp that httpd's children (www-data) can
+    enter on their way to their spool (a pytest tmp_path is mode 0700)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(base, 0o755)
+    return base
+
+
+def finish_workdir(base, failed):
+    """Remove a session_workdir(), or keep it for a look when tests failed
+    or $IMC_KEEP_TMP is set."""
+    if failed or os.environ.get("IMC_KEEP_TMP"):
+        sys.stderr.write("\nserver files kept in %s\n" % base)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def http_session():

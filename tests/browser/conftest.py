@@ -20,7 +20,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -82,13 +81,9 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 @pytest.fixture(scope="session")
 def workdir(request):
-    base = Path(tempfile.mkdtemp(prefix="imc-browser-", dir="/tmp"))
-    os.chmod(base, 0o755)  # httpd children (www-data) reach their spool
+    base = stack.session_workdir("imc-browser-")
     yield base
-    if request.session.testsfailed or os.environ.get("IMC_KEEP_TMP"):
-        sys.stderr.write("\nserver files kept in %s\n" % base)
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+    stack.finish_workdir(base, request.session.testsfailed)
 
 
 @pytest.fixture(scope="session")

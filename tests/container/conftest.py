@@ -15,10 +15,8 @@ ClickHouse on 127.0.0.1 and listen on 127.0.0.1 only (IMC_LISTEN_ADDRESS).
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,13 +49,9 @@ def podman(*args, check=True, timeout=600, **kw):
 
 @pytest.fixture(scope="session")
 def workbase(request):
-    base = Path(tempfile.mkdtemp(prefix="imc-container-", dir="/tmp"))
-    os.chmod(base, 0o755)
+    base = stack.session_workdir("imc-container-")
     yield base
-    if request.session.testsfailed or os.environ.get("IMC_KEEP_TMP"):
-        sys.stderr.write("\ncontainer test files kept in %s\n" % base)
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+    stack.finish_workdir(base, request.session.testsfailed)
 
 
 @pytest.fixture(scope="session")

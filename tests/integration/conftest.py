@@ -29,10 +29,8 @@ which the www-data children could not enter.)
 
 import atexit
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -135,13 +133,9 @@ class ServerFactory:
 
 @pytest.fixture(scope="session")
 def workbase(request):
-    base = Path(tempfile.mkdtemp(prefix="imc-test-", dir="/tmp"))
-    os.chmod(base, 0o755)  # httpd children (www-data) reach their spool
+    base = stack.session_workdir("imc-test-")
     yield base
-    if request.session.testsfailed or os.environ.get("IMC_KEEP_TMP"):
-        sys.stderr.write("\nserver files kept in %s\n" % base)
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+    stack.finish_workdir(base, request.session.testsfailed)
 
 
 @pytest.fixture(scope="session")
