@@ -14,9 +14,9 @@ MOD     := mod_imchallenge
 BUILD   := build
 
 SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
-           imc_event.c imc_filter.c imc_spool.c imc_clickhouse.c \
-           imc_schema.c imc_ingest.c imc_deliver.c imc_report.c \
-           imc_health.c imc_home.c imc_metrics.c
+           imc_event.c imc_filter.c imc_spool.c imc_spool_deliver.c \
+           imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
+           imc_report.c imc_health.c imc_home.c imc_metrics.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -96,19 +96,20 @@ run: deps all
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/test_units: tests/unit/test_units.c $(MOD)/imc_units.c | $(BUILD)
-	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_units: tests/unit/test_units.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_config: tests/unit/test_config.c $(MOD)/imc_config.c \
-                      $(MOD)/imc_units.c | $(BUILD)
+                      $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
-	    $(shell pkg-config --cflags apr-util-1) $^ $(APR_LIBS) \
+	    $(shell pkg-config --cflags apr-util-1) $(filter %.c,$^) $(APR_LIBS) \
 	    $(shell pkg-config --libs apr-util-1) $(CHECK_LIBS) -o $@
-$(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c | $(BUILD)
-	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
-$(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c | $(BUILD)
-	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c | $(BUILD)
-	$(CC) $(UNIT_CFLAGS) $^ $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
+$(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
+                     $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -141,12 +142,13 @@ FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
 
-$(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c | $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -ljansson -o $@
-$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c | $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -o $@
-$(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c | $(BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $^ $(APR_LIBS) -o $@
+$(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
+$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
+                     $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 # Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to
 # build/, crashes to tests/fuzz/artifacts/ (to become regression tests).
