@@ -78,6 +78,7 @@ typedef struct {
     imc_schema_features features;
     int schema_ok, features_ok, failures, started;
     int schema_failures, failing, spool_failing;
+    int ping_failed; /* the last ping got no answer */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
     apr_time_t next_gauges;
     apr_pool_t *state_pool;
@@ -134,6 +135,13 @@ static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
                                       : IMC_G_CLICKHOUSE_FAIL,
                     apr_time_now());
     d->next_ping = now + PING_INTERVAL;
+    /* ClickHouse is back after an outage: deliver now rather than wait
+     * out a back-off of up to BACKOFF_MAX. Once per recovery, so a server
+     * that answers pings but fails inserts still gets the back-off. */
+    if (rv == APR_SUCCESS && d->ping_failed) {
+        d->next_try = now;
+    }
+    d->ping_failed = rv != APR_SUCCESS;
 }
 
 static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
