@@ -55,12 +55,29 @@ def test_httpd_runs_children_as_www_data(httpd):
     assert spool.st_uid == 33
 
 
-def test_configtest_rejects_bad_directive_value(httpd):
+def test_configtest_accepts_the_shipped_conf(httpd):
     rc, out = httpd.configtest("")
     assert (rc, out.strip()) == (0, "Syntax OK")
-    rc, out = httpd.configtest("IMChallengeBatchDelay soon")
+
+
+@pytest.mark.parametrize("directive", [
+    "IMChallengeClickHouse ftp://127.0.0.1/",
+    "IMChallengeClickHouseUser a:b",
+    "IMChallengeClickHousePasswordFile /nonexistent/password",
+    "IMChallengeDatabase bad-name",
+    "IMChallengeSpoolLimit lots",
+    "IMChallengeSpoolSync maybe",
+    "IMChallengeBatchSize 0",
+    "IMChallengeBatchDelay soon",
+    "IMChallengeTimeout 5h",
+    "IMChallengeMaxEventSize 16T",
+    "IMChallengeMaxBatchEvents -1",
+    "IMChallengeCreateSchema yes",
+])
+def test_configtest_rejects_bad_directive_value(httpd, directive):
+    rc, out = httpd.configtest(directive)
     assert rc != 0
-    assert "IMChallengeBatchDelay" in out
+    assert directive.split()[0] in out
 
 
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
