@@ -375,8 +375,7 @@ static int canon_uuid(const char *s, apr_size_t n, char *out)
     return 1;
 }
 
-/* Whether s is a date YYYY-MM-DD from 1970-01-01 to 2105-12-31. */
-static int valid_date(const char *s, apr_size_t n)
+int imc_filter_valid_date(const char *s, apr_size_t n)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, m, d, i, last;
@@ -430,7 +429,7 @@ static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
             what = MSG_TYPE;
             break;
         default:
-            if (valid_date(tok->text, tok->tlen)) {
+            if (imc_filter_valid_date(tok->text, tok->tlen)) {
                 *sql = apr_pstrcat(ps->p, "toDate('", tok->text, "')", NULL);
                 return APR_SUCCESS;
             }

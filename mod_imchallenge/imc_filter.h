@@ -128,4 +128,8 @@ apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
                                 apr_size_t len, const imc_filter_columns *cols,
                                 const char **sql, imc_filter_error *err);
 
+/* Whether s[0..n) is a real calendar date YYYY-MM-DD from 1970-01-01 to
+ * 2105-12-31: what a day literal must be (also the report's from/to). */
+int imc_filter_valid_date(const char *s, apr_size_t n);
+
 #endif /* IMC_FILTER_H */

@@ -1,6 +1,5 @@
 /* Licensed under the Apache License, Version 2.0. */
 
-#include <stdlib.h>
 #include <string.h>
 
 #include <apr_file_io.h>
@@ -31,29 +30,6 @@ typedef struct {
     const char *day, *site;
     apr_uint64_t served, solved;
 } report_row;
-
-/* A real calendar date YYYY-MM-DD between 1970-01-01 and 2105-12-31. */
-static int valid_date(const char *s)
-{
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, m, d, i;
-
-    for (i = 0; i < 10; ++i) {
-        if ((i == 4 || i == 7) ? s[i] != '-' : !apr_isdigit(s[i])) {
-            return 0;
-        }
-    }
-    if (s[10] != '\0') {
-        return 0;
-    }
-    y = atoi(s);
-    m = atoi(s + 5);
-    d = atoi(s + 8);
-    if (y < 1970 || y > 2105 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1]) {
-        return 0;
-    }
-    return !(m == 2 && d == 29 && !(y % 4 == 0 && (y % 100 || y % 400 == 0)));
-}
 
 /* An IANA zone name this machine knows: safe characters only (it is quoted
  * into SQL), no "..", and a compiled zone file (magic "TZif") in the zone
@@ -146,11 +122,11 @@ static int parse_args(request_rec *r, report_args *a)
                               "from, to, tz and format may each be given "
                               "once, validly URL-encoded");
     }
-    if (a->from && !valid_date(a->from)) {
+    if (a->from && !imc_filter_valid_date(a->from, strlen(a->from))) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
                               "from must be a date YYYY-MM-DD");
     }
-    if (a->to && !valid_date(a->to)) {
+    if (a->to && !imc_filter_valid_date(a->to, strlen(a->to))) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
                               "to must be a date YYYY-MM-DD");
     }
