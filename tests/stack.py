@@ -122,6 +122,12 @@ def finish_workdir(base, failed):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def log_tails(log, output):
+    """A server's log and its output's last lines, for an error message."""
+    return "--- %s\n%s\n--- %s\n%s" % (log, tail(log), output,
+                                        tail(output, 20))
+
+
 def http_session():
     """A requests session that never goes through an environment proxy."""
     s = requests.Session()
@@ -385,9 +391,7 @@ class ClickHouse:
         return self
 
     def _log_tails(self):
-        return ("--- %s\n%s\n--- %s\n%s"
-                % (self.err_file, tail(self.err_file),
-                   self.stdout_file, tail(self.stdout_file, 20)))
+        return log_tails(self.err_file, self.stdout_file)
 
     def is_running(self):
         """True while the process started here has not exited."""
@@ -757,9 +761,7 @@ class Httpd:
             time.sleep(0.05)
 
     def _log_tails(self):
-        return ("--- %s\n%s\n--- %s\n%s"
-                % (self.error_log_file, tail(self.error_log_file),
-                   self.stderr_file, tail(self.stderr_file, 20)))
+        return log_tails(self.error_log_file, self.stderr_file)
 
     def is_running(self):
         """True while the parent process started here has not exited."""
