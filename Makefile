@@ -14,7 +14,7 @@ MOD     := mod_imchallenge
 BUILD   := build
 
 SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
-           imc_event.c imc_filter.c imc_spool.c imc_spool_deliver.c \
+           imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_health.c imc_home.c imc_metrics.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
@@ -28,7 +28,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config event filter spool
+UNIT_TESTS   := units config event filter rcache spool
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
@@ -106,6 +106,8 @@ $(BUILD)/test_config: tests/unit/test_config.c $(MOD)/imc_config.c \
 $(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_rcache: tests/unit/test_rcache.c $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)

@@ -17,7 +17,10 @@ CREATE DATABASE IF NOT EXISTS imchallenge;
 -- The report reads this table directly: sorted by site and time, one site's
 -- report reads only that site's rows, and exact distinct counts over the
 -- raw rows cost less than merging pre-aggregated uniqExact states (measured
--- on 18.16, see README "Performance").
+-- on 18.16, see README "Performance"). The module keeps per-day report rows
+-- while the parts holding a day's events stay the same; it can tell the
+-- days of a part because the table is partitioned by time alone (with
+-- another partition key every report runs the whole query).
 CREATE TABLE IF NOT EXISTS imchallenge.events
 (
     time           DateTime('UTC'),

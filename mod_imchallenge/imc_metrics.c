@@ -194,47 +194,62 @@ static void print_histogram(request_rec *r, const char *name, const char *help,
     ap_rprintf(r, "%s_count %" APR_UINT64_T_FMT "\n", name, cumulative);
 }
 
-static void print_rejected(request_rec *r)
+typedef struct {
+    const char *value;
+    imc_metric_counter c;
+} labelled;
+
+/* A counter family with one label, one line per value. */
+static void print_labelled(request_rec *r, const char *name, const char *help,
+                           const char *label, const labelled *values,
+                           apr_size_t n)
 {
-    static const struct {
-        const char *reason;
-        imc_metric_counter c;
-    } reasons[] = {{"invalid", IMC_M_REJECTED_INVALID},
-                   {"too_large", IMC_M_REJECTED_TOO_LARGE},
-                   {"media_type", IMC_M_REJECTED_MEDIA},
-                   {"method", IMC_M_REJECTED_METHOD},
-                   {"spool", IMC_M_REJECTED_SPOOL}};
     apr_size_t i;
 
-    family(r, "imchallenge_requests_rejected_total", "counter",
-           "Event requests rejected, by reason.");
-    for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); ++i) {
-        ap_rprintf(r,
-                   "imchallenge_requests_rejected_total{reason=\"%s\"} "
-                   "%" APR_UINT64_T_FMT "\n",
-                   reasons[i].reason, counter(reasons[i].c));
+    family(r, name, "counter", help);
+    for (i = 0; i < n; ++i) {
+        ap_rprintf(r, "%s{%s=\"%s\"} %" APR_UINT64_T_FMT "\n", name, label,
+                   values[i].value, counter(values[i].c));
     }
 }
 
-static void print_batches(request_rec *r)
+static void print_labelled_counters(request_rec *r)
 {
-    static const struct {
-        const char *result;
-        imc_metric_counter c;
-    } results[] = {{"sent", IMC_M_BATCHES_SENT},
-                   {"failed", IMC_M_BATCHES_FAILED},
-                   {"retried", IMC_M_BATCHES_RETRIED},
-                   {"quarantined", IMC_M_BATCHES_QUARANTINED}};
-    apr_size_t i;
+    static const labelled reasons[] = {{"invalid", IMC_M_REJECTED_INVALID},
+                                       {"too_large", IMC_M_REJECTED_TOO_LARGE},
+                                       {"media_type", IMC_M_REJECTED_MEDIA},
+                                       {"method", IMC_M_REJECTED_METHOD},
+                                       {"spool", IMC_M_REJECTED_SPOOL}};
+    static const labelled results[] = {
+        {"sent", IMC_M_BATCHES_SENT},
+        {"failed", IMC_M_BATCHES_FAILED},
+        {"retried", IMC_M_BATCHES_RETRIED},
+        {"quarantined", IMC_M_BATCHES_QUARANTINED}};
 
-    family(r, "imchallenge_batches_total", "counter",
-           "INSERT batches to ClickHouse, by result.");
-    for (i = 0; i < sizeof(results) / sizeof(results[0]); ++i) {
-        ap_rprintf(r,
-                   "imchallenge_batches_total{result=\"%s\"} "
-                   "%" APR_UINT64_T_FMT "\n",
-                   results[i].result, counter(results[i].c));
-    }
+    print_labelled(r, "imchallenge_requests_rejected_total",
+                   "Event requests rejected, by reason.", "reason", reasons,
+                   sizeof(reasons) / sizeof(reasons[0]));
+    print_counter(r, "imchallenge_events_delivered_total",
+                  "Events confirmed stored by ClickHouse.", IMC_M_DELIVERED);
+    print_labelled(r, "imchallenge_batches_total",
+                   "INSERT batches to ClickHouse, by result.", "result",
+                   results, sizeof(results) / sizeof(results[0]));
+}
+
+static void print_report_counters(request_rec *r)
+{
+    static const labelled sources[] = {
+        {"cache", IMC_M_REPORT_DAYS_CACHED},
+        {"clickhouse", IMC_M_REPORT_DAYS_QUERIED}};
+
+    print_counter(r, "imchallenge_reports_total", "Report requests answered.",
+                  IMC_M_REPORTS);
+    print_counter(r, "imchallenge_report_errors_total",
+                  "Report requests answered with an error.",
+                  IMC_M_REPORT_ERRORS);
+    print_labelled(r, "imchallenge_report_days_total",
+                   "Days of reports, by where their rows came from.", "source",
+                   sources, sizeof(sources) / sizeof(sources[0]));
 }
 
 static void print_gauges(request_rec *r)
@@ -278,16 +293,9 @@ int imc_metrics_handler(request_rec *r)
     print_counter(r, "imchallenge_events_accepted_total",
                   "Events acknowledged to clients (stored in the spool).",
                   IMC_M_ACCEPTED);
-    print_rejected(r);
-    print_counter(r, "imchallenge_events_delivered_total",
-                  "Events confirmed stored by ClickHouse.", IMC_M_DELIVERED);
-    print_batches(r);
+    print_labelled_counters(r);
     print_gauges(r);
-    print_counter(r, "imchallenge_reports_total", "Report requests answered.",
-                  IMC_M_REPORTS);
-    print_counter(r, "imchallenge_report_errors_total",
-                  "Report requests answered with an error.",
-                  IMC_M_REPORT_ERRORS);
+    print_report_counters(r);
     print_histogram(r, "imchallenge_clickhouse_request_seconds",
                     "ClickHouse request latency.", IMC_H_CLICKHOUSE);
     print_histogram(r, "imchallenge_report_seconds", "Report request latency.",

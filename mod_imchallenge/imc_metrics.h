@@ -25,6 +25,8 @@ typedef enum {
     IMC_M_BATCHES_QUARANTINED, /* batches moved to spool/failed */
     IMC_M_REPORTS,             /* report requests answered */
     IMC_M_REPORT_ERRORS,       /* report requests answered 4xx/5xx */
+    IMC_M_REPORT_DAYS_CACHED,  /* report days answered from the cache */
+    IMC_M_REPORT_DAYS_QUERIED, /* report days asked of ClickHouse */
     IMC_M_COUNTERS
 } imc_metric_counter;
 

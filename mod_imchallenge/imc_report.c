@@ -1,5 +1,6 @@
 /* Licensed under the Apache License, Version 2.0. */
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <apr_file_io.h>
@@ -13,11 +14,16 @@
 #include "imc_filter.h"
 #include "imc_http.h"
 #include "imc_metrics.h"
+#include "imc_rcache.h"
 #include "imc_report.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
 #define MAX_TZ       64
 #define ZONEINFO     "/usr/share/zoneinfo/"
+/* Bytes of report results each httpd process keeps (imc_rcache). */
+#define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
+
+static imc_rcache *cache; /* this process's; NULL: none */
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -25,11 +31,6 @@ typedef struct {
     const char *from, *to, *tz;
     int csv;
 } report_args;
-
-typedef struct {
-    const char *day, *site;
-    apr_uint64_t served, solved;
-} report_row;
 
 /* An IANA zone name this machine knows: safe characters only (it is quoted
  * into SQL), no "..", and a compiled zone file (magic "TZif") in the zone
@@ -174,52 +175,96 @@ static const char *day_expr(apr_pool_t *p, const report_args *a)
     return apr_psprintf(p, "toDate(time, '%s')", a->tz);
 }
 
-/* The query: exact distinct correlation ids per (day, site). from and to
- * also bound time, with a margin for zone offsets and DST, so ClickHouse
- * skips the months outside; the day conditions keep it exact. (Grouping by
- * the Date and UUID in a subquery and making text of the result rows only
- * measured no faster on 18.16: the distinct counts dominate.) */
-static const char *build_sql(apr_pool_t *p, const imc_config *c,
-                             const report_args *a, const char *where)
+/* The condition "the day is in [first, last]" (YYYY-MM-DD, either may be
+ * NULL: open). It also bounds time, with a margin for zone offsets and
+ * DST, so that ClickHouse skips the months outside; the day conditions
+ * keep it exact. */
+static const char *days_sql(apr_pool_t *p, const report_args *a,
+                            const char *first, const char *last)
 {
     const char *day = day_expr(p, a);
 
     return apr_pstrcat(
-        p, "SELECT toString(", day, ") AS day, toString(site_id) AS site, ",
+        p, "(1",
+        first ? apr_pstrcat(p, " AND ", day, " >= toDate('", first,
+                            "') AND time >= toDateTime('", first,
+                            " 00:00:00', '", a->tz, "') - 7200", NULL)
+              : "",
+        last ? apr_pstrcat(p, " AND ", day, " <= toDate('", last,
+                           "') AND time < toDateTime('", last, " 00:00:00', '",
+                           a->tz, "') + 97200", NULL)
+             : "",
+        ")", NULL);
+}
+
+/* The query: exact distinct correlation ids per (day, site), days as
+ * numbers (ClickHouse's Date), over the report's from / to or, when
+ * ranges is not NULL, over those day ranges only. (Grouping by the Date
+ * and UUID in a subquery and making text of the result rows only measured
+ * no faster on 18.16: the distinct counts dominate.) */
+static const char *build_sql(apr_pool_t *p, const imc_config *c,
+                             const report_args *a, const char *where,
+                             const apr_array_header_t *ranges)
+{
+    const char *days;
+    int i;
+
+    if (!ranges) {
+        days = days_sql(p, a, a->from, a->to);
+    } else {
+        days = "(0";
+        for (i = 0; i < ranges->nelts; ++i) {
+            const imc_rcache_range *rg =
+                &APR_ARRAY_IDX(ranges, i, imc_rcache_range);
+
+            days = apr_pstrcat(p, days, " OR ",
+                               days_sql(p, a, imc_rcache_day_text(p, rg->first),
+                                        imc_rcache_day_text(p, rg->last)),
+                               NULL);
+        }
+        days = apr_pstrcat(p, days, ")", NULL);
+    }
+    return apr_pstrcat(
+        p, "SELECT toUInt16(", day_expr(p, a), ") AS day, ",
+        "toString(site_id) AS site, ",
         "uniqExactIf(correlation_id, type = 'serve') AS served, ",
         "uniqExactIf(correlation_id, type = 'solve') AS solved FROM ",
-        imc_config_database(c), ".events WHERE ", where,
-        a->from ? apr_pstrcat(p, " AND ", day, " >= toDate('", a->from,
-                              "') AND time >= toDateTime('", a->from,
-                              " 00:00:00', '", a->tz, "') - 7200", NULL)
-                : "",
-        a->to ? apr_pstrcat(p, " AND ", day, " <= toDate('", a->to,
-                            "') AND time < toDateTime('", a->to,
-                            " 00:00:00', '", a->tz, "') + 97200", NULL)
-              : "",
+        imc_config_database(c), ".events WHERE (", where, ") AND ", days,
         " GROUP BY day, site ORDER BY day, site FORMAT TabSeparated", NULL);
 }
 
-/* Parses ClickHouse's TabSeparated answer: day, site, served, solved. */
+/* Splits a TabSeparated line into at most n fields; returns how many. */
+static int split_tabs(char *line, char **fields, int n)
+{
+    char *last, *f;
+    int i = 0;
+
+    for (f = apr_strtok(line, "\t", &last); f && i < n;
+         f = apr_strtok(NULL, "\t", &last)) {
+        fields[i++] = f;
+    }
+    return i;
+}
+
+/* Parses ClickHouse's TabSeparated answer: day (a number), site, served,
+ * solved. */
 static apr_array_header_t *parse_rows(apr_pool_t *p, char *body)
 {
-    apr_array_header_t *rows = apr_array_make(p, 64, sizeof(report_row));
-    char *line, *last;
+    apr_array_header_t *rows = apr_array_make(p, 64, sizeof(imc_rcache_row));
+    char *line, *last, *f[4];
 
     for (line = apr_strtok(body, "\n", &last); line;
          line = apr_strtok(NULL, "\n", &last)) {
-        report_row *row = apr_array_push(rows);
-        char *f, *flast;
+        imc_rcache_row *row;
 
-        row->day = apr_strtok(line, "\t", &flast);
-        row->site = apr_strtok(NULL, "\t", &flast);
-        f = apr_strtok(NULL, "\t", &flast);
-        row->served = f ? apr_strtoi64(f, NULL, 10) : 0;
-        f = apr_strtok(NULL, "\t", &flast);
-        row->solved = f ? apr_strtoi64(f, NULL, 10) : 0;
-        if (!row->day || !row->site) {
-            apr_array_pop(rows);
+        if (split_tabs(line, f, 4) != 4) {
+            continue;
         }
+        row = apr_array_push(rows);
+        row->day = atoi(f[0]);
+        row->site = f[1];
+        row->served = (apr_uint64_t)apr_strtoi64(f[2], NULL, 10);
+        row->solved = (apr_uint64_t)apr_strtoi64(f[3], NULL, 10);
     }
     return rows;
 }
@@ -240,13 +285,13 @@ static void render_json(request_rec *r, apr_array_header_t *rows)
     ap_set_content_type(r, IMC_JSON_TYPE);
     ap_rputs("{\"rows\":[", r);
     for (i = 0; i < rows->nelts; ++i) {
-        const report_row *row = &APR_ARRAY_IDX(rows, i, report_row);
+        const imc_rcache_row *row = &APR_ARRAY_IDX(rows, i, imc_rcache_row);
 
         ap_rprintf(
             r,
             "%s{\"day\":\"%s\",\"site_id\":\"%s\",\"served\":%" APR_UINT64_T_FMT
             ",\"solved\":%" APR_UINT64_T_FMT ",\"solve_rate\":%s}",
-            i ? "," : "", imc_http_json_escape(p, row->day),
+            i ? "," : "", imc_rcache_day_text(p, row->day),
             imc_http_json_escape(p, row->site), row->served, row->solved,
             rate(p, row->served, row->solved, "null"));
         served += row->served;
@@ -265,12 +310,12 @@ static void render_csv(request_rec *r, apr_array_header_t *rows)
     ap_set_content_type(r, "text/csv; charset=utf-8; header=present");
     ap_rputs("day,site_id,served,solved,solve_rate\r\n", r);
     for (i = 0; i < rows->nelts; ++i) {
-        const report_row *row = &APR_ARRAY_IDX(rows, i, report_row);
+        const imc_rcache_row *row = &APR_ARRAY_IDX(rows, i, imc_rcache_row);
 
-        ap_rprintf(r,
-                   "%s,%s,%" APR_UINT64_T_FMT ",%" APR_UINT64_T_FMT ",%s\r\n",
-                   row->day, row->site, row->served, row->solved,
-                   rate(r->pool, row->served, row->solved, ""));
+        ap_rprintf(
+            r, "%s,%s,%" APR_UINT64_T_FMT ",%" APR_UINT64_T_FMT ",%s\r\n",
+            imc_rcache_day_text(r->pool, row->day), row->site, row->served,
+            row->solved, rate(r->pool, row->served, row->solved, ""));
     }
 }
 
@@ -295,6 +340,148 @@ static int clickhouse_error(request_rec *r, apr_status_t rv,
                                      : "the database is unreachable");
 }
 
+/* Runs the report's query over ranges (NULL: from / to) into *rows. */
+static apr_status_t query_rows(request_rec *r, const imc_config *c,
+                               const report_args *a, imc_clickhouse *ch,
+                               const char *where,
+                               const apr_array_header_t *ranges,
+                               apr_array_header_t **rows,
+                               imc_clickhouse_result *res)
+{
+    apr_status_t rv = imc_clickhouse_query(
+        ch, r->pool, build_sql(r->pool, c, a, where, ranges), NULL, res);
+
+    imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
+    if (rv == APR_SUCCESS) {
+        *rows = parse_rows(r->pool, (char *)res->body);
+    }
+    return rv;
+}
+
+/* Whether s holds word as a whole SQL identifier. */
+static int mentions(const char *s, const char *word)
+{
+    apr_size_t n = strlen(word);
+    const char *at;
+
+    for (at = strstr(s, word); at; at = strstr(at + 1, word)) {
+        if ((at == s || !(apr_isalnum(at[-1]) || at[-1] == '_')) &&
+            !(apr_isalnum(at[n]) || at[n] == '_')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The events table's active parts, with the days of their first and last
+ * events in the report's zone, into *parts. A part's first and last times
+ * are those of the partition key's time column, so they are the events'
+ * only with a key on time alone (conf/schema.sql: toYYYYMM(time)). *parts
+ * is NULL when the cache cannot tell the days apart: another partition
+ * key, no parts here (an empty table, or a Distributed one, whose parts
+ * are on the shards), or ClickHouse refused to list them. The report then
+ * runs without the cache. */
+static apr_status_t table_parts(request_rec *r, const imc_config *c,
+                                const report_args *a, imc_clickhouse *ch,
+                                apr_array_header_t **parts,
+                                imc_clickhouse_result *res)
+{
+    const char *db = imc_config_database(c);
+    const char *sql = apr_pstrcat(
+        r->pool, "SELECT toUInt16(toDate(min_time, '", a->tz,
+        "')), toUInt16(toDate(max_time, '", a->tz,
+        "')), cityHash64(name, rows, modification_time), toUInt32(min_time), "
+        "modification_time >= now(), "
+        "(SELECT partition_key FROM system.tables WHERE database = '",
+        db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
+        "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
+    apr_array_header_t *list;
+    char *line, *last, *f[6];
+    apr_status_t rv;
+
+    *parts = NULL;
+    rv = imc_clickhouse_query(ch, r->pool, sql, NULL, res);
+    imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
+    if (rv == IMC_CLICKHOUSE_EREJECTED) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r,
+                      IMC_LOGNO(00402) "report: no parts list (HTTP %d, "
+                                       "code %d), no cache",
+                      res->http_status, res->code);
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
+    for (line = apr_strtok((char *)res->body, "\n", &last); line;
+         line = apr_strtok(NULL, "\n", &last)) {
+        imc_rcache_part *part;
+
+        if (split_tabs(line, f, 6) != 6 || !strcmp(f[3], "0") ||
+            !mentions(f[5], "time") || mentions(f[5], "received_at")) {
+            return APR_SUCCESS;
+        }
+        part = apr_array_push(list);
+        part->first = atoi(f[0]);
+        part->last = atoi(f[1]);
+        part->id = (apr_uint64_t)strtoull(f[2], NULL, 10); /* a UInt64 */
+        part->recent = !strcmp(f[4], "1");
+    }
+    *parts = list->nelts ? list : NULL;
+    return APR_SUCCESS;
+}
+
+/* Everything a report's rows depend on but its days. */
+static const char *cache_key(request_rec *r, const imc_config *c,
+                             const report_args *a, const char *where)
+{
+    return apr_pstrcat(
+        r->pool, imc_config_database(c), "\n",
+        imc_config_user(c) ? imc_config_user(c) : "", "\n",
+        apr_array_pstrcat(r->pool, imc_config_clickhouse(c), ' '), "\n", a->tz,
+        "\n", where, NULL);
+}
+
+/* The report's rows through the cache: the parts list, then the query for
+ * the days whose parts changed, if any. *rows NULL when the cache cannot
+ * be used. */
+static apr_status_t cached_rows(request_rec *r, const imc_config *c,
+                                const report_args *a, imc_clickhouse *ch,
+                                const char *where, apr_array_header_t **rows,
+                                imc_clickhouse_result *res)
+{
+    apr_array_header_t *parts, *fresh;
+    const apr_array_header_t *ranges;
+    imc_rcache_plan *plan;
+    apr_status_t rv;
+
+    *rows = NULL;
+    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+        return rv;
+    }
+    plan = imc_rcache_plan_make(
+        cache, r->pool, cache_key(r, c, a, where),
+        (const imc_rcache_part *)parts->elts, parts->nelts,
+        a->from ? imc_rcache_day_number(a->from) : IMC_RCACHE_NO_DAY,
+        a->to ? imc_rcache_day_number(a->to) : IMC_RCACHE_NO_DAY);
+    ranges = imc_rcache_plan_ranges(plan);
+    if (!imc_rcache_plan_cached_days(plan)) {
+        ranges = NULL; /* every day: from / to are cheaper than ranges */
+    }
+    fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
+    if ((!ranges || ranges->nelts) &&
+        (rv = query_rows(r, c, a, ch, where, ranges, &fresh, res)) !=
+            APR_SUCCESS) {
+        return rv;
+    }
+    imc_metrics_add(IMC_M_REPORT_DAYS_CACHED,
+                    (apr_uint64_t)imc_rcache_plan_cached_days(plan));
+    imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,
+                    (apr_uint64_t)imc_rcache_plan_stale_days(plan));
+    *rows = imc_rcache_complete(cache, plan, fresh);
+    return APR_SUCCESS;
+}
+
 static int run_report(request_rec *r, const imc_config *c, const report_args *a)
 {
     imc_filter_columns cols;
@@ -302,8 +489,9 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     imc_clickhouse_conf chconf;
     imc_clickhouse_result res;
     imc_clickhouse *ch;
+    apr_array_header_t *rows = NULL;
     const char *where;
-    apr_status_t rv;
+    apr_status_t rv = APR_SUCCESS;
 
     cols.day = day_expr(r->pool, a);
     cols.site_id = "site_id";
@@ -321,19 +509,29 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
-    rv = imc_clickhouse_query(ch, r->pool, build_sql(r->pool, c, a, where),
-                              NULL, &res);
-    imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
+    if (cache) {
+        rv = cached_rows(r, c, a, ch, where, &rows, &res);
+    }
+    if (rv == APR_SUCCESS && !rows) {
+        rv = query_rows(r, c, a, ch, where, NULL, &rows, &res);
+    }
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
     }
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (a->csv) {
-        render_csv(r, parse_rows(r->pool, (char *)res.body));
+        render_csv(r, rows);
     } else {
-        render_json(r, parse_rows(r->pool, (char *)res.body));
+        render_json(r, rows);
     }
     return OK;
+}
+
+void imc_report_child_init(apr_pool_t *pchild)
+{
+    if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
+        cache = NULL;
+    }
 }
 
 int imc_report_handler(request_rec *r)

@@ -2,8 +2,9 @@
 
 /*
  * imc_report: the imchallenge-report handler (SPEC section 5): arguments,
- * the filter compiled by imc_filter, the SQL sent to ClickHouse, and the
- * answer rendered as JSON or CSV.
+ * the filter compiled by imc_filter, the SQL sent to ClickHouse, the
+ * per-day results kept by imc_rcache, and the answer rendered as JSON or
+ * CSV.
  */
 #ifndef IMC_REPORT_H
 #define IMC_REPORT_H
@@ -11,5 +12,8 @@
 #include <httpd.h>
 
 int imc_report_handler(request_rec *r);
+
+/* Creates the process's report cache (imc_rcache). */
+void imc_report_child_init(apr_pool_t *pchild);
 
 #endif /* IMC_REPORT_H */

@@ -82,6 +82,7 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
 {
     imc_ingest_child_init(pchild, s);
     imc_deliver_child_init(pchild, s);
+    imc_report_child_init(pchild);
 }
 
 #define NO_FILE "imchallenge:"

@@ -115,6 +115,11 @@ def _verdict(value, goal):
     return "%s %s: %s" % (op, _fmt(want, "{:,g}"), "met" if ok else "NOT met")
 
 
+# The scopes of tests/bench/report_bench.py, as it names them.
+REPORT_SCOPES = (("all", "all sites"), ("site", "one site"),
+                 ("new", "new filter"), ("insert", "after insert"))
+
+
 def report_rows(data):
     """Rows for the figures of report_bench.py (module / naive query)."""
     rep = data.get("report") or {}
@@ -123,8 +128,10 @@ def report_rows(data):
     rows = []
     for res in rep.get("results", []):
         m, n = res.get("measure", {}), res.get("data", {}).get("events")
-        for scope, name in (("all", "all sites"), ("site", "one site")):
+        for scope, name in REPORT_SCOPES:
             ratio = m.get("ratio_" + scope)
+            if ratio is None:
+                continue
             rows.append([
                 "report %s events, %s: module / naive ms" % (
                     _fmt(n, "{:,.0f}"), name),

@@ -6,22 +6,24 @@ Starts its own ClickHouse and httpd (tests/stack.py), loads generated
 events straight into ClickHouse with INSERT ... SELECT FROM numbers()
 (about 100 sites over about 30 days; every procedure served, about 80 %
 solved, about 2.7 % of the events sent twice), then measures the median of
---repeat runs after one warm-up of:
+--repeat runs after one warm-up of the module's report and of the naive
+query below, run directly on ClickHouse over HTTP, in four scopes:
 
-    module, all sites   GET /api/report
-    module, one site    GET /api/report/site_id='<uuid>'
-    naive,  all sites   the exact query below, on ClickHouse over HTTP
-    naive,  one site    the same with WHERE site_id = ...
+    all sites     GET /api/report, again and again
+    one site      GET /api/report/site_id='<uuid>' (naive: WHERE site_id)
+    new filter    a filter never asked before each time, true for every
+                  event: nothing in the module's cache helps
+    after insert  GET /api/report after one more event on the last day
 
     SELECT toDate(time) AS day, site_id,
            uniqExactIf(correlation_id, type = 'serve'),
            uniqExactIf(correlation_id, type = 'solve')
-    FROM imchallenge.events [WHERE site_id = ...]
+    FROM imchallenge.events [WHERE ...]
     GROUP BY day, site_id ORDER BY day, site_id
 
-It checks that the module's rows equal the naive query's, prints a table
-with the ratios module / naive (goal: <= 1.0) and writes the figures to
-tests/bench/results/report-<timestamp>.json.
+It checks that the module's rows equal the naive query's in every run,
+prints a table with the ratios module / naive (goal: <= 1.0) and writes
+the figures to tests/bench/results/report-<timestamp>.json.
 
     /usr/bin/python3 tests/bench/report_bench.py [--sizes 2000000,10000000]
         [--repeat 5] [--module PATH] [--keep]
@@ -125,11 +127,11 @@ def load(ch, size):
 # ---------------------------------------------------------------- the runs
 
 
-def module_fetch(httpd, site):
-    """GET the module's report; returns the body (JSON text)."""
+def module_fetch(httpd, flt):
+    """GET the module's report (with filter flt); returns the JSON text."""
     path = "api/report"
-    if site:
-        path += "/" + quote("site_id='%s'" % site, safe="")
+    if flt:
+        path += "/" + quote(flt, safe="")
     r = httpd.get(path, timeout=QUERY_TIMEOUT)
     if r.status_code != 200:
         raise BenchError("GET /%s answered %d: %s"
@@ -143,9 +145,8 @@ def module_rows(text):
                   for x in json.loads(text)["rows"])
 
 
-def naive_fetch(ch, site):
+def naive_fetch(ch, where):
     """Run the naive query on ClickHouse over HTTP; returns the TSV text."""
-    where = " WHERE site_id = toUUID('%s')" % site if site else ""
     return ch.query(NAIVE_SQL.format(db=DATABASE, where=where),
                     timeout=QUERY_TIMEOUT)
 
@@ -166,45 +167,82 @@ def first_difference(a, b):
     return None
 
 
-def measure(st, site, repeat):
-    """Median seconds of each case after a warm-up; checks the answers.
+def one_site(site):
+    """The filter and the naive WHERE for one site."""
+    return ("site_id='%s'" % site, " WHERE site_id = toUUID('%s')" % site)
 
-    Only the HTTP exchange is timed; answers are parsed afterwards."""
-    cases = {
-        "module_all": lambda: module_fetch(st.httpd, None),
-        "naive_all": lambda: naive_fetch(st.clickhouse, None),
-        "module_site": lambda: module_fetch(st.httpd, site),
-        "naive_site": lambda: naive_fetch(st.clickhouse, site),
-    }
-    parse = {"module": module_rows, "naive": naive_rows}
-    answers = {name: parse[name.split("_")[0]](fn())  # the warm-up
-               for name, fn in cases.items()}
-    for scope in ("all", "site"):
-        mod, naive = answers["module_" + scope], answers["naive_" + scope]
+
+def new_filter():
+    """A filter no report asked before, true for every event: the module
+    has nothing cached for it."""
+    other = uuid.uuid4()
+    return ("site_id!='%s'" % other, " WHERE site_id != toUUID('%s')" % other)
+
+
+def insert_one(ch):
+    """One more event on the last day, in a part of its own: the module
+    asks ClickHouse again for that day only. Returns no filter."""
+    t = START + (DAYS - 1) * 86400 + 43200
+    ch.query("INSERT INTO %s.events (time, type, correlation_id, site_id, "
+             "received_at, raw) VALUES (%d, 'serve', '%s', '%s', %d, '')"
+             % (DATABASE, t, uuid.uuid4(), site_uuid(3), t))
+    return None, ""
+
+
+# Scopes of the report benchmark: name, label, and what runs before each
+# report: prepare(stack, site) returns its filter and the naive WHERE.
+SCOPES = (
+    ("all", "all sites", lambda st, site: (None, "")),
+    ("site", "one site", lambda st, site: one_site(site)),
+    ("new", "new filter", lambda st, site: new_filter()),
+    ("insert", "after insert", lambda st, site: insert_one(st.clickhouse)),
+)
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    text = fn(*args)
+    return time.perf_counter() - t0, text
+
+
+def measure_scope(st, prepare, repeat):
+    """Median ms of the module's report and of the naive query over repeat
+    runs after a warm-up; prepare() before each run gives the filter and
+    the naive WHERE. Only the HTTP exchanges are timed; the answers of
+    every run are compared afterwards."""
+    samples = {"module": [], "naive": []}
+    for run in range(repeat + 1):
+        flt, where = prepare()
+        tm, mtext = timed(module_fetch, st.httpd, flt)
+        tn, ntext = timed(naive_fetch, st.clickhouse, where)
+        mod, naive = module_rows(mtext), naive_rows(ntext)
         if mod != naive or not mod:
-            raise BenchError("the module's %s report differs from the naive "
+            raise BenchError("the module's report differs from the naive "
                              "query: %d vs %d rows, first difference %s"
-                             % (scope, len(mod), len(naive),
+                             % (len(mod), len(naive),
                                 first_difference(mod, naive)))
-    samples = {name: [] for name in cases}
-    texts = {name: [] for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():  # interleaved: drifts hit all
-            t0 = time.perf_counter()
-            texts[name].append(fn())
-            samples[name].append(time.perf_counter() - t0)
-    for name in cases:
-        for text in texts[name]:
-            if parse[name.split("_")[0]](text) != answers[name]:
-                raise BenchError("%s answered differently on a rerun" % name)
+        if run:  # the first run is the warm-up
+            samples["module"].append(tm)
+            samples["naive"].append(tn)
     out = {name: {"median_ms": round(statistics.median(s) * 1000, 1),
                   "samples_ms": [round(x * 1000, 1) for x in s]}
            for name, s in samples.items()}
-    out["rows_all"] = len(answers["module_all"])
-    out["rows_site"] = len(answers["module_site"])
-    for scope in ("all", "site"):
-        out["ratio_" + scope] = round(out["module_" + scope]["median_ms"]
-                                      / out["naive_" + scope]["median_ms"], 3)
+    out["rows"] = len(mod)
+    out["ratio"] = round(out["module"]["median_ms"]
+                         / out["naive"]["median_ms"], 3)
+    return out
+
+
+def measure(st, site, repeat):
+    """Each scope in turn: the same report again and again (answered from
+    the module's cache after the warm-up), one site's, a new filter each
+    time (nothing cached: the parts list plus the whole query), and the
+    report after an insert (the parts list plus one day's query)."""
+    out = {}
+    for name, _, prepare in SCOPES:
+        m = measure_scope(st, lambda: prepare(st, site), repeat)
+        for key in ("module", "naive", "rows", "ratio"):
+            out[key + "_" + name] = m[key]
     return out
 
 
@@ -217,9 +255,8 @@ def print_table(results):
     lines = [head]
     for res in results:
         m = res["measure"]
-        for scope in ("all", "site"):
-            lines.append(("{:,}".format(res["data"]["events"]),
-                          "all sites" if scope == "all" else "one site",
+        for scope, label, _ in SCOPES:
+            lines.append(("{:,}".format(res["data"]["events"]), label,
                           str(m["rows_" + scope]),
                           "%.1f" % m["module_" + scope]["median_ms"],
                           "%.1f" % m["naive_" + scope]["median_ms"],
@@ -276,8 +313,9 @@ def run(args):
                   .format(**data), flush=True)
             m = measure(st, site_uuid(7), args.repeat)
             results.append({"data": data, "measure": m})
-            print("  answers equal; module/naive: all sites %.2f, one site "
-                  "%.2f" % (m["ratio_all"], m["ratio_site"]), flush=True)
+            print("  answers equal; module/naive: " + ", ".join(
+                "%s %.2f" % (label, m["ratio_" + scope])
+                for scope, label, _ in SCOPES), flush=True)
         failed = False
     finally:
         st.stop()

@@ -28,6 +28,7 @@ COUNTERS = {
         ("result", {"sent", "failed", "retried", "quarantined"}),
     "imchallenge_reports_total": (),
     "imchallenge_report_errors_total": (),
+    "imchallenge_report_days_total": ("source", {"cache", "clickhouse"}),
 }
 GAUGES = ("imchallenge_events_queued", "imchallenge_spool_bytes",
           "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up")

@@ -1,0 +1,95 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_rcache: the report's per-process cache of per-day results.
+ *
+ * A report is one independent group of rows per day, and the rows of a day
+ * depend only on the events whose time falls on that day. ClickHouse keeps
+ * events in immutable parts and lists, for each, the first and last event
+ * time (system.parts). The rows of a day therefore stay right as long as
+ * the set of parts holding that day's events is the same: every insert,
+ * merge, mutation or drop replaces parts. A day's cached rows carry a
+ * fingerprint of that set and are used only while it matches, so the
+ * counts stay exact; only days whose parts changed go to the database.
+ * A part's id is a hash of its name, row count and modification time
+ * (seconds): a table dropped and created again numbers its parts from the
+ * start, so the rows of a day with a part written in the current second
+ * are never kept (a later part of the same name is then of a later
+ * second).
+ *
+ * Days are numbers: days since 1970-01-01 (ClickHouse's Date), in the
+ * report's time zone. APR only, no httpd headers; thread-safe.
+ */
+#ifndef IMC_RCACHE_H
+#define IMC_RCACHE_H
+
+#include <limits.h>
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+/* A report without from / to. */
+#define IMC_RCACHE_NO_DAY INT_MIN
+/* At most this many day ranges per database query; more are joined. */
+#define IMC_RCACHE_MAX_RANGES 16
+/* The length of a site_id as text (a UUID). */
+#define IMC_RCACHE_SITE_LEN 36
+
+typedef struct {
+    int first, last; /* days of the part's first and last event */
+    apr_uint64_t id; /* identifies the part and its content */
+    int recent;      /* written in the database's current second */
+} imc_rcache_part;
+
+typedef struct {
+    int day;
+    const char *site;
+    apr_uint64_t served, solved;
+} imc_rcache_row;
+
+typedef struct {
+    int first, last; /* inclusive */
+} imc_rcache_range;
+
+typedef struct imc_rcache imc_rcache;
+typedef struct imc_rcache_plan imc_rcache_plan;
+
+/* A cache holding at most budget bytes of results, released with p. */
+apr_status_t imc_rcache_create(imc_rcache **cache, apr_pool_t *p,
+                               apr_size_t budget);
+
+/*
+ * Plans the report named key (everything its rows depend on but the days)
+ * over days [from, to] (either may be IMC_RCACHE_NO_DAY) given the events
+ * table's parts: which days the cache answers and which the database must.
+ */
+imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
+                                      const char *key,
+                                      const imc_rcache_part *parts, int nparts,
+                                      int from, int to);
+
+/* The day ranges to ask the database for (imc_rcache_range), in order. */
+const apr_array_header_t *imc_rcache_plan_ranges(const imc_rcache_plan *plan);
+
+/* How many of the report's days the cache answers / the database must. */
+int imc_rcache_plan_cached_days(const imc_rcache_plan *plan);
+int imc_rcache_plan_stale_days(const imc_rcache_plan *plan);
+
+/*
+ * fresh: the database's rows (imc_rcache_row) for the plan's ranges, in
+ * (day, site) order. Returns all the report's rows in that order, taken
+ * from the cache and fresh, allocated from the plan's pool, and keeps
+ * fresh rows in the cache for the next report.
+ */
+apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
+                                        imc_rcache_plan *plan,
+                                        const apr_array_header_t *fresh);
+
+/* Bytes the cache holds now. */
+apr_size_t imc_rcache_bytes(imc_rcache *cache);
+
+/* Day numbers and their YYYY-MM-DD text (proleptic Gregorian). */
+int imc_rcache_day_number(const char *ymd);
+const char *imc_rcache_day_text(apr_pool_t *p, int day);
+
+#endif /* IMC_RCACHE_H */

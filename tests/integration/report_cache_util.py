@@ -1,0 +1,295 @@
+# Licensed under the Apache License, Version 2.0.
+"""Helpers for the tests of the report's per-process cache of days.
+
+- `Client`: reports over one kept-alive HTTP connection, so that they all
+  reach the same httpd child process, and so the same cache;
+- `Table`: the events table of a database, written directly (each INSERT
+  makes one part per month), merged, mutated and truncated, with the days
+  its parts cover as the module computes them;
+- `Reports`: reports over a `Client`, each compared with report_util.model;
+- `days_metric()`: imchallenge_report_days_total by source.
+"""
+
+import datetime
+import http.client
+import json
+from urllib.parse import urlencode
+
+import requests
+
+import stack
+from observe_util import parse_prometheus, sample
+from report_util import (CSV_HEADER, assert_report,
+                         instant, model, rate_text, report_path)
+
+DDL = """CREATE TABLE {db}.events
+(
+    time           DateTime('UTC'),
+    type           Enum8('serve' = 1, 'solve' = 2),
+    correlation_id UUID,
+    site_id        UUID,
+    received_at    DateTime('UTC'),
+    raw            String
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (site_id, time)"""
+
+
+class ConnectionLost(AssertionError):
+    """The server closed the connection: later reports could reach another
+    child process, with another cache."""
+
+
+class Answer:
+    """The parts of an HTTP answer that report_util.assert_report reads."""
+
+    def __init__(self, status, headers, body):
+        self.status_code = status
+        self.headers = headers  # email.message.Message: case-insensitive
+        self.text = body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.text)
+
+
+class Client:
+    """Reports over one kept-alive connection to h: one child process.
+
+    A connection the server closed raises ConnectionLost rather than
+    reconnecting (perhaps to another child, with another cache).
+    """
+
+    def __init__(self, h, timeout=30):
+        self.requests = 0
+        self.conn = http.client.HTTPConnection(h.host, h.port,
+                                               timeout=timeout)
+        self.conn.connect()
+        self.conn.auto_open = 0  # never reconnect behind our back
+
+    def report(self, flt=None, **params):
+        """GET the report; params as in report_util.get_report ("from")."""
+        target = "/" + report_path(flt)
+        if params:
+            target += "?" + urlencode(params)
+        if self.conn.sock is None:
+            raise ConnectionLost("closed after %d requests" % self.requests)
+        try:
+            self.conn.request("GET", target)
+            resp = self.conn.getresponse()
+            body = resp.read()
+        except (http.client.HTTPException, ConnectionError) as e:
+            raise ConnectionLost("%s after %d requests"
+                                 % (e, self.requests)) from e
+        self.requests += 1
+        if resp.will_close:
+            self.conn.close()
+        return Answer(resp.status, resp.msg, body)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def days_metric(h):
+    """(cache, clickhouse): imchallenge_report_days_total by source, read
+    on a connection of its own (it does not touch any cache)."""
+    r = requests.get(h.url + "metrics", timeout=10,
+                     headers={"Connection": "close"},
+                     proxies={"http": None, "https": None})
+    assert r.status_code == 200, r.text
+    fams = parse_prometheus(r.text)
+    assert fams["imchallenge_report_days_total"].type == "counter"
+    return tuple(int(sample(fams, "imchallenge_report_days_total",
+                            source=s)) for s in ("cache", "clickhouse"))
+
+
+def delta(before, after):
+    """{"cache": n, "clickhouse": m}: what two days_metric() differ by."""
+    return {"cache": after[0] - before[0],
+            "clickhouse": after[1] - before[1]}
+
+
+def csv_lines(rows):
+    """The CSV report of model rows, line by line."""
+    lines = [CSV_HEADER]
+    for x in rows:
+        lines.append("%s,%s,%d,%d,%s" % (
+            x["day"], x["site_id"], x["served"], x["solved"],
+            rate_text(x["served"], x["solved"], none="")))
+    return lines
+
+
+def _sql_text(text):
+    return "'%s'" % text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def utc_text(time_text):
+    """An event's time as a ClickHouse DateTime('UTC') literal."""
+    return instant(time_text).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Table:
+    """The events table of database db on ClickHouse ch."""
+
+    def __init__(self, ch, db):
+        self.ch = ch
+        self.db = db
+        self.name = "%s.events" % db
+
+    def insert(self, events):
+        """One INSERT of events (report_util.event dicts), as the module
+        would store them; ClickHouse makes one part per month of them."""
+        values = []
+        for e in events:
+            values.append("(%s, %s, toUUID(%s), toUUID(%s), now(), %s)" % (
+                _sql_text(utc_text(e["time"])), _sql_text(e["type"]),
+                _sql_text(e["correlation_id"]), _sql_text(e["site_id"]),
+                _sql_text(json.dumps(e))))
+        self.ch.query("INSERT INTO %s (time, type, correlation_id, site_id, "
+                      "received_at, raw) VALUES %s"
+                      % (self.name, ", ".join(values)))
+
+    def parts(self):
+        """[(name, rows, modification time)] of the active parts, times
+        as Unix seconds."""
+        text = self.ch.query(
+            "SELECT name, rows, toUInt32(modification_time) "
+            "FROM system.parts WHERE database = '%s' AND table = 'events' "
+            "AND active ORDER BY name FORMAT TabSeparated" % self.db)
+        out = []
+        for line in text.splitlines():
+            name, rows, mtime = line.split("\t")
+            out.append((name, int(rows), int(mtime)))
+        return out
+
+    def settle(self, timeout=5):
+        """Wait until no active part was written in ClickHouse's current
+        second: the module keeps no day of such a part (a part of the same
+        name, rows and second could replace it unseen), so a report counts
+        on the cache only after this."""
+        stack.wait_until(
+            lambda: self.ch.scalar(
+                "SELECT count() FROM system.parts WHERE database = '%s' "
+                "AND table = 'events' AND active "
+                "AND modification_time >= now()" % self.db) == "0",
+            timeout, interval=0.05, what="parts older than this second")
+
+    def part_ids(self):
+        """{partition: id of its part} when each partition has one part."""
+        text = self.ch.query(
+            "SELECT partition, cityHash64(name, rows, modification_time) "
+            "FROM system.parts WHERE database = '%s' AND table = 'events' "
+            "AND active FORMAT TabSeparated" % self.db)
+        ids = dict(line.split("\t") for line in text.splitlines())
+        assert len(ids) == len(text.splitlines()), text
+        return {k: int(v) for k, v in ids.items()}
+
+    def covered_days(self, tz="UTC", frm=None, to=None):
+        """The days (YYYY-MM-DD in tz) some active part covers, between frm
+        and to: the days a report through the cache asks about."""
+        text = self.ch.query(
+            "SELECT toString(toDate(min_time, '%s')), "
+            "toString(toDate(max_time, '%s')), toUInt32(min_time) "
+            "FROM system.parts WHERE database = '%s' AND table = 'events' "
+            "AND active FORMAT TabSeparated" % (tz, tz, self.db))
+        days = set()
+        for line in text.splitlines():
+            first, last, t = line.split("\t")
+            assert t != "0", "a part without times: no cache"
+            days.update(self._days(first, last))
+        return sorted(d for d in days
+                      if (not frm or d >= frm) and (not to or d <= to))
+
+    @staticmethod
+    def _days(first, last):
+        day = datetime.date.fromisoformat(first)
+        end = datetime.date.fromisoformat(last)
+        while day <= end:
+            yield day.isoformat()
+            day += datetime.timedelta(days=1)
+
+    def stop_merges(self):
+        """No background merge: the parts stay as inserted (and so do the
+        fingerprints of their days). Mutations wait too."""
+        self.ch.query("SYSTEM STOP MERGES %s" % self.name)
+
+    def start_merges(self):
+        self.ch.query("SYSTEM START MERGES %s" % self.name)
+
+    def optimize(self, timeout=20):
+        """OPTIMIZE ... FINAL until each partition is one part (a merge
+        running in the background can make OPTIMIZE do nothing); merges
+        run only meanwhile."""
+        def merged():
+            self.ch.query("OPTIMIZE TABLE %s FINAL" % self.name)
+            n = self.ch.scalar(
+                "SELECT count() - uniqExact(partition) FROM system.parts "
+                "WHERE database = '%s' AND table = 'events' AND active"
+                % self.db)
+            return n == "0"
+
+        self.start_merges()
+        try:
+            stack.wait_until(merged, timeout, what="one part per partition")
+        finally:
+            self.stop_merges()
+
+    def delete(self, where, timeout=20):
+        """ALTER TABLE ... DELETE WHERE where; wait until it is done.
+        Merges (which run mutations) run only meanwhile."""
+        self.start_merges()
+        try:
+            self.ch.query("ALTER TABLE %s DELETE WHERE %s"
+                          % (self.name, where))
+            stack.wait_until(
+                lambda: self.ch.scalar(
+                    "SELECT count() FROM system.mutations WHERE database = "
+                    "'%s' AND table = 'events' AND is_done = 0" % self.db)
+                == "0", timeout, interval=0.05, what="the mutation")
+        finally:
+            self.stop_merges()
+
+    def truncate(self):
+        self.ch.query("TRUNCATE TABLE %s" % self.name)
+
+    def recreate(self):
+        """DROP TABLE and CREATE TABLE again, as conf/schema.sql has it
+        (merges stopped, as the tests keep them)."""
+        self.ch.query("DROP TABLE %s" % self.name)
+        self.ch.query(DDL.format(db=self.db))
+        self.stop_merges()
+
+
+class Reports:
+    """Reports over one connection to h (a Client: one child process),
+    each checked against report_util.model over the events given."""
+
+    def __init__(self, h):
+        self.client = Client(h)
+
+    def check(self, events, flt=None, keep=None, tz=None, frm=None,
+              to=None):
+        """The report of events in tz (default UTC), filtered by flt
+        (which keep(day, site, type) mirrors), from frm to to. Returns
+        the answer."""
+        params = {k: v for k, v in (("tz", tz), ("from", frm), ("to", to))
+                  if v}
+        r = self.client.report(flt, **params)
+        assert_report(r, model(events, tz=tz or "UTC", keep=keep, frm=frm,
+                               to=to))
+        return r
+
+    def close(self):
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,571 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * Unit tests of imc_rcache: day numbers, which days a plan takes from the
+ * cache and which it asks for, how answers are merged and kept, and the
+ * memory budget.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include <apr_general.h>
+#include <apr_pools.h>
+#include <apr_strings.h>
+#include <apr_thread_proc.h>
+
+#include "imc_rcache.h"
+
+#define S1  "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
+#define S2  "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+#define KEY "db\nuser\nurl\nUTC\n1"
+#define MB  ((apr_size_t)1024 * 1024)
+
+static apr_pool_t *pool;
+static imc_rcache *cache;
+
+static void setup(void)
+{
+    ck_assert_int_eq(apr_pool_create(&pool, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_rcache_create(&cache, pool, MB), APR_SUCCESS);
+}
+
+static void teardown(void)
+{
+    apr_pool_destroy(pool);
+}
+
+/* ---------------------------------------------------------- helpers */
+
+static imc_rcache_part part(int first, int last, apr_uint64_t id)
+{
+    imc_rcache_part p;
+
+    p.first = first;
+    p.last = last;
+    p.id = id;
+    p.recent = 0;
+    return p;
+}
+
+/* The database's answer for a plan: rows "day site served solved" for
+ * every day of its ranges from the table of all rows, as ClickHouse would
+ * give them. */
+typedef struct {
+    int day;
+    const char *site;
+    int served, solved;
+} fixture_row;
+
+static apr_array_header_t *answer_in(apr_pool_t *p, const imc_rcache_plan *plan,
+                                     const fixture_row *all, int n)
+{
+    const apr_array_header_t *ranges = imc_rcache_plan_ranges(plan);
+    apr_array_header_t *out = apr_array_make(p, 8, sizeof(imc_rcache_row));
+    int i, k;
+
+    for (i = 0; i < n; ++i) {
+        for (k = 0; k < ranges->nelts; ++k) {
+            const imc_rcache_range *rg =
+                &APR_ARRAY_IDX(ranges, k, imc_rcache_range);
+
+            if (all[i].day >= rg->first && all[i].day <= rg->last) {
+                imc_rcache_row *row = apr_array_push(out);
+
+                row->day = all[i].day;
+                row->site = all[i].site;
+                row->served = (apr_uint64_t)all[i].served;
+                row->solved = (apr_uint64_t)all[i].solved;
+            }
+        }
+    }
+    return out;
+}
+
+static apr_array_header_t *answer(const imc_rcache_plan *plan,
+                                  const fixture_row *all, int n)
+{
+    return answer_in(pool, plan, all, n);
+}
+
+/* The report's rows as text, "day site served solved;" each. */
+static const char *text(const apr_array_header_t *rows)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        const imc_rcache_row *r = &APR_ARRAY_IDX(rows, i, imc_rcache_row);
+
+        s = apr_psprintf(pool, "%s%d %.4s %d %d;", s, r->day, r->site,
+                         (int)r->served, (int)r->solved);
+    }
+    return s;
+}
+
+/* The plan's ranges as text, "first-last " each. */
+static const char *ranges_text(const imc_rcache_plan *plan)
+{
+    const apr_array_header_t *ranges = imc_rcache_plan_ranges(plan);
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < ranges->nelts; ++i) {
+        const imc_rcache_range *rg =
+            &APR_ARRAY_IDX(ranges, i, imc_rcache_range);
+
+        s = apr_psprintf(pool, "%s%d-%d ", s, rg->first, rg->last);
+    }
+    return s;
+}
+
+/* One report: plan, answer from all[], complete; returns the rows' text. */
+static const char *report(const char *key, const imc_rcache_part *parts,
+                          int nparts, int from, int to, const fixture_row *all,
+                          int n, const char **ranges)
+{
+    imc_rcache_plan *plan =
+        imc_rcache_plan_make(cache, pool, key, parts, nparts, from, to);
+
+    if (ranges) {
+        *ranges = ranges_text(plan);
+    }
+    return text(imc_rcache_complete(cache, plan, answer(plan, all, n)));
+}
+
+#define NO IMC_RCACHE_NO_DAY
+
+/* ------------------------------------------------------------- days */
+
+START_TEST(day_numbers)
+{
+    static const struct {
+        const char *ymd;
+        int n;
+    } known[] = {{"1970-01-01", 0},      {"1970-01-02", 1},
+                 {"1969-12-31", -1},     {"2000-02-29", 11016},
+                 {"2000-03-01", 11017},  {"2025-01-01", 20089},
+                 {"2100-03-01", 47541},  {"2149-06-06", 65535},
+                 {"1900-03-01", -25508}, {"0001-01-01", -719162}};
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); ++i) {
+        ck_assert_int_eq(imc_rcache_day_number(known[i].ymd), known[i].n);
+        ck_assert_str_eq(imc_rcache_day_text(pool, known[i].n), known[i].ymd);
+    }
+}
+END_TEST
+
+START_TEST(day_round_trip)
+{
+    int d;
+
+    for (d = -800000; d <= 800000; d += 7) {
+        const char *t = imc_rcache_day_text(pool, d);
+
+        ck_assert_int_eq(imc_rcache_day_number(t), d);
+    }
+    /* 1900 is no leap year, 2000 and 2024 are, 2100 is not. */
+    ck_assert_int_eq(imc_rcache_day_number("1900-03-01") -
+                         imc_rcache_day_number("1900-02-28"),
+                     1);
+    ck_assert_int_eq(imc_rcache_day_number("2024-03-01") -
+                         imc_rcache_day_number("2024-02-28"),
+                     2);
+    ck_assert_int_eq(imc_rcache_day_number("2100-03-01") -
+                         imc_rcache_day_number("2100-02-28"),
+                     1);
+}
+END_TEST
+
+/* ------------------------------------------------------------- plans */
+
+static const fixture_row rows1[] = {
+    {10, S1, 5, 4}, {10, S2, 3, 0}, {11, S1, 7, 7}, {13, S2, 2, 1}};
+
+START_TEST(first_report_asks_for_every_covered_day)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    const char *ranges;
+
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    /* Day 12, in no part, has no events: it joins the range. */
+    ck_assert_str_eq(ranges, "10-13 ");
+}
+END_TEST
+
+START_TEST(same_parts_are_answered_by_the_cache)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    imc_rcache_plan *plan;
+    const char *first, *ranges;
+
+    first = report(KEY, parts, 2, NO, NO, rows1, 4, NULL);
+    plan = imc_rcache_plan_make(cache, pool, KEY, parts, 2, NO, NO);
+    ck_assert_int_eq(imc_rcache_plan_ranges(plan)->nelts, 0);
+    ck_assert_int_eq(imc_rcache_plan_cached_days(plan), 3);
+    ck_assert_int_eq(imc_rcache_plan_stale_days(plan), 0);
+    /* The database answers nothing: every row comes from the cache. */
+    ck_assert_str_eq(
+        text(imc_rcache_complete(cache, plan, answer(plan, NULL, 0))), first);
+    /* Parts listed in another order give the same fingerprints. */
+    parts[0] = part(13, 13, 2);
+    parts[1] = part(10, 11, 1);
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, NULL, 0, &ranges), first);
+    ck_assert_str_eq(ranges, "");
+}
+END_TEST
+
+START_TEST(a_new_part_makes_only_its_days_stale)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2),
+                               part(11, 11, 3)};
+    static const fixture_row later[] = {
+        {10, S1, 5, 4}, {10, S2, 3, 0}, {11, S1, 8, 7}, {13, S2, 2, 1}};
+    const char *ranges;
+
+    report(KEY, parts, 2, NO, NO, rows1, 4, NULL);
+    ck_assert_str_eq(report(KEY, parts, 3, NO, NO, later, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 8 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "11-11 ");
+    /* A part with an id of its own replaces part 2: a merge, a mutation or
+     * the same name with other rows all do that. */
+    parts[1] = part(13, 13, 22);
+    report(KEY, parts, 3, NO, NO, later, 4, &ranges);
+    ck_assert_str_eq(ranges, "13-13 ");
+}
+END_TEST
+
+START_TEST(a_new_day_is_asked_for)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2),
+                               part(20, 20, 3)};
+    static const fixture_row later[] = {{10, S1, 5, 4},
+                                        {10, S2, 3, 0},
+                                        {11, S1, 7, 7},
+                                        {13, S2, 2, 1},
+                                        {20, S1, 1, 0}};
+    const char *ranges;
+
+    report(KEY, parts, 2, NO, NO, rows1, 4, NULL);
+    ck_assert_str_eq(report(KEY, parts, 3, NO, NO, later, 5, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;"
+                     "20 0faf 1 0;");
+    ck_assert_str_eq(ranges, "20-20 ");
+}
+END_TEST
+
+START_TEST(days_no_part_covers_any_more_are_gone)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    const char *ranges;
+
+    report(KEY, parts, 2, NO, NO, rows1, 4, NULL);
+    /* Day 13's part was dropped (TRUNCATE, DROP PARTITION). */
+    ck_assert_str_eq(report(KEY, parts, 1, NO, NO, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;");
+    ck_assert_str_eq(ranges, "");
+    ck_assert_str_eq(report(KEY, parts, 0, NO, NO, rows1, 4, &ranges), "");
+}
+END_TEST
+
+START_TEST(keys_are_apart)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    static const fixture_row other[] = {{10, S1, 1, 1}};
+    const char *ranges;
+
+    report(KEY, parts, 2, NO, NO, rows1, 4, NULL);
+    ck_assert_str_eq(report(KEY "x", parts, 2, NO, NO, other, 1, &ranges),
+                     "10 0faf 1 1;");
+    ck_assert_str_eq(ranges, "10-13 ");
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, NULL, 0, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "");
+}
+END_TEST
+
+START_TEST(from_to_select_days_and_keep_the_others)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    const char *ranges;
+
+    ck_assert_str_eq(report(KEY, parts, 2, 11, 12, rows1, 4, &ranges),
+                     "11 0faf 7 7;");
+    ck_assert_str_eq(ranges, "11-11 ");
+    ck_assert_str_eq(report(KEY, parts, 2, 11, NO, rows1, 4, &ranges),
+                     "11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "13-13 ");
+    ck_assert_str_eq(report(KEY, parts, 2, NO, 10, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;");
+    ck_assert_str_eq(ranges, "10-10 ");
+    /* Every day is known now. */
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, NULL, 0, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "");
+    /* A window past every part, and one ending before it starts. */
+    ck_assert_str_eq(report(KEY, parts, 2, 30, 40, rows1, 4, &ranges), "");
+    ck_assert_str_eq(report(KEY, parts, 2, 13, 11, rows1, 4, &ranges), "");
+    ck_assert_str_eq(ranges, "");
+}
+END_TEST
+
+START_TEST(too_many_ranges_become_one)
+{
+    enum { N = IMC_RCACHE_MAX_RANGES * 2 + 3 };
+    imc_rcache_part parts[N];
+    imc_rcache_plan *plan;
+    int i;
+
+    /* Days 0, 2, 4, ... each in a part of its own, all cached. */
+    for (i = 0; i < N; ++i) {
+        parts[i] = part(2 * i, 2 * i, (apr_uint64_t)i + 1);
+    }
+    report(KEY, parts, N, NO, NO, NULL, 0, NULL);
+    /* Every other day changes: as many ranges as allowed... */
+    for (i = 1; i < 2 * IMC_RCACHE_MAX_RANGES; i += 2) {
+        parts[i].id += 1000;
+    }
+    plan = imc_rcache_plan_make(cache, pool, KEY, parts, N, NO, NO);
+    ck_assert_int_eq(imc_rcache_plan_ranges(plan)->nelts,
+                     IMC_RCACHE_MAX_RANGES);
+    imc_rcache_complete(cache, plan, answer(plan, NULL, 0));
+    /* ...and one more: one range from the first to the last changed day,
+     * the days between that the cache knew included. */
+    for (i = 1; i <= 2 * IMC_RCACHE_MAX_RANGES + 1; i += 2) {
+        parts[i].id += 1000;
+    }
+    plan = imc_rcache_plan_make(cache, pool, KEY, parts, N, NO, NO);
+    ck_assert_str_eq(
+        ranges_text(plan),
+        apr_psprintf(pool, "2-%d ", 2 * (2 * IMC_RCACHE_MAX_RANGES + 1)));
+    ck_assert_int_eq(imc_rcache_plan_cached_days(plan), 2);
+    ck_assert_int_eq(imc_rcache_plan_stale_days(plan), N - 2);
+}
+END_TEST
+
+START_TEST(fresh_rows_of_an_unplanned_day_are_reported_not_kept)
+{
+    imc_rcache_part parts[] = {part(10, 13, 1)};
+    static const fixture_row more[] = {{10, S1, 5, 4}, {12, S2, 1, 1}};
+    imc_rcache_plan *plan;
+    apr_array_header_t *fresh;
+    imc_rcache_row *row;
+    const char *ranges;
+
+    /* Day 12 is covered: the rows of a day inside a range are kept. */
+    report(KEY, parts, 1, NO, NO, more, 2, NULL);
+    ck_assert_str_eq(report(KEY, parts, 1, NO, NO, NULL, 0, &ranges),
+                     "10 0faf 5 4;12 7c9e 1 1;");
+    ck_assert_str_eq(ranges, "");
+    /* An insert between the parts list and the query brings day 14: it is
+     * reported, but not kept, since no fingerprint was taken for it. */
+    plan = imc_rcache_plan_make(cache, pool, KEY "2", parts, 1, NO, NO);
+    fresh = answer(plan, more, 2);
+    row = apr_array_push(fresh);
+    row->day = 14;
+    row->site = S1;
+    row->served = row->solved = 1;
+    ck_assert_str_eq(text(imc_rcache_complete(cache, plan, fresh)),
+                     "10 0faf 5 4;12 7c9e 1 1;14 0faf 1 1;");
+    parts[0] = part(10, 14, 2);
+    report(KEY "2", parts, 1, NO, NO, NULL, 0, &ranges);
+    ck_assert_str_eq(ranges, "10-14 ");
+}
+END_TEST
+
+START_TEST(days_of_a_part_of_this_second_are_not_kept)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    const char *ranges;
+
+    /* Day 13's part was written in the database's current second: a part
+     * of the same name, rows and second could replace it unseen. */
+    parts[1].recent = 1;
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(report(KEY, parts, 2, NO, NO, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "13-13 ");
+    /* A second later it is kept. */
+    parts[1].recent = 0;
+    report(KEY, parts, 2, NO, NO, rows1, 4, &ranges);
+    ck_assert_str_eq(ranges, "13-13 ");
+    report(KEY, parts, 2, NO, NO, rows1, 4, &ranges);
+    ck_assert_str_eq(ranges, "");
+}
+END_TEST
+
+START_TEST(a_row_that_is_no_uuid_is_not_kept)
+{
+    imc_rcache_part parts[] = {part(10, 10, 1)};
+    static const fixture_row odd[] = {{10, "not-a-uuid", 1, 1}};
+    const char *ranges;
+
+    ck_assert_str_eq(report(KEY, parts, 1, NO, NO, odd, 1, &ranges),
+                     "10 not- 1 1;");
+    ck_assert_int_eq(imc_rcache_bytes(cache), 0);
+    report(KEY, parts, 1, NO, NO, odd, 1, &ranges);
+    ck_assert_str_eq(ranges, "10-10 ");
+}
+END_TEST
+
+/* ------------------------------------------------------------ budget */
+
+/* One report without its rows' text (for big ones); returns the ranges
+ * the plan asked for. */
+static const char *store(const char *key, const imc_rcache_part *parts,
+                         int nparts, const fixture_row *all, int n)
+{
+    imc_rcache_plan *plan =
+        imc_rcache_plan_make(cache, pool, key, parts, nparts, NO, NO);
+    const char *ranges = ranges_text(plan);
+
+    ck_assert_int_eq(
+        imc_rcache_complete(cache, plan, answer(plan, all, n))->nelts, n);
+    return ranges;
+}
+
+/* rows fixture rows on day 1, each its own site. */
+static fixture_row *many_rows(int rows)
+{
+    fixture_row *all = apr_pcalloc(pool, sizeof(*all) * (apr_size_t)rows);
+    int i;
+
+    for (i = 0; i < rows; ++i) {
+        all[i].day = 1;
+        all[i].site =
+            apr_psprintf(pool, "%08x-0000-0000-0000-000000000000", (unsigned)i);
+        all[i].served = i;
+    }
+    return all;
+}
+
+START_TEST(least_recently_used_reports_are_evicted)
+{
+    imc_rcache_part parts[] = {part(1, 1, 1)};
+    fixture_row *all = many_rows(2000); /* about 128 KB */
+    apr_size_t one;
+    int k;
+
+    ck_assert_str_eq(store("a", parts, 1, all, 2000), "1-1 ");
+    one = imc_rcache_bytes(cache);
+    ck_assert_uint_gt(one, 2000 * 36);
+    ck_assert_uint_lt(one, MB / 4);
+    for (k = 0; k < 20; ++k) {
+        store(apr_psprintf(pool, "b%d", k), parts, 1, all, 2000);
+        /* "a" is used after each new one: it stays. */
+        ck_assert_str_eq(store("a", parts, 1, all, 2000), "");
+        ck_assert_uint_le(imc_rcache_bytes(cache), MB);
+    }
+    ck_assert_uint_gt(imc_rcache_bytes(cache), MB / 2);
+    /* "b0" was evicted long ago, "b19" is still there. */
+    ck_assert_str_eq(store("b19", parts, 1, all, 2000), "");
+    ck_assert_str_eq(store("b0", parts, 1, all, 2000), "1-1 ");
+}
+END_TEST
+
+START_TEST(a_report_over_half_the_budget_is_not_kept)
+{
+    imc_rcache_part parts[] = {part(1, 1, 1)};
+    fixture_row *all = many_rows(10000); /* about 640 KB */
+
+    ck_assert_str_eq(store("big", parts, 1, all, 10000), "1-1 ");
+    ck_assert_int_eq(imc_rcache_bytes(cache), 0);
+    ck_assert_str_eq(store("big", parts, 1, all, 10000), "1-1 ");
+}
+END_TEST
+
+/* ----------------------------------------------------------- threads */
+
+static void *APR_THREAD_FUNC hammer(apr_thread_t *t, void *data)
+{
+    apr_pool_t *p;
+    imc_rcache_part parts[2];
+    int i, *bad = data;
+
+    apr_pool_create(&p, NULL);
+    for (i = 0; i < 2000; ++i) {
+        imc_rcache_plan *plan;
+        apr_array_header_t *out;
+
+        parts[0] = part(10, 11, 1);
+        parts[1] = part(13, 13, (apr_uint64_t)(i % 3));
+        plan =
+            imc_rcache_plan_make(cache, p, i % 2 ? "x" : "y", parts, 2, NO, NO);
+        out = imc_rcache_complete(cache, plan, answer_in(p, plan, rows1, 4));
+        if (out->nelts != 4) {
+            ++*bad;
+        }
+        apr_pool_clear(p);
+    }
+    apr_pool_destroy(p);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+START_TEST(threads_share_the_cache)
+{
+    apr_thread_t *t[4];
+    apr_status_t rv;
+    int i, bad[4] = {0, 0, 0, 0};
+
+    for (i = 0; i < 4; ++i) {
+        ck_assert_int_eq(apr_thread_create(&t[i], NULL, hammer, &bad[i], pool),
+                         APR_SUCCESS);
+    }
+    for (i = 0; i < 4; ++i) {
+        apr_thread_join(&rv, t[i]);
+        ck_assert_int_eq(bad[i], 0);
+    }
+}
+END_TEST
+
+static Suite *rcache_suite(void)
+{
+    Suite *s = suite_create("rcache");
+    TCase *days = tcase_create("days");
+    TCase *plans = tcase_create("plans");
+    TCase *budget = tcase_create("budget");
+
+    tcase_add_checked_fixture(days, setup, teardown);
+    tcase_add_checked_fixture(plans, setup, teardown);
+    tcase_add_checked_fixture(budget, setup, teardown);
+    tcase_add_test(days, day_numbers);
+    tcase_add_test(days, day_round_trip);
+    tcase_add_test(plans, first_report_asks_for_every_covered_day);
+    tcase_add_test(plans, same_parts_are_answered_by_the_cache);
+    tcase_add_test(plans, a_new_part_makes_only_its_days_stale);
+    tcase_add_test(plans, a_new_day_is_asked_for);
+    tcase_add_test(plans, days_no_part_covers_any_more_are_gone);
+    tcase_add_test(plans, keys_are_apart);
+    tcase_add_test(plans, from_to_select_days_and_keep_the_others);
+    tcase_add_test(plans, too_many_ranges_become_one);
+    tcase_add_test(plans, fresh_rows_of_an_unplanned_day_are_reported_not_kept);
+    tcase_add_test(plans, days_of_a_part_of_this_second_are_not_kept);
+    tcase_add_test(plans, a_row_that_is_no_uuid_is_not_kept);
+    tcase_add_test(budget, least_recently_used_reports_are_evicted);
+    tcase_add_test(budget, a_report_over_half_the_budget_is_not_kept);
+    tcase_add_test(budget, threads_share_the_cache);
+    suite_add_tcase(s, days);
+    suite_add_tcase(s, plans);
+    suite_add_tcase(s, budget);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    apr_initialize();
+    sr = srunner_create(rcache_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
