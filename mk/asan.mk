@@ -22,7 +22,8 @@ ASAN_CFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
 ASAN_TESTS   ?= $(wildcard tests/integration/test_stack.py \
                            tests/integration/test_hostile.py \
                            tests/integration/test_ingest.py \
-                           tests/integration/test_report.py)
+                           tests/integration/test_report.py \
+                           tests/integration/test_report_cache.py)
 ASAN_PYTEST  ?=
 ASAN_EXTRA   ?=
 # Left out: `stack.py run` in a subprocess starts httpd without the plugin,

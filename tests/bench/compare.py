@@ -115,9 +115,13 @@ def _verdict(value, goal):
     return "%s %s: %s" % (op, _fmt(want, "{:,g}"), "met" if ok else "NOT met")
 
 
-# The scopes of tests/bench/report_bench.py, as it names them.
-REPORT_SCOPES = (("all", "all sites"), ("site", "one site"),
-                 ("new", "new filter"), ("insert", "after insert"))
+# The scopes of tests/bench/report_bench.py, as it names them, and their
+# goals. A filter never asked before has nothing cached: its figure shows
+# what the cache saves, against the naive query plus the parts listing.
+REPORT_SCOPES = (("all", "all sites", ("<=", 1.0)),
+                 ("site", "one site", ("<=", 1.0)),
+                 ("new", "new filter", None),
+                 ("insert", "after insert", ("<=", 1.0)))
 
 
 def report_rows(data):
@@ -128,7 +132,7 @@ def report_rows(data):
     rows = []
     for res in rep.get("results", []):
         m, n = res.get("measure", {}), res.get("data", {}).get("events")
-        for scope, name in REPORT_SCOPES:
+        for scope, name, goal in REPORT_SCOPES:
             ratio = m.get("ratio_" + scope)
             if ratio is None:
                 continue
@@ -141,7 +145,7 @@ def report_rows(data):
                                   "{:.1f}")), ""])
             rows.append(["report %s events, %s: ratio" % (
                 _fmt(n, "{:,.0f}"), name), _fmt(ratio, "{:.3f}"),
-                _verdict(ratio, ("<=", 1.0))])
+                _verdict(ratio, goal)])
     return rows
 
 

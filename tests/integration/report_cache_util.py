@@ -13,6 +13,7 @@
 import datetime
 import http.client
 import json
+from pathlib import Path
 from urllib.parse import urlencode
 
 import requests
@@ -22,18 +23,15 @@ from observe_util import parse_prometheus, sample
 from report_util import (CSV_HEADER, assert_report,
                          instant, model, rate_text, report_path)
 
-DDL = """CREATE TABLE {db}.events
-(
-    time           DateTime('UTC'),
-    type           Enum8('serve' = 1, 'solve' = 2),
-    correlation_id UUID,
-    site_id        UUID,
-    received_at    DateTime('UTC'),
-    raw            String
-)
-ENGINE = MergeTree
-PARTITION BY toYYYYMM(time)
-ORDER BY (site_id, time)"""
+SCHEMA = Path(__file__).resolve().parents[2] / "conf" / "schema.sql"
+
+
+def events_ddl(db):
+    """conf/schema.sql's CREATE TABLE of the events table, for db."""
+    text = SCHEMA.read_text()
+    start = text.index("CREATE TABLE IF NOT EXISTS imchallenge.events")
+    stmt = text[start:text.index(";\n", start)]
+    return stmt.replace("imchallenge.events", "%s.events" % db)
 
 
 class ConnectionLost(AssertionError):
@@ -262,7 +260,7 @@ class Table:
         """DROP TABLE and CREATE TABLE again, as conf/schema.sql has it
         (merges stopped, as the tests keep them)."""
         self.ch.query("DROP TABLE %s" % self.name)
-        self.ch.query(DDL.format(db=self.db))
+        self.ch.query(events_ddl(self.db))
         self.stop_merges()
 
 
