@@ -41,6 +41,10 @@
 #define MAX_CH_RESPONSE ((apr_size_t)64 * 1024)
 
 #define MARKS 32
+/* Rows of one rejected batch quarantined one by one at most; past them the
+ * rest of the batch is quarantined at once (a table that refuses every
+ * row would otherwise cost two INSERTs per row). */
+#define MAX_REFUSED_ALONE 8
 
 /* Rows before end were in the spool at the latest by at. */
 typedef struct {
@@ -56,6 +60,11 @@ typedef struct {
     mark_t marks[MARKS];   /* when rows were counted, oldest first */
     int nmarks;
     int seen; /* counted once already */
+    /* After a batch rejected for good: rows per batch (0: batch size) until
+     * done passes split_end, so that only the rows ClickHouse refuses on
+     * their own are quarantined; how many were so far. */
+    int split, split_refused;
+    apr_off_t split_end;
 } seg_state_t;
 
 typedef struct {
@@ -319,12 +328,73 @@ static void prune_state(deliverer_t *d, apr_array_header_t *segs)
     d->state = nh;
 }
 
+/* Copies [from, end) of seg to DIR/failed and goes past it. */
+static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
+                               imc_spool_segment *seg, apr_off_t from,
+                               apr_off_t end, apr_uint64_t lines, int code)
+{
+    apr_status_t rv;
+
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s,
+                 IMC_LOGNO(00303) "ClickHouse rejected %" APR_UINT64_T_FMT
+                                  " events of %s for good (code %d); they "
+                                  "are kept in %s/failed",
+                 lines, seg->name, code, d->dir);
+    imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
+    rv = imc_spool_quarantine(p, d->dir, seg, from, end);
+    return rv ? spool_failed(d, rv) : APR_SUCCESS;
+}
+
+/*
+ * ClickHouse refused [from, end) of seg for good. A batch of several rows
+ * is sent again in halves (the intent is dropped: nothing of it was
+ * stored), halving again while refused, so that the rows refused on their
+ * own are all that goes to DIR/failed and the good rows around them are
+ * delivered. Past MAX_REFUSED_ALONE such rows, the rest of the batch goes
+ * to DIR/failed at once.
+ */
+static apr_status_t reject_for_good(deliverer_t *d, apr_pool_t *p,
+                                    imc_spool_segment *seg, seg_state_t *st,
+                                    apr_off_t from, apr_off_t end, int lines,
+                                    int code)
+{
+    apr_uint64_t rest = 0;
+    apr_status_t rv;
+
+    if (lines > 1) {
+        if (!st->split) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                         IMC_LOGNO(00308) "ClickHouse rejected a batch of %d "
+                                          "events of %s for good (code %d); "
+                                          "sending it in smaller batches to "
+                                          "keep the events it takes",
+                         lines, seg->name, code);
+            st->split_refused = 0;
+        }
+        st->split = (lines + 1) / 2;
+        st->split_end = end > st->split_end ? end : st->split_end;
+        rv = imc_spool_intent(p, d->dir, seg, seg->done);
+        return rv ? spool_failed(d, rv) : APR_SUCCESS;
+    }
+    if (!st->split || ++st->split_refused <= MAX_REFUSED_ALONE ||
+        st->split_end <= end) {
+        return quarantine(d, p, seg, from, end, 1, code);
+    }
+    st->split = 0;
+    rv = imc_spool_count_lines(p, d->dir, seg, from, st->split_end, &rest);
+    if (rv != APR_SUCCESS) {
+        return spool_failed(d, rv);
+    }
+    st->lines -= (apr_int64_t)rest - lines; /* the caller takes lines */
+    return quarantine(d, p, seg, from, st->split_end, rest, code);
+}
+
 /* Sends [from, from+len) of seg, recording the intent first so that a
  * resend after a crash is the same batch with the same token. */
 static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
-                               imc_spool_segment *seg, apr_off_t from,
-                               const char *buf, apr_size_t len, int lines,
-                               int resend)
+                               imc_spool_segment *seg, seg_state_t *st,
+                               apr_off_t from, const char *buf, apr_size_t len,
+                               int lines, int resend)
 {
     apr_off_t end = from + (apr_off_t)len;
     const char *token =
@@ -353,14 +423,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     }
     imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
     if (rv == IMC_CLICKHOUSE_EREJECTED && is_permanent(&res)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, d->s,
-                     IMC_LOGNO(00303) "ClickHouse rejected %d events of %s "
-                                      "for good (code %d); they are kept in "
-                                      "%s/failed",
-                     lines, seg->name, res.code, d->dir);
-        imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
-        rv = imc_spool_quarantine(p, d->dir, seg, from, end);
-        return rv ? spool_failed(d, rv) : APR_SUCCESS;
+        return reject_for_good(d, p, seg, st, from, end, lines, res.code);
     }
     if (rv == IMC_CLICKHOUSE_EREJECTED && (res.code == 60 || res.code == 81)) {
         d->schema_ok = 0; /* unknown table or database */
@@ -387,25 +450,40 @@ static apr_status_t deliver_next(deliverer_t *d, apr_pool_t *p,
                                  apr_time_t now, int *more)
 {
     int resend = seg->intent_end > seg->done, lines;
+    apr_off_t from = seg->done;
     const char *buf;
     apr_size_t len;
     apr_status_t rv;
 
     *more = 0;
-    rv = imc_spool_read(
-        p, d->dir, seg, seg->done, resend ? APR_INT32_MAX : d->batch_size,
-        resend ? (apr_size_t)(seg->intent_end - seg->done) : MAX_BATCH_BYTES,
-        &buf, &len, &lines);
+    if (st->split && seg->done >= st->split_end) {
+        st->split = 0;
+    }
+    rv = imc_spool_read(p, d->dir, seg, seg->done,
+                        resend      ? APR_INT32_MAX
+                        : st->split ? st->split
+                                    : d->batch_size,
+                        resend ? (apr_size_t)(seg->intent_end - seg->done)
+                               : MAX_BATCH_BYTES,
+                        &buf, &len, &lines);
     if (rv == APR_SUCCESS && lines == 0 && seg->sealed) {
         rv = imc_spool_commit(p, d->dir, seg, seg->done);
     }
     if (rv != APR_SUCCESS || lines == 0) {
         return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
-    /* On success the spool has advanced seg->done past the batch. */
-    if ((rv = send_batch(d, p, seg, seg->done, buf, len, lines, resend))) {
+    if ((rv = send_batch(d, p, seg, st, from, buf, len, lines, resend))) {
         return rv;
     }
+    if (seg->done == from) {
+        *more = 1; /* refused for good: in halves, at once */
+        return APR_SUCCESS;
+    }
+    if (st->split) {
+        st->split =
+            st->split * 2 < d->batch_size ? st->split * 2 : d->batch_size;
+    }
+    /* The spool has advanced seg->done past the batch. */
     st->lines -= lines;
     if (st->lines <= 0) {
         /* Drained: later rows wait for their own batch delay. */

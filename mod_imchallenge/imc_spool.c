@@ -574,6 +574,7 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
     if (pos) {
         apr_cpystrn(pos->segment, sp->name, sizeof(pos->segment));
         pos->end = sp->end - 1;
+        pos->start = pos->end - (apr_off_t)len;
     }
     if (sp->sync) {
         me.next = sp->waiting;

@@ -39,9 +39,10 @@
 /* A writer: one per process, shared by its threads. */
 typedef struct imc_spool imc_spool;
 
-/* Where an appended request ended: delivered once done >= end. */
+/* Where an appended request lies: delivered once done >= end. */
 typedef struct {
     char segment[64]; /* segment file name, no directory */
+    apr_off_t start;  /* offset of the request's first row */
     apr_off_t end;    /* offset just past the request's last row */
 } imc_spool_pos;
 

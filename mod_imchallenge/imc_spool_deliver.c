@@ -168,10 +168,10 @@ static apr_status_t scan_rows(apr_pool_t *p, int fd, apr_off_t from,
 
 /* ---- delivery state ----------------------------------------------------- */
 
-/* 1 when DIR/failed holds a quarantined batch of segment name that
- * contains the row ending at end. */
+/* 1 when DIR/failed holds a quarantined batch of segment name with rows
+ * of [start, end). */
 static int quarantined(apr_pool_t *p, const char *dir, const char *name,
-                       apr_off_t end)
+                       apr_off_t start, apr_off_t end)
 {
     apr_size_t base = strlen(name) - strlen(SEG_EXT);
     apr_off_t from, to;
@@ -192,7 +192,7 @@ static int quarantined(apr_pool_t *p, const char *dir, const char *name,
             continue;
         }
         to = (apr_off_t)apr_strtoi64(e + 1, &e, 10);
-        found = strcmp(e, ".rows") == 0 && from < end && end <= to;
+        found = strcmp(e, ".rows") == 0 && from < end && start < to;
     }
     apr_dir_close(d);
     return found;
@@ -219,7 +219,8 @@ apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
         rv = APR_SUCCESS; /* gone: delivered */
     }
     /* past it, but quarantined rather than stored: not delivered */
-    *done = rv == APR_SUCCESS && !quarantined(p, dir, pos->segment, pos->end);
+    *done = rv == APR_SUCCESS &&
+            !quarantined(p, dir, pos->segment, pos->start, pos->end);
     return rv;
 }
 

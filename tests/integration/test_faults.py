@@ -50,7 +50,8 @@ def wait_failed_batch(h, before):
 
 
 def spool_files(h, ext=".seg"):
-    return sorted(p.name for p in h.spool_dir.iterdir() if p.name.endswith(ext))
+    return sorted(p.name for p in h.spool_dir.iterdir()
+                  if p.name.endswith(ext))
 
 
 # ------------------------------------------------------------ ClickHouse
@@ -398,58 +399,145 @@ def test_resend_carries_the_same_dedup_token(clickhouse, make_httpd,
         assert firsts[r.token] == r.body
 
 
-def test_quarantine_of_a_batch_clickhouse_never_takes(clickhouse, make_httpd,
-                                                      error_log_allow):
-    """Schema drift: the events table predates 'solve'. ClickHouse rejects
-    a solve for good; its batch goes to spool/failed/ with an [error] line
-    and a metric, and serves behind it are still delivered."""
-    error_log_allow.append(r"IMC00303: ClickHouse rejected \d+ events")
-    error_log_allow.extend(CLICKHOUSE_DOWN)
-    db = "imc_q_" + uuid.uuid4().hex[:12]
-    clickhouse.query("CREATE DATABASE %s" % db)
-    clickhouse.query(
-        "CREATE TABLE %s.events (time DateTime('UTC'), type Enum8('serve' = "
-        "1), correlation_id UUID, site_id UUID, received_at DateTime('UTC'), "
-        "raw String) ENGINE = MergeTree ORDER BY (site_id, time)" % db)
-    h = make_httpd(batch_delay="100ms",
-                   directives="IMChallengeDatabase %s\n%s" % (db, FAST))
-    site = new_id()
+# Log lines of a table that refuses some events for good.
+REFUSED_LOG = (r"IMC00303: ClickHouse rejected \d+ events",
+               r"IMC00308: ClickHouse rejected a batch of \d+ events")
+# imc_deliver.c: rows of one batch quarantined one by one at most.
+MAX_REFUSED_ALONE = 8
 
-    def ev(cid, kind):
+
+class DriftedTable:
+    """Schema drift: a database whose events table predates 'solve', so
+    that ClickHouse refuses a solve for good and takes a serve; an httpd
+    delivering to it."""
+
+    def __init__(self, clickhouse, make_httpd, error_log_allow):
+        error_log_allow.extend(REFUSED_LOG)
+        error_log_allow.extend(CLICKHOUSE_DOWN)
+        self.ch = clickhouse
+        self.db = "imc_q_" + uuid.uuid4().hex[:12]
+        clickhouse.query("CREATE DATABASE %s" % self.db)
+        clickhouse.query(
+            "CREATE TABLE %s.events (time DateTime('UTC'), type Enum8("
+            "'serve' = 1), correlation_id UUID, site_id UUID, received_at "
+            "DateTime('UTC'), raw String) ENGINE = MergeTree "
+            "ORDER BY (site_id, time)" % self.db)
+        self.h = make_httpd(batch_delay="100ms",
+                            directives="IMChallengeDatabase %s\n%s"
+                            % (self.db, FAST))
+        self.site = new_id()
+
+    def event(self, cid, kind):
         return ('{"time":"2026-11-28T12:00:00Z","type":"%s",'
-                '"correlation_id":"%s","site_id":"%s"}' % (kind, cid, site))
+                '"correlation_id":"%s","site_id":"%s"}'
+                % (kind, cid, self.site))
 
-    def post(body, wait=True):
-        return h.post("api/event" + ("?wait=1" if wait else ""),
-                      data=body, headers={"Content-Type": "application/json"})
+    def post(self, events, wait=True):
+        """One request of events [(cid, kind)]."""
+        body = "[" + ",".join(self.event(c, k) for c, k in events) + "]"
+        return self.h.post("api/event" + ("?wait=1" if wait else ""),
+                           data=body,
+                           headers={"Content-Type": "application/json"})
+
+    def stored(self):
+        return stored_pairs(self.ch, self.site, self.db)
+
+    def failed_files(self):
+        """{file name: [(cid, type)]} of spool/failed, files in order."""
+        out = {}
+        for f in sorted((self.h.spool_dir / "failed").iterdir(),
+                        key=lambda f: int(f.name.rsplit("-", 2)[1])):
+            assert f.name.endswith(".rows"), f.name
+            rows = [json.loads(x) for x in f.read_text().split("\n") if x]
+            out[f.name] = [(r["correlation_id"], r["type"]) for r in rows]
+        return out
+
+    def log_count(self, regex):
+        return len(re.findall(regex, self.h.error_log()))
+
+
+@pytest.fixture
+def drifted(clickhouse, make_httpd, error_log_allow):
+    return DriftedTable(clickhouse, make_httpd, error_log_allow)
+
+
+def test_quarantine_of_a_batch_clickhouse_never_takes(drifted):
+    """ClickHouse refuses a solve for good: it goes to spool/failed/ with
+    an [error] line and a metric, and serves behind it are delivered."""
+    d = drifted
     first, bad, later = new_id(), new_id(), [new_id() for _ in range(3)]
-    assert post(ev(first, "serve")).status_code == 201
-    quarantined = batches(h, "quarantined")
+    assert d.post([(first, "serve")]).status_code == 201
+    quarantined = batches(d.h, "quarantined")
     t0 = time.monotonic()
-    r = post(ev(bad, "solve"))
+    r = d.post([(bad, "solve")])
     # Not stored: ?wait=1 does not say 201 for a quarantined event.
     assert r.status_code == 202, r.text
     assert time.monotonic() - t0 >= 1.5
     poll("the quarantine metric", lambda: batches(
-        h, "quarantined") == quarantined + 1)
+        d.h, "quarantined") == quarantined + 1)
     for cid in later:
-        assert post(ev(cid, "serve")).status_code == 201
-    failed = list((h.spool_dir / "failed").iterdir())
-    assert len(failed) == 1 and failed[0].name.endswith(".rows")
-    rows = [json.loads(x) for x in failed[0].read_text().split("\n") if x]
-    assert [(x["correlation_id"], x["type"]) for x in rows] == [(bad,
-                                                                 "solve")]
+        assert d.post([(cid, "serve")]).status_code == 201
+    assert list(d.failed_files().values()) == [[(bad, "solve")]]
     assert re.search(r"\[(\w+:)?error\].*IMC00303: ClickHouse rejected 1 "
                      r"events",
-                     h.error_log())
-    assert set(stored_pairs(clickhouse, site, db)) == {
-        (c, "serve") for c in [first] + later}
+                     d.h.error_log())
+    assert set(d.stored()) == {(c, "serve") for c in [first] + later}
     # Kept, not lost: once the table is fixed, the rows can be fed again.
-    clickhouse.query("ALTER TABLE %s.events MODIFY COLUMN type "
-                     "Enum8('serve' = 1, 'solve' = 2)" % db)
-    clickhouse.query("INSERT INTO %s.events FORMAT JSONEachRow\n%s"
-                     % (db, failed[0].read_text()))
-    assert (bad, "solve") in stored_pairs(clickhouse, site, db)
+    failed = next((d.h.spool_dir / "failed").iterdir())
+    d.ch.query("ALTER TABLE %s.events MODIFY COLUMN type "
+               "Enum8('serve' = 1, 'solve' = 2)" % d.db)
+    d.ch.query("INSERT INTO %s.events FORMAT JSONEachRow\n%s"
+               % (d.db, failed.read_text()))
+    assert (bad, "solve") in d.stored()
+
+
+def test_only_the_refused_events_of_a_batch_are_quarantined(drifted):
+    """A batch ClickHouse refuses for good is sent again in halves: the
+    serves in it are delivered, and each solve goes to spool/failed alone."""
+    d = drifted
+    kinds = ["serve", "solve", "serve", "serve", "solve", "solve", "serve",
+             "serve"]
+    events = [(new_id(), k) for k in kinds]
+    quarantined = batches(d.h, "quarantined")
+    # One request, one batch; not all of it is stored: 202.
+    assert d.post(events).status_code == 202
+    serves = {e for e in events if e[1] == "serve"}
+    poll("the serves of the batch", lambda: set(d.stored()) == serves)
+    poll("the quarantine metric",
+         lambda: batches(d.h, "quarantined") == quarantined + 3)
+    assert list(d.failed_files().values()) == [
+        [e] for e in events if e[1] == "solve"]
+    assert sum(d.stored().values()) == len(serves)  # each stored once
+    assert d.log_count(r"IMC00308: ClickHouse rejected a batch of 8 "
+                       r"events") == 1
+    assert d.log_count(r"IMC00303: ClickHouse rejected 1 events") == 3
+    # Later events go in full batches again.
+    later = [(new_id(), "serve") for _ in range(5)]
+    assert d.post(later).status_code == 201
+
+
+def test_a_batch_refused_row_after_row_is_quarantined_at_once(drifted):
+    """A batch whose every row is refused costs a few INSERTs, not two per
+    row: past MAX_REFUSED_ALONE rows quarantined alone, the rest of the
+    batch goes to spool/failed in one file. Nothing is lost."""
+    d = drifted
+    solves = [(new_id(), "solve") for _ in range(30)]
+    quarantined = batches(d.h, "quarantined")
+    failed_inserts = batches(d.h, "failed")
+    assert d.post(solves, wait=False).status_code == 202
+    poll("the quarantine metric",
+         lambda: batches(d.h, "quarantined") == quarantined
+         + MAX_REFUSED_ALONE + 1)
+    files = list(d.failed_files().values())
+    assert [len(f) for f in files] == [1] * MAX_REFUSED_ALONE + [
+        len(solves) - MAX_REFUSED_ALONE]
+    assert [row for f in files for row in f] == solves
+    # Halving to one row, then one or two INSERTs per row refused alone.
+    assert batches(d.h, "failed") - failed_inserts <= 3 * (
+        MAX_REFUSED_ALONE + 1) + 5
+    serve = (new_id(), "serve")
+    assert d.post([serve]).status_code == 201
+    assert set(d.stored()) == {serve}
 
 
 # ------------------------------------------------------------ spool

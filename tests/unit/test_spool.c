@@ -895,6 +895,55 @@ START_TEST(quarantined_is_not_delivered)
 }
 END_TEST
 
+/* A row quarantined from the middle of a request: the request is not
+ * delivered, the requests beside it are. */
+START_TEST(quarantined_row_inside_a_request)
+{
+    imc_spool *sp;
+    imc_spool_pos before, req, after;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    const char *buf;
+    apr_size_t len;
+    apr_off_t from;
+    int lines, done;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "x\n", 2, &before), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "a\nbad\nc\n", 8, &req), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, "y\n", 2, &after), APR_SUCCESS);
+    ck_assert_int_eq(req.end - req.start, 8);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    /* x and a delivered, bad quarantined alone, the rest delivered. */
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 2, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, 2);
+    ck_assert_int_eq(imc_spool_commit(pool, dir, seg, (apr_off_t)len),
+                     APR_SUCCESS);
+    from = (apr_off_t)len;
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, from, 1, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert(!strncmp(buf, "bad\n", 4));
+    ck_assert_int_eq(
+        imc_spool_quarantine(pool, dir, seg, from, from + (apr_off_t)len),
+        APR_SUCCESS);
+    drain(pool, seg, 0, &lines);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &req, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 0);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &before, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(imc_spool_is_delivered(pool, dir, &after, &done),
+                     APR_SUCCESS);
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+}
+END_TEST
+
 #define KILLED      6
 #define MAX_REQS    100
 #define PAD         8192
@@ -1160,6 +1209,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, failed_write_leaves_nothing);
     tcase_add_test(tc, pos_made_with_segment);
     tcase_add_test(tc, quarantined_is_not_delivered);
+    tcase_add_test(tc, quarantined_row_inside_a_request);
     tcase_add_test(tc, kill9_writers_lose_nothing);
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
