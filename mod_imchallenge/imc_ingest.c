@@ -20,6 +20,7 @@
 #define SEGMENT_MAX    ((apr_off_t)16 * 1024 * 1024)
 #define RETRY_AFTER    "5"
 #define WAIT_POLL_USEC 5000
+#define FULL_LOG_EVERY apr_time_from_sec(60)
 #define BODY_READY     (-1)
 
 /* This process's spool writers, by spool directory. Filled in child_init,
@@ -221,6 +222,51 @@ static int wants_wait(request_rec *r)
     return 0;
 }
 
+/* Whether a line about a full spool is due: one a minute per process,
+ * for as long as requests keep being refused. */
+static int full_log_due(void)
+{
+    static apr_time_t last; /* shared by the process's threads */
+    apr_time_t now = apr_time_now(),
+               then = __atomic_load_n(&last, __ATOMIC_RELAXED);
+
+    return now - then >= FULL_LOG_EVERY &&
+           __atomic_compare_exchange_n(&last, &then, now, 0, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
+}
+
+/* 503 + Retry-After for events the spool did not take, saying why: the
+ * spool at IMChallengeSpoolLimit (back-pressure while ClickHouse lags), a
+ * full disk, or a spool that cannot be written. */
+static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv)
+{
+    const char *why = "the event queue cannot be written; retry later";
+
+    if (rv == IMC_SPOOL_EOVERLIMIT) {
+        why = "the event queue is full (IMChallengeSpoolLimit); retry later";
+        if (full_log_due()) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          IMC_LOGNO(00203) "spool %s at IMChallengeSpoolLimit: "
+                                           "refusing events until delivery "
+                                           "frees room",
+                          imc_config_spool_dir(c));
+        }
+    } else if (APR_STATUS_IS_ENOSPC(rv)) {
+        why = "the event queue's disk is full; retry later";
+        if (full_log_due()) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          IMC_LOGNO(00204) "the disk of spool %s is full: "
+                                           "refusing events",
+                          imc_config_spool_dir(c));
+        }
+    } else {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                      IMC_LOGNO(00202) "cannot write to the spool");
+    }
+    apr_table_setn(r->err_headers_out, "Retry-After", RETRY_AFTER);
+    return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL, why);
+}
+
 static int store(request_rec *r, const imc_config *c,
                  const imc_event_rows *rows)
 {
@@ -232,16 +278,7 @@ static int store(request_rec *r, const imc_config *c,
 
     rv = sp ? imc_spool_append(sp, rows->data, rows->len, &pos) : APR_ENOENT;
     if (rv != APR_SUCCESS) {
-        if (!APR_STATUS_IS_ENOSPC(rv)) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                          IMC_LOGNO(00202) "cannot write to the spool");
-        }
-        apr_table_setn(r->err_headers_out, "Retry-After", RETRY_AFTER);
-        return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL,
-                           APR_STATUS_IS_ENOSPC(rv)
-                               ? "the event queue is full; retry later"
-                               : "the event queue cannot be written; "
-                                 "retry later");
+        return spool_refused(r, c, rv);
     }
     imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)rows->count);
     stored = wants_wait(r) && wait_delivered(r, c, &pos);

@@ -555,7 +555,7 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
         goto out;
     }
     if (sp->limit > 0 && sp->pending + (apr_off_t)len + 1 > sp->limit) {
-        rv = APR_ENOSPC;
+        rv = IMC_SPOOL_EOVERLIMIT;
         goto out;
     }
     roll_if_needed(sp, (apr_off_t)len + 1);

@@ -36,6 +36,9 @@
 #include <apr_file_io.h>
 #include <apr_time.h>
 
+/* The spool holds its limit of pending bytes (imc_spool_set_limit). */
+#define IMC_SPOOL_EOVERLIMIT (APR_OS_START_USERERR + 11)
+
 /* A writer: one per process, shared by its threads. */
 typedef struct imc_spool imc_spool;
 
@@ -83,8 +86,9 @@ apr_status_t imc_spool_open(imc_spool **sp, apr_pool_t *p, const char *dir,
                             apr_off_t segment_max, int sync);
 
 /*
- * Refuse appends with APR_ENOSPC, without writing, once the spool's
- * pending bytes plus the new record would exceed bytes (0: no limit).
+ * Refuse appends with IMC_SPOOL_EOVERLIMIT, without writing, once the
+ * spool's pending bytes plus the new record would exceed bytes (0: no
+ * limit).
  * Pending bytes are recounted from the directory at most every 250 ms.
  */
 void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
@@ -96,8 +100,9 @@ void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
  * part of data remains in the spool. On success pos (may be NULL) tells
  * where the request ended, for imc_spool_is_delivered(). APR_EACCES when
  * the directory is not writable (checked with the limit, at most every
- * 250 ms). A failed write (e.g. a full disk) seals the current segment, so
- * that it can be removed once delivered and its space comes back.
+ * 250 ms), IMC_SPOOL_EOVERLIMIT over the limit (imc_spool_set_limit). A
+ * failed write (e.g. APR_ENOSPC: a full disk) seals the current segment,
+ * so that it can be removed once delivered and its space comes back.
  */
 apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
                               imc_spool_pos *pos);

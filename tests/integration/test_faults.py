@@ -563,6 +563,7 @@ class Poster:
     def __init__(self, h):
         self.h, self.site = h, new_id()
         self.acked, self.refused = set(), set()
+        self.refusals, self.last_error = 0, None
 
     def post(self):
         r, cids = post_events(self.h, self.site, 20)
@@ -571,7 +572,8 @@ class Poster:
         else:
             assert r.status_code == 503, r.text
             assert int(r.headers["Retry-After"]) > 0
-            assert "error" in r.json()
+            self.last_error = r.json()["error"]
+            self.refusals += 1
             self.refused.update(cids)
         return r.status_code
 
@@ -582,7 +584,11 @@ class Poster:
         return {c for c, _ in stored_pairs(ch, self.site)}
 
 
-@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+DISK_FULL_LOG = r"IMC00204: the disk of spool \S+ is full"
+OVER_LIMIT_LOG = r"IMC00203: spool \S+ at IMChallengeSpoolLimit"
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN, DISK_FULL_LOG)
 def test_spool_disk_full(make_clickhouse, make_httpd, workbase):
     """The spool on a 1 MB tmpfs. ClickHouse down: the disk fills, events
     get 503 + Retry-After (never a 2xx for what was not written); once
@@ -600,6 +606,10 @@ def test_spool_disk_full(make_clickhouse, make_httpd, workbase):
             p.until(503, "the spool disk to fill", 60, 0)
             for _ in range(9):  # and it stays full
                 assert p.post() == 503
+            assert "disk is full" in p.last_error, p.last_error
+            # Said in the error log, once a minute per process at most.
+            lines = len(re.findall(DISK_FULL_LOG, h.error_log()))
+            assert 1 <= lines <= len(h.children()) + 1 < p.refusals, lines
             full = len(p.acked)
             ch.start()
             back = time.monotonic()
@@ -680,7 +690,7 @@ def test_spool_unwritable(make_httpd, clickhouse, error_log_allow):
           % (len(acked), len(refused), len(stored)))
 
 
-@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN, OVER_LIMIT_LOG)
 def test_spool_limit_under_load(make_clickhouse, make_httpd):
     """Over IMChallengeSpoolLimit: 503 + Retry-After; nothing accepted is
     dropped, nothing refused is stored."""
@@ -692,6 +702,11 @@ def test_spool_limit_under_load(make_clickhouse, make_httpd):
     try:
         poll("503s from the full spool", lambda: load.statuses[503] >= 50,
              30, 0.05)
+        r, _ = post_events(h, new_id(), 1)
+        assert r.status_code == 503
+        assert "IMChallengeSpoolLimit" in r.json()["error"], r.text
+        assert re.search(r"\[(\w+:)?warn\].*" + OVER_LIMIT_LOG,
+                         h.error_log())
         ch.start()
         back = time.monotonic()
         load.wait_acked(300)

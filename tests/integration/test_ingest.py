@@ -23,6 +23,8 @@ from ingest_util import (JSON, JSON_UTF8, NDJSON, apply_schema, array,
 # Log lines of a server whose ClickHouse is (still) unreachable.
 CLICKHOUSE_DOWN = [r"IMC00302: cannot apply the schema",
                    r"IMC00304: delivery of \d+ events to .* failed"]
+# Said (once a minute per process) while the spool refuses events.
+OVER_LIMIT = r"IMC00203: spool \S+ at IMChallengeSpoolLimit"
 
 SMALL_LIMITS = ("IMChallengeMaxEventSize 1k\n"
                 "IMChallengeMaxBatchEvents 10")
@@ -536,7 +538,7 @@ def fill_spool(h, site, acked):
     return refused
 
 
-@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN, OVER_LIMIT)
 def test_spool_limit_is_503_with_retry_after(make_httpd, clickhouse):
     h = make_httpd(clickhouse=closed_port_url(),
                    directives="IMChallengeSpoolLimit 64k\n"
@@ -567,7 +569,7 @@ def test_spool_limit_is_503_with_retry_after(make_httpd, clickhouse):
     assert site_ids(clickhouse, site) == (0, 0)
 
 
-@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN, OVER_LIMIT)
 def test_spool_limit_then_every_acknowledged_event_delivered(make_httpd,
                                                             clickhouse):
     h = make_httpd(clickhouse=closed_port_url(),

@@ -301,6 +301,7 @@ def _dead_clickhouse_httpd(make_httpd, directives=""):
 
 def test_spool_full_counts_rejections(make_httpd, error_log_allow):
     error_log_allow.extend(CLICKHOUSE_DOWN_LOG)
+    error_log_allow.append(r"IMC00203: spool \S+ at IMChallengeSpoolLimit")
     h = _dead_clickhouse_httpd(make_httpd, "IMChallengeSpoolLimit 64k")
     site = str(uuid.uuid4())
     codes = []

@@ -614,7 +614,8 @@ START_TEST(usage_and_limit)
     ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_SUCCESS);
     size = file_size(pos.segment);
     ck_assert_int_eq(size, 202);
-    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL), APR_ENOSPC);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, NULL),
+                     IMC_SPOOL_EOVERLIMIT);
     ck_assert_int_eq(file_size(pos.segment), size); /* nothing written */
 
     ck_assert_int_eq(imc_spool_usage(pool, dir, &u), APR_SUCCESS);
