@@ -29,16 +29,17 @@
 #include "imc_schema.h"
 #include "imc_spool.h"
 
-#define POLL_INTERVAL   apr_time_from_msec(50)
-#define LOCK_RETRY      apr_time_from_sec(1)
-#define PING_INTERVAL   apr_time_from_sec(1)
-#define SCHEMA_RETRY    apr_time_from_sec(30)
-#define BACKOFF_MIN     apr_time_from_msec(100)
-#define BACKOFF_MAX     apr_time_from_sec(30)
-#define BACKLOG_LOG     apr_time_from_sec(60)
-#define STOP_MARGIN     apr_time_from_sec(1)
-#define MAX_BATCH_BYTES ((apr_size_t)256 * 1024 * 1024)
-#define MAX_CH_RESPONSE ((apr_size_t)64 * 1024)
+#define POLL_INTERVAL      apr_time_from_msec(50)
+#define LOCK_RETRY         apr_time_from_sec(1)
+#define PING_INTERVAL      apr_time_from_sec(1)
+#define SCHEMA_RETRY       apr_time_from_sec(30)
+#define BACKOFF_MIN        apr_time_from_msec(100)
+#define BACKOFF_MAX        apr_time_from_sec(30)
+#define BACKLOG_LOG        apr_time_from_sec(60)
+#define STOP_MARGIN        apr_time_from_sec(1)
+#define MAX_BATCH_BYTES    ((apr_size_t)256 * 1024 * 1024)
+#define MAX_CH_RESPONSE    ((apr_size_t)64 * 1024)
+#define ALLOCATOR_MAX_FREE ((apr_size_t)4 * 1024 * 1024)
 
 #define MARKS 32
 /* Rows of one rejected batch quarantined one by one at most; past them the
@@ -782,6 +783,8 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
         return NULL;
     }
     apr_allocator_owner_set(alloc, pool);
+    /* Batches come and go: give the memory of a big one back. */
+    apr_allocator_max_free_set(alloc, ALLOCATOR_MAX_FREE);
     d = apr_pcalloc(pool, sizeof(*d));
     d->pool = pool;
     d->s = s;

@@ -26,6 +26,7 @@
 #define FAILED_DIR  "failed"
 #define LOCK_FILE   ".deliver.lock"
 #define CHUNK       65536
+#define FIRST_READ  ((apr_size_t)1024 * 1024)
 #define TMP_MAX_AGE apr_time_from_sec(60)
 
 /* ---- progress files ----------------------------------------------------- */
@@ -390,7 +391,8 @@ apr_status_t imc_spool_list(apr_pool_t *p, const char *dir,
 /*
  * The cut of one batch in data[0, n): leading empty lines and the first
  * row always, then lines while within max_lines rows and max_bytes bytes.
- * *more when no row is complete in data yet.
+ * *more when every complete line of data was taken without reaching a
+ * limit: a longer read may hold more of the batch.
  */
 static apr_size_t batch_cut(const char *data, apr_size_t n, int max_lines,
                             apr_size_t max_bytes, int *rows, int *more)
@@ -398,13 +400,16 @@ static apr_size_t batch_cut(const char *data, apr_size_t n, int max_lines,
     apr_size_t pos = 0, cut = 0, ll;
     const char *nl;
     *rows = 0;
+    *more = 1;
     while (pos < n && (nl = memchr(data + pos, '\n', n - pos)) != NULL) {
         ll = (apr_size_t)(nl - (data + pos)) + 1;
         if (*rows > 0 && max_bytes > 0 && pos + ll > max_bytes) {
+            *more = 0;
             break;
         }
         if (ll > 1) {
             if (max_lines > 0 && *rows >= max_lines) {
+                *more = 0;
                 break;
             }
             (*rows)++;
@@ -412,7 +417,6 @@ static apr_size_t batch_cut(const char *data, apr_size_t n, int max_lines,
         pos += ll;
         cut = pos;
     }
-    *more = *rows == 0;
     return cut;
 }
 
@@ -422,7 +426,7 @@ apr_status_t imc_spool_read(apr_pool_t *p, const char *dir,
                             const char **buf, apr_size_t *len, int *lines)
 {
     apr_off_t avail = seg->ready_end - from;
-    apr_size_t want, got = 0, lead = from > 0, cut = 0;
+    apr_size_t want, cap, got = 0, lead = from > 0, cut = 0;
     apr_status_t rv;
     char *b = NULL;
     int *fd = NULL, more = 1;
@@ -435,8 +439,11 @@ apr_status_t imc_spool_read(apr_pool_t *p, const char *dir,
     if (avail == 0) {
         return APR_SUCCESS;
     }
-    want = max_bytes > 0 && (apr_off_t)max_bytes < avail ? max_bytes
-                                                         : (apr_size_t)avail;
+    /* Reads start small and double while the batch may go on: the
+     * deliverer's memory follows its batches, not its segments. */
+    cap = max_bytes > 0 && (apr_off_t)max_bytes < avail ? max_bytes
+                                                        : (apr_size_t)avail;
+    want = cap < FIRST_READ ? cap : FIRST_READ;
     rv = imc_spool_fd_open(&fd, p, apr_pstrcat(p, dir, "/", seg->name, NULL),
                            O_RDONLY, 0);
     if (APR_STATUS_IS_ENOENT(rv)) {
@@ -457,7 +464,11 @@ apr_status_t imc_spool_read(apr_pool_t *p, const char *dir,
         if (!more || got < want + lead || (apr_off_t)want == avail) {
             break;
         }
+        if (*lines > 0 && want >= cap) {
+            break; /* a first row longer than max_bytes still comes whole */
+        }
         want = (apr_off_t)want * 2 < avail ? want * 2 : (apr_size_t)avail;
+        want = *lines > 0 && want > cap ? cap : want;
     }
     if (rv == APR_SUCCESS && *lines > 0) {
         b[lead + cut] = '\0';

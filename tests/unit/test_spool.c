@@ -945,6 +945,53 @@ START_TEST(quarantined_row_inside_a_request)
 }
 END_TEST
 
+/* Batches bigger than a first read (1 MB) come whole, within their
+ * limits, and a row bigger than max_bytes still comes alone. */
+START_TEST(batches_beyond_the_first_read)
+{
+    enum { ROW = 1000, ROWS = 3000 }; /* about 3 MB */
+    imc_spool *sp;
+    apr_array_header_t *segs;
+    imc_spool_segment *seg;
+    const char *buf;
+    char *row = apr_palloc(pool, ROW + 1), *big;
+    apr_size_t len;
+    int i, lines;
+
+    memset(row, 'r', ROW - 1);
+    row[ROW - 1] = '\n';
+    row[ROW] = '\0';
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 64 << 20, 0), APR_SUCCESS);
+    for (i = 0; i < ROWS; ++i) {
+        ck_assert_int_eq(imc_spool_append(sp, row, ROW, NULL), APR_SUCCESS);
+    }
+    big = apr_palloc(pool, 3 << 20);
+    memset(big, 'b', (3 << 20) - 1);
+    big[(3 << 20) - 1] = '\n';
+    ck_assert_int_eq(imc_spool_append(sp, big, 3 << 20, NULL), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 1);
+    seg = seg_at(segs, 0);
+    /* Rows are records of ROW + 1 bytes (the record's empty line). */
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, ROWS, 0, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, ROWS);
+    ck_assert_int_eq(len, (apr_size_t)ROWS * (ROW + 1));
+    ck_assert_int_eq(
+        imc_spool_read(pool, dir, seg, 0, 2500, 2 << 20, &buf, &len, &lines),
+        APR_SUCCESS);
+    ck_assert_int_eq(lines, (2 << 20) / (ROW + 1));
+    ck_assert_int_le(len, (apr_size_t)2 << 20);
+    /* The big row: alone, whole, past max_bytes. */
+    ck_assert_int_eq(imc_spool_read(pool, dir, seg, (apr_off_t)ROWS * (ROW + 1),
+                                    10, 4096, &buf, &len, &lines),
+                     APR_SUCCESS);
+    ck_assert_int_eq(lines, 1);
+    ck_assert_int_eq(len, (apr_size_t)3 << 20);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+}
+END_TEST
+
 #define KILLED      6
 #define MAX_REQS    100
 #define PAD         8192
@@ -1211,6 +1258,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, pos_made_with_segment);
     tcase_add_test(tc, quarantined_is_not_delivered);
     tcase_add_test(tc, quarantined_row_inside_a_request);
+    tcase_add_test(tc, batches_beyond_the_first_read);
     tcase_add_test(tc, kill9_writers_lose_nothing);
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
