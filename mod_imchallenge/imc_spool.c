@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -52,6 +53,7 @@ struct imc_spool {
     apr_off_t end;           /* its size */
     apr_off_t durable;       /* its size at the last good fdatasync */
     pid_t pid;               /* owner; a forked child starts afresh */
+    unsigned generation;     /* fork_generation when pid was noted */
     apr_uint32_t seq;        /* per-process segment counter */
     apr_time_t last_created; /* keeps names increasing */
     int closed;
@@ -423,6 +425,22 @@ static void roll_if_needed(imc_spool *sp, apr_off_t need)
     }
 }
 
+/* Bumped in the child of every fork(), so that a writer notices that it
+ * was inherited without a getpid() system call on every append. glibc
+ * drops the handler when the module is unloaded (dlclose). */
+static volatile unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    ++fork_generation;
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
 /* In a forked child: leave the parent's segment and queue alone. */
 static void forked(imc_spool *sp)
 {
@@ -434,6 +452,7 @@ static void forked(imc_spool *sp)
     sp->waiting = NULL;
     sp->syncing = 0;
     sp->pid = getpid();
+    sp->generation = fork_generation;
     sp->seq = 0;
 }
 
@@ -441,7 +460,7 @@ static apr_status_t spool_cleanup(void *data)
 {
     imc_spool *sp = data;
     apr_thread_mutex_lock(sp->mutex);
-    if (sp->pid != getpid()) {
+    if (sp->generation != fork_generation) {
         forked(sp);
     }
     while (sp->syncing) {
@@ -473,7 +492,9 @@ apr_status_t imc_spool_open(imc_spool **sp, apr_pool_t *p, const char *dir,
     s->sync = sync;
     s->fd = -1;
     s->writable = 1;
+    pthread_once(&atfork_once, atfork_register);
     s->pid = getpid();
+    s->generation = fork_generation;
     if ((rv = apr_thread_mutex_create(&s->mutex, APR_THREAD_MUTEX_DEFAULT,
                                       p)) != APR_SUCCESS ||
         (rv = apr_thread_cond_create(&s->cond, p)) != APR_SUCCESS ||
@@ -522,11 +543,23 @@ static void usage_refresh(imc_spool *sp)
     sp->refreshing = 0;
 }
 
-/* Rows: non-empty, '\n'-terminated, so no "\n\n" inside. */
+/* Rows: non-empty, '\n'-terminated, so no "\n\n" inside. One memchr per
+ * row (the last byte is a '\n': one is always found), cheaper than
+ * memmem's set-up for a single short event. */
 static int rows_valid(const char *data, apr_size_t len)
 {
-    return len > 0 && data[0] != '\n' && data[len - 1] == '\n' &&
-           !memmem(data, len, "\n\n", 2);
+    const char *p = data, *end = data + len, *nl;
+
+    if (len == 0 || data[0] == '\n' || data[len - 1] != '\n') {
+        return 0;
+    }
+    while ((nl = memchr(p, '\n', (apr_size_t)(end - p))) + 1 < end) {
+        if (nl[1] == '\n') {
+            return 0;
+        }
+        p = nl + 1;
+    }
+    return 1;
 }
 
 apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
@@ -541,7 +574,7 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
         return len == 0 ? APR_SUCCESS : APR_EINVAL;
     }
     apr_thread_mutex_lock(sp->mutex);
-    if (sp->pid != getpid()) {
+    if (sp->generation != fork_generation) {
         forked(sp);
     }
     usage_refresh(sp);

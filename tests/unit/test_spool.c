@@ -183,6 +183,7 @@ START_TEST(append_and_read_back)
     /* malformed requests are refused and leave nothing behind */
     ck_assert_int_eq(imc_spool_append(sp, "x", 1, NULL), APR_EINVAL);
     ck_assert_int_eq(imc_spool_append(sp, "x\n\ny\n", 5, NULL), APR_EINVAL);
+    ck_assert_int_eq(imc_spool_append(sp, "x\ny\n\n", 5, NULL), APR_EINVAL);
     ck_assert_int_eq(imc_spool_append(sp, "\nx\n", 3, NULL), APR_EINVAL);
     ck_assert_int_eq(imc_spool_append(sp, "x\n", 1, NULL), APR_EINVAL);
     /* an empty request writes nothing and is delivered at once */
