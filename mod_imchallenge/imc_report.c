@@ -6,6 +6,7 @@
 #include <apr_file_io.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 #include <http_protocol.h>
 
 #include "imc_private.h"
@@ -23,7 +24,22 @@
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
 
+/* Clients kept between reports, so that a report reuses a connection to
+ * ClickHouse. Each has a pool of its own and serves one server's
+ * configuration; a thread takes one out of the list while it works. */
+#define IDLE_CLIENTS 8
+
+typedef struct idle_client {
+    struct idle_client *next;
+    const imc_config *config;
+    imc_clickhouse *ch;
+    apr_pool_t *pool;
+} idle_client;
+
 static imc_rcache *cache; /* this process's; NULL: none */
+static apr_thread_mutex_t *clients_lock;
+static idle_client *idle; /* under clients_lock */
+static int nidle;
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -482,13 +498,69 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
+/* A client for c's ClickHouse: an idle one, or a new one. */
+static idle_client *client_take(const imc_config *c)
+{
+    idle_client **pp, *client = NULL;
+    imc_clickhouse_conf chconf;
+    apr_pool_t *pool;
+
+    if (clients_lock) {
+        apr_thread_mutex_lock(clients_lock);
+        pp = &idle;
+        while (*pp && (*pp)->config != c) {
+            pp = &(*pp)->next;
+        }
+        if ((client = *pp) != NULL) {
+            *pp = client->next;
+            --nidle;
+        }
+        apr_thread_mutex_unlock(clients_lock);
+    }
+    if (client ||
+        apr_pool_create_unmanaged_ex(&pool, NULL, NULL) != APR_SUCCESS) {
+        return client;
+    }
+    client = apr_pcalloc(pool, sizeof(*client));
+    client->config = c;
+    client->pool = pool;
+    chconf.urls = imc_config_clickhouse(c);
+    chconf.user = imc_config_user(c);
+    chconf.password = imc_config_password(c);
+    chconf.timeout = imc_config_timeout(c);
+    chconf.max_response = MAX_RESPONSE;
+    if (imc_clickhouse_create(&client->ch, pool, &chconf) != APR_SUCCESS) {
+        apr_pool_destroy(pool);
+        return NULL;
+    }
+    return client;
+}
+
+/* Keeps client for the next report, or frees it when enough are kept. */
+static void client_give_back(idle_client *client)
+{
+    int kept = 0;
+
+    if (clients_lock) {
+        apr_thread_mutex_lock(clients_lock);
+        if ((kept = nidle < IDLE_CLIENTS)) {
+            client->next = idle;
+            idle = client;
+            ++nidle;
+        }
+        apr_thread_mutex_unlock(clients_lock);
+    }
+    if (!kept) {
+        apr_pool_destroy(client->pool);
+    }
+}
+
 static int run_report(request_rec *r, const imc_config *c, const report_args *a)
 {
     imc_filter_columns cols;
     imc_filter_error ferr;
-    imc_clickhouse_conf chconf;
     imc_clickhouse_result res;
-    imc_clickhouse *ch;
+    idle_client *client;
     apr_array_header_t *rows = NULL;
     const char *where;
     apr_status_t rv = APR_SUCCESS;
@@ -500,21 +572,17 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
                            &ferr) != APR_SUCCESS) {
         return filter_error(r, &ferr);
     }
-    chconf.urls = imc_config_clickhouse(c);
-    chconf.user = imc_config_user(c);
-    chconf.password = imc_config_password(c);
-    chconf.timeout = imc_config_timeout(c);
-    chconf.max_response = MAX_RESPONSE;
-    if ((rv = imc_clickhouse_create(&ch, r->pool, &chconf)) != APR_SUCCESS) {
+    if (!(client = client_take(c))) {
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
     if (cache) {
-        rv = cached_rows(r, c, a, ch, where, &rows, &res);
+        rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
     }
     if (rv == APR_SUCCESS && !rows) {
-        rv = query_rows(r, c, a, ch, where, NULL, &rows, &res);
+        rv = query_rows(r, c, a, client->ch, where, NULL, &rows, &res);
     }
+    client_give_back(client);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
     }
@@ -527,11 +595,31 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     return OK;
 }
 
+/* At the process's end: the idle clients close their connections. */
+static apr_status_t clients_cleanup(void *data)
+{
+    (void)data;
+    while (idle) {
+        idle_client *client = idle;
+
+        idle = client->next;
+        apr_pool_destroy(client->pool);
+    }
+    nidle = 0;
+    return APR_SUCCESS;
+}
+
 void imc_report_child_init(apr_pool_t *pchild)
 {
     if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
         cache = NULL;
     }
+    if (apr_thread_mutex_create(&clients_lock, APR_THREAD_MUTEX_DEFAULT,
+                                pchild) != APR_SUCCESS) {
+        clients_lock = NULL; /* a client per report */
+    }
+    apr_pool_cleanup_register(pchild, NULL, clients_cleanup,
+                              apr_pool_cleanup_null);
 }
 
 int imc_report_handler(request_rec *r)

@@ -7,14 +7,17 @@
   makes one part per month), merged, mutated and truncated, with the days
   its parts cover as the module computes them;
 - `Reports`: reports over a `Client`, each compared with report_util.model;
-- `days_metric()`: imchallenge_report_days_total by source.
+- `days_metric()`: imchallenge_report_days_total by source;
+- `CountingRelay`: a TCP relay to ClickHouse counting its connections.
 """
 
 import datetime
 import http.client
 import json
+import socket
+import threading
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -291,3 +294,61 @@ class Reports:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class CountingRelay:
+    """A TCP relay to ClickHouse's HTTP port that counts the connections
+    made through it (it changes nothing in them)."""
+
+    def __init__(self, upstream_url):
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname, parts.port)
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.closing = False
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((stack.LOCALHOST, 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.url = "http://%s:%d/" % self.sock.getsockname()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def connections(self):
+        with self.lock:
+            return self.accepted
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                down, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            up = socket.create_connection(self.upstream, timeout=10)
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closing = True
+        self.sock.close()

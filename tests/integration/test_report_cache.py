@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import pytest
 
 import stack
-from report_cache_util import (Client, Reports, Table, csv_lines, days_metric,
-                               delta)
+from report_cache_util import (Client, CountingRelay, Reports, Table,
+                               csv_lines, days_metric, delta)
 from report_util import assert_report, event, model, post_events
 
 BATCH_DELAY = "200ms"
@@ -596,6 +596,31 @@ def test_other_tables_report_without_the_cache(rc, table, make_httpd, kind):
         assert sum(delta(m1, days_metric(rc.h)).values()) == len(D)
     finally:
         rc.ch.query("DROP DATABASE IF EXISTS %s" % db2)
+
+
+# ---------------------------------------------------------------- clients
+
+
+def test_reports_reuse_their_connection_to_clickhouse(rc, table, make_httpd):
+    # Each report asks ClickHouse twice (parts, rows): on a connection kept
+    # from the reports before, not on a new one each time.
+    relay = CountingRelay(rc.ch.url)
+    try:
+        A = new_id()
+        events = procedures("2025-12-01", A, 3, 2)
+        table.insert(events)
+        h2 = make_httpd(clickhouse=relay.url, batch_delay=BATCH_DELAY,
+                        directives="IMChallengeDatabase %s\n"
+                        "IMChallengeCreateSchema Off" % rc.db)
+        with Client(h2) as c:  # one connection: one child
+            assert_report(c.report(), model(events))
+            before = relay.connections()
+            for tz in ["UTC", KATHMANDU] * 5:
+                assert_report(c.report(tz=tz), model(events, tz=tz))
+            # ClickHouse may close an idle connection: one new at most.
+            assert relay.connections() - before <= 1
+    finally:
+        relay.close()
 
 
 # ---------------------------------------------------------------- recreate
