@@ -222,16 +222,16 @@ static int wants_wait(request_rec *r)
     return 0;
 }
 
-/* Whether a line about a full spool is due: one a minute per process,
- * for as long as requests keep being refused. */
-static int full_log_due(void)
+/* Whether a line about a full spool is due, *last being when the last
+ * one of its kind was written (shared by the process's threads): one a
+ * minute, for as long as requests keep being refused. */
+static int full_log_due(apr_time_t *last)
 {
-    static apr_time_t last; /* shared by the process's threads */
     apr_time_t now = apr_time_now(),
-               then = __atomic_load_n(&last, __ATOMIC_RELAXED);
+               then = __atomic_load_n(last, __ATOMIC_RELAXED);
 
     return now - then >= FULL_LOG_EVERY &&
-           __atomic_compare_exchange_n(&last, &then, now, 0, __ATOMIC_RELAXED,
+           __atomic_compare_exchange_n(last, &then, now, 0, __ATOMIC_RELAXED,
                                        __ATOMIC_RELAXED);
 }
 
@@ -240,11 +240,12 @@ static int full_log_due(void)
  * full disk, or a spool that cannot be written. */
 static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv)
 {
+    static apr_time_t over_limit_logged, disk_full_logged;
     const char *why = "the event queue cannot be written; retry later";
 
     if (rv == IMC_SPOOL_EOVERLIMIT) {
         why = "the event queue is full (IMChallengeSpoolLimit); retry later";
-        if (full_log_due()) {
+        if (full_log_due(&over_limit_logged)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
                           IMC_LOGNO(00203) "spool %s at IMChallengeSpoolLimit: "
                                            "refusing events until delivery "
@@ -253,7 +254,7 @@ static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv)
         }
     } else if (APR_STATUS_IS_ENOSPC(rv)) {
         why = "the event queue's disk is full; retry later";
-        if (full_log_due()) {
+        if (full_log_due(&disk_full_logged)) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
                           IMC_LOGNO(00204) "the disk of spool %s is full: "
                                            "refusing events",

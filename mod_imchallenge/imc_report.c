@@ -470,6 +470,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     const apr_array_header_t *ranges;
     imc_rcache_plan *plan;
     apr_status_t rv;
+    int cached;
 
     *rows = NULL;
     if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
@@ -481,7 +482,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
         a->from ? imc_rcache_day_number(a->from) : IMC_RCACHE_NO_DAY,
         a->to ? imc_rcache_day_number(a->to) : IMC_RCACHE_NO_DAY);
     ranges = imc_rcache_plan_ranges(plan);
-    if (!imc_rcache_plan_cached_days(plan)) {
+    if (!(cached = imc_rcache_plan_cached_days(plan))) {
         ranges = NULL; /* every day: from / to are cheaper than ranges */
     }
     fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
@@ -490,8 +491,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
             APR_SUCCESS) {
         return rv;
     }
-    imc_metrics_add(IMC_M_REPORT_DAYS_CACHED,
-                    (apr_uint64_t)imc_rcache_plan_cached_days(plan));
+    imc_metrics_add(IMC_M_REPORT_DAYS_CACHED, (apr_uint64_t)cached);
     imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,
                     (apr_uint64_t)imc_rcache_plan_stale_days(plan));
     *rows = imc_rcache_complete(cache, plan, fresh);

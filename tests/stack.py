@@ -162,6 +162,27 @@ def child_pids(ppid):
     return sorted(pids)
 
 
+def socket_holders(pids, inodes):
+    """The pids among pids with a descriptor on a socket whose inode (as
+    /proc/net/tcp writes it) is in inodes, in the order of pids."""
+    targets = {"socket:[%s]" % i for i in inodes}
+    out = []
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link in targets:
+                out.append(pid)
+                break
+    return out
+
+
 def clickhouse_binary():
     """The clickhouse-server executable (Debian: /usr/sbin; upstream: /usr/bin)."""
     env = os.environ.get("IMC_CLICKHOUSE_SERVER")

@@ -21,7 +21,6 @@ tmpfs()     a tiny tmpfs for the spool, always unmounted.
 
 import contextlib
 import json
-import os
 import random
 import re
 import socket
@@ -579,21 +578,7 @@ def serving_children(h):
             port = int(fields[1].split(":")[1], 16)
             if port == h.port and fields[3] == "01":  # ESTABLISHED
                 inodes.add(fields[9])
-    out = []
-    for pid in h.children():
-        try:
-            fds = os.listdir("/proc/%d/fd" % pid)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                out.append(pid)
-                break
-    return out
+    return stack.socket_holders(h.children(), inodes)
 
 
 # ------------------------------------------------------------------ tmpfs

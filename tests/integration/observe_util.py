@@ -6,9 +6,10 @@ which httpd child holds a client connection."""
 import http.client
 import json
 import math
-import os
 import re
 import uuid
+
+import stack
 
 NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -313,20 +314,9 @@ def connection_owner(server_port, conn, pids):
     """The pid among pids whose descriptors hold the server side of conn
     (an open Conn), or None."""
     client_port = conn.c.sock.getsockname()[1]
-    inodes = _tcp_inodes(server_port, client_port)
-    targets = {"socket:[%s]" % i for i in inodes}
-    for pid in pids:
-        try:
-            fds = os.listdir("/proc/%d/fd" % pid)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in targets:
-                    return pid
-            except OSError:
-                continue
-    return None
+    owners = stack.socket_holders(pids, _tcp_inodes(server_port,
+                                                    client_port))
+    return owners[0] if owners else None
 
 
 class Conn:

@@ -23,8 +23,7 @@ import requests
 
 import stack
 from observe_util import parse_prometheus, sample
-from report_util import (CSV_HEADER, assert_report,
-                         instant, model, rate_text, report_path)
+from report_util import assert_report, instant, model, report_path
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conf" / "schema.sql"
 
@@ -116,16 +115,6 @@ def delta(before, after):
             "clickhouse": after[1] - before[1]}
 
 
-def csv_lines(rows):
-    """The CSV report of model rows, line by line."""
-    lines = [CSV_HEADER]
-    for x in rows:
-        lines.append("%s,%s,%d,%d,%s" % (
-            x["day"], x["site_id"], x["served"], x["solved"],
-            rate_text(x["served"], x["solved"], none="")))
-    return lines
-
-
 def _sql_text(text):
     return "'%s'" % text.replace("\\", "\\\\").replace("'", "\\'")
 
@@ -155,6 +144,16 @@ class Table:
         self.ch.query("INSERT INTO %s (time, type, correlation_id, site_id, "
                       "received_at, raw) VALUES %s"
                       % (self.name, ", ".join(values)))
+
+    def insert_days(self, days, make):
+        """One INSERT (one part) per day of make(day)'s events; returns all
+        the events inserted."""
+        events = []
+        for day in days:
+            part = make(day)
+            self.insert(part)
+            events += part
+        return events
 
     def parts(self):
         """[(name, rows, modification time)] of the active parts, times

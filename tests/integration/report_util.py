@@ -101,6 +101,16 @@ def rate_text(served, solved, none="null"):
     return "%.4f" % (solved / served) if served else none
 
 
+def csv_lines(rows):
+    """The CSV report of model rows, line by line, header first."""
+    lines = [CSV_HEADER]
+    for x in rows:
+        lines.append("%s,%s,%d,%d,%s" % (
+            x["day"], x["site_id"], x["served"], x["solved"],
+            rate_text(x["served"], x["solved"], none="")))
+    return lines
+
+
 # ---------------------------------------------------------------- model
 
 

@@ -15,9 +15,9 @@ import pytest
 
 import stack
 from report_util import (COLUMNS, CSV_HEADER, Dataset, assert_clean_error,
-                         assert_report, event, expected_answer, get_report,
-                         model, post_events, raw_get, raw_request, rate_text,
-                         report_path)
+                         assert_report, csv_lines, event, expected_answer,
+                         get_report, model, post_events, raw_get,
+                         raw_request, report_path)
 
 # The harness' default IMChallengeBatchDelay; stated here for clarity.
 BATCH_DELAY = "200ms"
@@ -307,15 +307,6 @@ def test_query_parameters_raw_and_encoded(rs):
 
 
 # ---------------------------------------------------------------- CSV
-
-
-def csv_lines(rows):
-    lines = [CSV_HEADER]
-    for x in rows:
-        lines.append("%s,%s,%d,%d,%s" % (
-            x["day"], x["site_id"], x["served"], x["solved"],
-            rate_text(x["served"], x["solved"], none="")))
-    return lines
 
 
 @pytest.mark.parametrize("how", ["format", "accept", "both"])

@@ -31,8 +31,8 @@ import pytest
 
 import stack
 from report_cache_util import (Client, CountingRelay, Reports, Table,
-                               csv_lines, days_metric, delta)
-from report_util import assert_report, event, model, post_events
+                               days_metric, delta)
+from report_util import assert_report, csv_lines, event, model, post_events
 
 BATCH_DELAY = "200ms"
 KATHMANDU = "Asia/Kathmandu"  # UTC+05:45
@@ -145,11 +145,8 @@ def test_repeated_report_is_answered_from_the_cache(rc, table):
 def test_late_events_for_an_old_day_are_counted_at_once(rc, table):
     A = new_id()
     D = days("2025-04-07", 5)
-    events = []
-    for day in D[:2] + D[3:]:  # D[2] has no events yet
-        part = procedures(day, A, 3, 1)
-        table.insert(part)
-        events += part
+    events = table.insert_days(D[:2] + D[3:],  # D[2] has no events yet
+                               lambda day: procedures(day, A, 3, 1))
     table.settle()
     with Reports(rc.h) as rep:  # one connection: one cache
         old = row_of(rep.check(events).json()["rows"], D[1], A)
@@ -190,18 +187,12 @@ def test_late_events_on_many_days_apart(rc, table):
     # query holds (imc_rcache joins them into one).
     A, B = new_id(), new_id()
     D = days("2025-05-01", 40)
-    events = []
-    for day in D:
-        part = procedures(day, A, 1, 1)
-        table.insert(part)
-        events += part
+    events = table.insert_days(D, lambda day: procedures(day, A, 1, 1))
     table.settle()
     with Reports(rc.h) as rep:  # one connection: one cache
         rep.check(events)
-        for day in D[::2]:
-            part = [at(day, "13:00:00", "serve", new_id(), B)]
-            table.insert(part)
-            events += part
+        events += table.insert_days(
+            D[::2], lambda day: [at(day, "13:00:00", "serve", new_id(), B)])
         m0 = days_metric(rc.h)
         rep.check(events)
         d = delta(m0, days_metric(rc.h))
@@ -329,22 +320,15 @@ def test_part_ids_of_2_63_and_above_are_told_apart(rc, table):
 def test_truncate_then_new_events(rc, table):
     A = new_id()
     D = days("2025-07-01", 3)
-    old = []
-    for day in D:
-        part = procedures(day, A, 2, 1)
-        table.insert(part)
-        old += part
+    old = table.insert_days(D, lambda day: procedures(day, A, 2, 1))
     with Reports(rc.h) as rep:  # one connection: one cache
         rep.check(old)
         rep.check(old)
         table.truncate()
         rep.check([])
         # The same days, the same number of rows per part, other events.
-        new = []
-        for day in D:
-            part = procedures(day, A if day == D[0] else new_id(), 2, 1)
-            table.insert(part)
-            new += part
+        new = table.insert_days(D, lambda day: procedures(
+            day, A if day == D[0] else new_id(), 2, 1))
         rep.check(new)
         rep.check(new)
         rep.check(new, frm=D[1])
@@ -356,11 +340,8 @@ def test_truncate_then_new_events(rc, table):
 def test_windows_and_days_kept_outside_them(rc, table):
     A, B = new_id(), new_id()
     D = days("2025-08-01", 9)
-    events = []
-    for day in D[:7]:
-        part = procedures(day, A, 2, 1) + procedures(day, B, 1, 1)
-        table.insert(part)
-        events += part
+    events = table.insert_days(D[:7], lambda day: procedures(
+        day, A, 2, 1) + procedures(day, B, 1, 1))
     table.settle()
     with Reports(rc.h) as rep:  # one connection: one cache
         rep.check(events)
@@ -553,11 +534,8 @@ OTHER_TABLES = {
 def test_other_tables_report_without_the_cache(rc, table, make_httpd, kind):
     A, B = new_id(), new_id()
     D = days("2025-10-30", 4)
-    events = []
-    for day in D:
-        part = procedures(day, A, 2, 1, "21:00:00") + procedures(day, B, 1, 1)
-        table.insert(part)
-        events += part
+    events = table.insert_days(D, lambda day: procedures(
+        day, A, 2, 1, "21:00:00") + procedures(day, B, 1, 1))
     db2 = "imc_rcache_other_" + uuid.uuid4().hex[:8]
 
     def copy():
