@@ -10,6 +10,7 @@
 #define IMC_MODULE_RECORD
 
 #include <apr_file_info.h>
+#include <apr_hash.h>
 #include <apr_strings.h>
 #include <ap_mpm.h>
 #include <ap_expr.h>
@@ -54,6 +55,48 @@ static void prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
                          dir);
         }
     }
+}
+
+/* Where a server's events go: its spool's deliverer serves the first
+ * server that names the spool directory, and a spool's records do not say
+ * where they go. */
+static const char *destination(apr_pool_t *p, const imc_config *c)
+{
+    const char *user = imc_config_user(c);
+
+    return apr_pstrcat(
+        p, imc_config_database(c), " as ", user ? user : "", " at ",
+        apr_array_pstrcat(p, imc_config_clickhouse(c), ' '), NULL);
+}
+
+/* Servers (virtual hosts) that share a spool directory must deliver to
+ * the same database, user and ClickHouse; else one's events would land in
+ * the other's. Runs for apache2 -t too. */
+static int imc_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *seen = apr_hash_make(ptemp);
+
+    (void)pconf;
+    (void)plog;
+    for (; s; s = s->next) {
+        const imc_config *c = imc_config_get(s);
+        const char *dir = imc_config_spool_dir(c), *to = destination(ptemp, c);
+        const char *first = apr_hash_get(seen, dir, APR_HASH_KEY_STRING);
+
+        if (!first) {
+            apr_hash_set(seen, dir, APR_HASH_KEY_STRING, to);
+        } else if (strcmp(first, to) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         IMC_LOGNO(00004) "IMChallengeSpoolDir %s is shared "
+                                          "by servers delivering to %s and "
+                                          "to %s: give each its own "
+                                          "IMChallengeSpoolDir",
+                         dir, first, to);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
 }
 
 static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -147,6 +190,7 @@ static int imc_handler(request_rec *r)
 static void imc_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_check_config(imc_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(imc_translate_name, NULL, NULL, APR_HOOK_MIDDLE);

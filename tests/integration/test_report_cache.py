@@ -601,6 +601,38 @@ def test_reports_reuse_their_connection_to_clickhouse(rc, table, make_httpd):
         relay.close()
 
 
+def test_virtual_hosts_deliver_and_report_apart(rc, make_httpd, workbase):
+    # A virtual host with a database and a spool of its own: its events
+    # are stored there, and each host's reports (caches and ClickHouse
+    # clients are per process) show its own rows only.
+    db2 = "imc_rcache_vhost_" + uuid.uuid4().hex[:8]
+    port = stack.free_port()
+    spool2 = workbase / ("spool-%s" % db2)
+    h = make_httpd(batch_delay=BATCH_DELAY, directives=(
+        "IMChallengeDatabase %s\nListen 127.0.0.1:%d\n"
+        "<VirtualHost 127.0.0.1:%d>\n    IMChallengeDatabase %s\n"
+        "    IMChallengeSpoolDir %s\n</VirtualHost>"
+        % (rc.db, port, port, db2, spool2)))
+    h2 = SimpleNamespace(url="http://127.0.0.1:%d/" % port, host=h.host,
+                         port=port, post=lambda path, **kw: h.http.post(
+                             "http://127.0.0.1:%d/%s" % (port, path), **kw))
+    try:
+        A, B = new_id(), new_id()
+        mine = procedures("2025-12-10", A, 3, 1)
+        theirs = procedures("2025-12-10", B, 2, 2)
+        post_events(h, mine)
+        post_events(h2, theirs)
+        assert rc.ch.scalar("SELECT count() FROM %s.events WHERE site_id = "
+                            "toUUID('%s')" % (db2, A)) == "0"
+        with Client(h) as c, Client(h2) as c2:
+            for _ in range(2):
+                assert_report(c.report("site_id IN ('%s','%s')" % (A, B)),
+                              model(mine))
+                assert_report(c2.report(), model(theirs))
+    finally:
+        rc.ch.query("DROP DATABASE IF EXISTS %s" % db2)
+
+
 # ---------------------------------------------------------------- recreate
 
 

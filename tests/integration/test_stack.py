@@ -80,6 +80,21 @@ def test_configtest_rejects_bad_directive_value(httpd, directive):
     assert directive.split()[0] in out
 
 
+def test_configtest_rejects_a_spool_shared_by_two_destinations(httpd):
+    # A virtual host delivering elsewhere but inheriting the main server's
+    # spool: its events would go to the main server's database.
+    port = stack.free_port()
+    vhost = ("Listen 127.0.0.1:%d\n<VirtualHost 127.0.0.1:%d>\n"
+             "    IMChallengeDatabase imc_other\n%%s</VirtualHost>"
+             % (port, port))
+    rc, out = httpd.configtest(vhost % "")
+    assert rc != 0
+    assert "IMChallengeSpoolDir %s is shared" % httpd.spool_dir in out, out
+    rc, out = httpd.configtest(vhost % "    IMChallengeSpoolDir %s\n"
+                               % (httpd.spool_dir.parent / "spool-other"))
+    assert (rc, out.strip()) == (0, "Syntax OK")
+
+
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
 def test_graceful_and_hard_restart(make_httpd, mpm):
     h = make_httpd(mpm=mpm)
