@@ -85,8 +85,11 @@ clean:
 	rm -rf $(BUILD) $(GEN) $(MOD)/.libs $(MOD)/*.o $(MOD)/*.lo \
 	       $(MOD)/*.slo $(MOD)/*.la $(MOD)/.apxs.log
 
+# What each command needs, by the groups of tests/install-deps.sh.
+DEPS_GROUPS ?= build test
+
 deps:
-	bash tests/install-deps.sh
+	bash tests/install-deps.sh $(DEPS_GROUPS)
 
 run: deps all
 	$(PYTHON) tests/stack.py run --port 8080 --workdir var --module $(MODULE)
@@ -119,22 +122,19 @@ unit: $(UNIT_BINS)
 integration: $(MODULE)
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
-# Every suite runs even when an earlier one fails; the exit status says
-# whether all passed. TEST_SUITES=... runs a subset.
+# Every suite runs even when an earlier one fails; a summary with each
+# suite's result and duration ends the run (tests/run-suites.sh).
+# TEST_SUITES=... runs a subset.
 TEST_SUITES ?= unit integration test-browser fuzz-short unit-valgrind \
                test-asan test-k8s test-docker
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
+test: DEPS_GROUPS = build test cluster browser docker k8s
 test: deps
 	@$(MAKE) all
-	@failed=""; for t in $(TEST_SUITES); do \
-	    echo "==== make $$t"; \
-	    $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "==== FAILED:$$failed"; exit 1; fi; \
-	echo "==== all test suites passed: $(TEST_SUITES)"
+	@MAKE="$(MAKE)" bash tests/run-suites.sh $(TEST_SUITES)
 
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 

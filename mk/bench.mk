@@ -35,10 +35,12 @@ $(BENCH_NOOP): tests/bench/mod_noop.c
 
 bench-noop: $(BENCH_NOOP)
 
+bench: DEPS_GROUPS = build test bench
 bench: deps
 	$(MAKE) all bench-noop
 	$(BENCH_PYTHON) tests/bench/run.py
 
+bench-profile: DEPS_GROUPS = build test bench
 bench-profile: deps
 	$(MAKE) all bench-noop
 	$(BENCH_PYTHON) tests/bench/profile_bench.py

@@ -10,22 +10,14 @@
 # packages into tests/k8s/node_modules) when it is missing.
 
 SHIP_PYTHON ?= /usr/bin/python3
-SHIP_APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-               --no-install-recommends
 
 .PHONY: test-docker test-k8s ship-deps-docker ship-deps-k8s
 
 ship-deps-docker:
-	@command -v podman >/dev/null && command -v runc >/dev/null && \
-	    command -v debootstrap >/dev/null && \
-	    $(SHIP_PYTHON) -c "import yaml" 2>/dev/null || { \
-	    apt-get update -qq && \
-	    $(SHIP_APT) podman runc debootstrap uidmap slirp4netns \
-	        fuse-overlayfs python3-yaml >/dev/null; }
+	@bash tests/install-deps.sh docker
 
 ship-deps-k8s:
-	@command -v yamllint >/dev/null && command -v npm >/dev/null || { \
-	    apt-get update -qq && $(SHIP_APT) yamllint nodejs npm >/dev/null; }
+	@bash tests/install-deps.sh k8s
 
 test-docker: ship-deps-docker
 	$(SHIP_PYTHON) -m pytest -q -p no:cacheprovider tests/container

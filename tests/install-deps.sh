@@ -1,26 +1,153 @@
 #!/usr/bin/env bash
-# Installs, from Debian's packages, what building, running and testing
-# mod_imchallenge needs, and only what is missing.
+# Licensed under the Apache License, Version 2.0.
+#
+# Installs what building, running, testing and benchmarking mod_imchallenge
+# need, and only what is missing.
+#
+#   bash tests/install-deps.sh [GROUP...]     (default: build test)
+#
+# Groups: build (the module), test (unit, integration, fuzz, valgrind, ASan),
+# cluster (ZooKeeper), browser (Chromium + Selenium), docker (podman and the
+# base image's tools), k8s (yamllint, Node.js + npm), bench (wrk, h2load),
+# all (every group).
+#
+# Every tool is checked on its own, by what the tests use (a command on
+# PATH, a module of /usr/bin/python3, a pkg-config name, a file), and its
+# Debian package is installed only when that check fails. A tool that is
+# present from elsewhere (the machine's Node.js and npm, a browser, another
+# Python) is used as it is and never replaced: asking apt for Debian's npm
+# next to a Node.js from another source makes apt refuse the whole request.
+# Each line printed says where a tool came from: "present" (with its path)
+# or "installed" (with its package).
+#
+# IMC_DEPS_DRY_RUN=1 prints what would be installed and changes nothing.
 set -euo pipefail
 
-packages=(
-    apache2 apache2-dev libjansson-dev libcurl4-openssl-dev pkg-config
-    clickhouse-server clickhouse-client tzdata zookeeper
-    check valgrind clang libclang-rt-14-dev
-    python3-pytest python3-requests python3-selenium chromium chromium-driver
-)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
-        missing+=("$p")
+py=/usr/bin/python3
+
+# One tool a line: group | name | check (a shell command, run with `eval`) |
+# the Debian packages that provide it.
+read -r -d '' TOOLS <<'EOF' || true
+build | apxs | command -v apxs | apache2-dev
+build | apache2 | test -x /usr/sbin/apache2 | apache2
+build | jansson | pkg-config --exists jansson | libjansson-dev pkg-config
+build | libcurl | pkg-config --exists libcurl | libcurl4-openssl-dev pkg-config
+build | apr | pkg-config --exists apr-1 apr-util-1 | libapr1-dev libaprutil1-dev pkg-config
+test | clickhouse | clickhouse_server | clickhouse-server clickhouse-client
+test | tzdata | test -f /usr/share/zoneinfo/Europe/Berlin | tzdata
+test | check | pkg-config --exists check | check pkg-config
+test | valgrind | command -v valgrind | valgrind
+test | clang | command -v clang | clang
+test | libfuzzer | clang_rt libclang_rt.fuzzer | libclang-rt-14-dev
+test | curl | command -v curl | curl
+test | pytest | $py -c 'import pytest' | python3-pytest
+test | requests | $py -c 'import requests' | python3-requests
+cluster | zookeeper | test -f /usr/share/java/zookeeper.jar | zookeeper
+cluster | java | command -v java | default-jre-headless
+browser | chromium | browser_binary | chromium
+browser | chromedriver | driver_binary | chromium-driver
+browser | selenium | $py -c 'import selenium' | python3-selenium
+docker | podman | command -v podman | podman uidmap slirp4netns fuse-overlayfs
+docker | runc | command -v runc | runc
+docker | debootstrap | command -v debootstrap | debootstrap
+docker | pyyaml | $py -c 'import yaml' | python3-yaml
+k8s | yamllint | command -v yamllint | yamllint
+k8s | node | command -v node | nodejs
+k8s | npm | command -v npm | npm
+bench | wrk | command -v wrk | wrk
+bench | h2load | command -v h2load | nghttp2-client
+EOF
+
+clickhouse_server() {
+    local p
+    for p in /usr/bin/clickhouse-server /usr/sbin/clickhouse-server /usr/bin/clickhouse; do
+        [ -x "$p" ] && return 0
+    done
+    return 1
+}
+
+# A clang runtime library of the installed clang ($1: its name stem).
+clang_rt() {
+    command -v clang >/dev/null || return 1
+    local f
+    f=$(clang -print-file-name="$1-x86_64.a" 2>/dev/null) || return 1
+    [ -f "$f" ] || f=$(dirname "$f")/$(basename "$f" -x86_64.a).a
+    [ -f "$f" ]
+}
+
+# The browser and its driver: Debian's paths, which the browser tests use,
+# or IMC_CHROMIUM / IMC_CHROMEDRIVER when the machine has them elsewhere.
+browser_binary() { test -x "${IMC_CHROMIUM:-/usr/bin/chromium}"; }
+driver_binary() { test -x "${IMC_CHROMEDRIVER:-/usr/bin/chromedriver}"; }
+
+# Where a present tool is: the path of its command, or the file tested.
+where() {
+    case $1 in
+        command) command -v "$3" ;;
+        test) echo "${@: -1}" ;;
+        *) echo "checked" ;;
+    esac
+}
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(build test)
+for g in "${groups[@]}"; do
+    case $g in
+        all) groups=(build test cluster browser docker k8s bench) ;;
+        build | test | cluster | browser | docker | k8s | bench) ;;
+        *)
+            echo "install-deps: unknown group '$g'" >&2
+            exit 2
+            ;;
+    esac
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${missing[*]} (run as root to install)" >&2
+
+declare -a names=() packages=()
+declare -A wanted=()
+for g in "${groups[@]}"; do wanted[$g]=1; done
+while IFS='|' read -r group name check pkgs; do
+    group=${group// /} name=${name// /}
+    [ -n "$group" ] && [ -n "${wanted[$group]:-}" ] || continue
+    if eval "$check" >/dev/null 2>&1; then
+        printf '  %-13s present (%s)\n' "$name" "$(where $check)"
+    else
+        names+=("$name")
+        # shellcheck disable=SC2206
+        packages+=($pkgs)
+    fi
+done <<<"$TOOLS"
+
+[ ${#names[@]} -gt 0 ] || exit 0
+# Several tools may share a package (pkg-config): ask for each once.
+mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk '!seen[$0]++')
+echo "install-deps: missing ${names[*]}: apt-get install ${packages[*]}"
+[ -z "${IMC_DEPS_DRY_RUN:-}" ] || exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: run as root to install them" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_install() {
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+# The package lists are refreshed once per run, before the first install.
+apt-get update -qq
+# Java's post-install scripts fail where the manual-page directory is
+# missing, as in slim container images that drop manual pages.
+mkdir -p /usr/share/man/man1
+if ! apt_install "${packages[@]}"; then
+    # One refused package must not keep the others out: try each alone and
+    # name the ones that still fail.
+    failed=()
+    for p in "${packages[@]}"; do
+        apt_install "$p" || failed+=("$p")
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "install-deps: apt-get could not install: ${failed[*]}" >&2
         exit 1
     fi
-    echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for p in "${packages[@]}"; do
+    printf '  %-13s installed (Debian package)\n' "$p"
+done

@@ -74,18 +74,11 @@ def _to_ms(text):
 
 
 def ensure_wrk():
-    """wrk on PATH; installed from Debian when it is missing."""
-    if shutil.which("wrk"):
-        return shutil.which("wrk")
-    print("wrk is missing: apt-get install -y wrk", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], env=env,
-                   check=False, stdout=subprocess.DEVNULL)
+    """wrk on PATH; tests/install-deps.sh installs it when it is missing."""
     if not shutil.which("wrk"):
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=False,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", str(Path(__file__).resolve().parent.parent
+                                    / "install-deps.sh"), "bench"],
+                       check=True)
     return shutil.which("wrk")
 
 

@@ -6,8 +6,8 @@
     browser   headless Chromium through Selenium and Debian's chromedriver
 
 Chromium, chromium-driver and python3-selenium come from Debian; when one
-is missing and root may install packages, they are installed; only when
-that is impossible are the tests skipped, with the reason.  Screenshots go
+is missing, tests/install-deps.sh installs it; only when that is
+impossible are the tests skipped, with the reason.  Screenshots go
 to tests/browser/artifacts/.  The httpd error log is checked at the end of
 the session like in the integration tests.
 
@@ -31,7 +31,6 @@ import stack  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-PACKAGES = ("chromium", "chromium-driver", "python3-selenium")
 ARTIFACTS = HERE / "artifacts"
 MODULE = Path(os.environ.get("IMC_MODULE") or stack.DEFAULT_MODULE).resolve()
 
@@ -47,19 +46,11 @@ def _missing():
 
 
 def _install():
-    """apt-get install the browser packages; the output when it fails."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "not root or no apt-get"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
-    for attempt in (cmd + list(PACKAGES),
-                    ["apt-get", "update", "-qq"], cmd + list(PACKAGES)):
-        res = subprocess.run(attempt, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True,
-                             timeout=900)
-        if res.returncode == 0 and not _missing():
-            return None
-    return res.stdout[-500:]
+    """tests/install-deps.sh browser; its output when it fails."""
+    res = subprocess.run(["bash", str(HERE.parent / "install-deps.sh"),
+                          "browser"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=900)
+    return None if res.returncode == 0 else res.stdout[-500:]
 
 
 def _require_browser():

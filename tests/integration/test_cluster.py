@@ -29,18 +29,8 @@ def ensure_zookeeper():
     """Debian's zookeeper package (Java); installed when missing."""
     if ZK_JAR.is_file() and shutil.which("java"):
         return
-    if os.geteuid() != 0:
-        pytest.fail("zookeeper is not installed (apt-get install zookeeper)",
-                    pytrace=False)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-               "zookeeper"]
-    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL,
-                      timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True,
-                       timeout=600)
-        subprocess.run(install, env=env, check=True,
-                       stdout=subprocess.DEVNULL, timeout=600)
+    subprocess.run(["bash", str(REPO / "tests" / "install-deps.sh"),
+                    "cluster"], check=True, timeout=900)
 
 
 class ZooKeeper:
