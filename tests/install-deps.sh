@@ -28,6 +28,8 @@ py=/usr/bin/python3
 # One tool a line: group | name | check (a shell command, run with `eval`) |
 # the Debian packages that provide it.
 read -r -d '' TOOLS <<'EOF' || true
+build | make | command -v make | make
+build | cc | command -v gcc | gcc libc6-dev
 build | apxs | command -v apxs | apache2-dev
 build | apache2 | test -x /usr/sbin/apache2 | apache2
 build | jansson | pkg-config --exists jansson | libjansson-dev pkg-config

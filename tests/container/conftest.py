@@ -1,6 +1,7 @@
 # Licensed under the Apache License, Version 2.0.
 """Fixtures for the container tests: the image, a ClickHouse, containers.
 
+    base_image  debian:bookworm-slim, pulled or made by base-image.sh
     image       docker/Dockerfile built with podman (tag $IMC_IMAGE, default
                 localhost/mod_imchallenge:test); the base image is made by
                 base-image.sh when it cannot be pulled
@@ -55,10 +56,17 @@ def workbase(request):
 
 
 @pytest.fixture(scope="session")
-def image():
-    """The image, built from the repository root like `docker build`."""
+def base_image():
+    """docker/Dockerfile's base, debian:bookworm-slim (base-image.sh)."""
     subprocess.run(["bash", str(HERE / "base-image.sh")], check=True,
                    timeout=900)
+    return os.environ.get("IMC_BASE_IMAGE",
+                          "docker.io/library/debian:bookworm-slim")
+
+
+@pytest.fixture(scope="session")
+def image(base_image):
+    """The image, built from the repository root like `docker build`."""
     if os.environ.get("IMC_IMAGE_PREBUILT"):
         podman("image", "exists", IMAGE)
         return IMAGE

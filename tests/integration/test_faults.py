@@ -750,7 +750,11 @@ def test_httpd_restarts_and_child_kill_under_load(make_httpd, clickhouse,
 
 
 def test_graceful_stop_drains_the_spool(make_httpd, clickhouse):
-    h = make_httpd(batch_delay="5s", directives=FAST)
+    # A batch larger than the 200 events posted: only the delay holds them
+    # (with FAST's 50, a delivery pass that came between two posts sent a
+    # full batch before the check below).
+    h = make_httpd(batch_delay="5s",
+                   directives="IMChallengeBatchSize 1000\nIMChallengeTimeout 2s")
     site = new_id()
     acked = set()
     for _ in range(10):
