@@ -1,7 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_config: the IMChallenge* directives (SPEC section 3), the server
+ * imc_config: the IMChallenge* directives (README "Directives"), the server
  * configuration with unset markers, its merge and typed getters that apply
  * the defaults.
  */
@@ -63,7 +63,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv);
 /* The configuration of s (never NULL). */
 const imc_config *imc_config_get(server_rec *s);
 
-/* Typed getters, with the SPEC defaults for what is unset. */
+/* Typed getters, with the defaults of README "Directives" for what is unset. */
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c);
 const char *imc_config_user(const imc_config *c);
 const char *imc_config_password(const imc_config *c); /* NULL: none */

@@ -1,8 +1,8 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_event: parse, validate and normalise captcha events (SPEC section 4)
- * and build the ClickHouse rows they become.
+ * imc_event: parse, validate and normalise captcha events (README "API",
+ * "Events") and build the ClickHouse rows they become.
  *
  * A request body is first walked by a small scanner that finds the byte
  * extent of every event (strings, escapes, nesting), enforcing the depth and

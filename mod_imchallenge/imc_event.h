@@ -1,8 +1,9 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_event: parse, validate and normalise captcha events (SPEC section 4)
- * and turn each accepted event into the ClickHouse row it will become.
+ * imc_event: parse, validate and normalise captcha events (README "API",
+ * "Events") and turn each accepted event into the ClickHouse row it will
+ * become.
  *
  * APR and Jansson only: no httpd headers, so it is unit-tested and fuzzed
  * on its own.
@@ -87,7 +88,7 @@ apr_status_t imc_event_parse_one(apr_pool_t *p, const char *text,
                                  imc_event_error *err);
 
 /*
- * Parse an RFC 3339 / ISO-8601 date-time per SPEC section 4 into UTC
+ * Parse an RFC 3339 / ISO-8601 date-time per README "API", "Events", into UTC
  * microseconds since the epoch. Returns APR_SUCCESS or APR_EINVAL with a
  * static human message in *why.
  */

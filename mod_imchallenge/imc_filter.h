@@ -1,7 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_filter: the report filter language (SPEC section 5).
+ * imc_filter: the report filter language (README "API", "Report").
  *
  * A filter such as
  *

@@ -1,8 +1,9 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_health: the imchallenge-health handler (SPEC section 6): liveness
- * (.../healthz), readiness (.../readyz) and delivery status (.../status).
+ * imc_health: the imchallenge-health handler (README "Health, status,
+ * metrics"): liveness (.../healthz), readiness (.../readyz) and delivery
+ * status (.../status).
  */
 #ifndef IMC_HEALTH_H
 #define IMC_HEALTH_H

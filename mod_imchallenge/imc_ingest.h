@@ -1,7 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_ingest: the imchallenge-event handler (SPEC section 4): method and
+ * imc_ingest: the imchallenge-event handler (README "Events"): method and
  * content type, the capped body read, the three request forms, all or
  * nothing, the spool append before the acknowledgement, ?wait=1.
  */

@@ -1,7 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_report: the imchallenge-report handler (SPEC section 5): arguments,
+ * imc_report: the imchallenge-report handler (README "Report"): arguments,
  * the filter compiled by imc_filter, the SQL sent to ClickHouse, the
  * per-day results kept by imc_rcache, and the answer rendered as JSON or
  * CSV.

@@ -2,7 +2,7 @@
 
 /*
  * imc_spool: the on-disk queue between acceptance and delivery
- * (SPEC section 4, "Delivery guarantees").
+ * (README "Guarantees").
  *
  * Writers (request threads of any httpd process) append each accepted
  * request as one record to a segment file they hold a shared flock on; one

@@ -1,8 +1,8 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_units: the SIZE and DURATION values of the directives (SPEC section
- * 3). APR only, so they are unit-tested on their own.
+ * imc_units: the SIZE and DURATION values of the directives (README
+ * "Directives"). APR only, so they are unit-tested on their own.
  */
 #ifndef IMC_UNITS_H
 #define IMC_UNITS_H

@@ -1,6 +1,6 @@
 /* Licensed under the Apache License, Version 2.0. */
 
-/* SIZE, DURATION and count values of the directives (SPEC section 3). */
+/* SIZE, DURATION and count values of the directives (README "Directives"). */
 
 #include <check.h>
 #include <stdlib.h>
