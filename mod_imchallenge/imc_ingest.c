@@ -22,6 +22,7 @@
 #define WAIT_POLL_USEC 5000
 #define FULL_LOG_EVERY apr_time_from_sec(60)
 #define BODY_READY     (-1)
+#define TEXT_PLAIN     100 /* JSON or NDJSON, told by the body */
 
 /* This process's spool writers, by spool directory. Filled in child_init,
  * read-only afterwards. */
@@ -123,6 +124,9 @@ static int post_format(request_rec *r)
         (n == 18 && !strncasecmp(ct, "application/ndjson", n))) {
         return IMC_EVENT_NDJSON;
     }
+    if (n == 10 && !strncasecmp(ct, "text/plain", n)) {
+        return TEXT_PLAIN; /* navigator.sendBeacon with a string */
+    }
     return -1;
 }
 
@@ -167,7 +171,7 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     if ((*fmt = post_format(r)) < 0) {
         return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
                            "Content-Type must be application/json or "
-                           "application/x-ndjson");
+                           "application/x-ndjson (or text/plain)");
     }
     if (declared_length(r) <= (apr_off_t)max) {
         rv = imc_http_read_body(r, max, body, len, &status);
@@ -188,6 +192,9 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     if (rv != APR_SUCCESS) {
         return reply_error(r, status, IMC_M_REJECTED_INVALID,
                            "the request body could not be read");
+    }
+    if (*fmt == TEXT_PLAIN) {
+        *fmt = imc_event_text_format(*body, *len);
     }
     return BODY_READY;
 }
