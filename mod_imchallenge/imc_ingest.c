@@ -130,6 +130,28 @@ static int post_format(request_rec *r)
     return -1;
 }
 
+/* Whether the body's Content-Encoding can be read: none (or identity),
+ * or gzip with mod_deflate's input filter on the request (the shipped
+ * conf sets it on the event URL when mod_deflate is loaded). */
+static int encoding_readable(request_rec *r)
+{
+    const char *ce = apr_table_get(r->headers_in, "Content-Encoding");
+    ap_filter_t *f;
+
+    if (!ce || !*ce || !strcasecmp(ce, "identity")) {
+        return 1;
+    }
+    if (strcasecmp(ce, "gzip") != 0) {
+        return 0;
+    }
+    for (f = r->input_filters; f; f = f->next) {
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "deflate")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The largest body a request may have: room for the largest batch, and
  * no more than LimitRequestBody when that is lower. */
 static apr_size_t body_limit(request_rec *r, const imc_config *c)
@@ -172,6 +194,14 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
         return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
                            "Content-Type must be application/json or "
                            "application/x-ndjson (or text/plain)");
+    }
+    if (!encoding_readable(r)) {
+        /* RFC 7694: say which content codings would be read. */
+        apr_table_setn(r->err_headers_out, "Accept-Encoding", "identity");
+        return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
+                           "this Content-Encoding cannot be read here: send "
+                           "the body uncompressed (gzip needs mod_deflate's "
+                           "input filter on this URL)");
     }
     if (declared_length(r) <= (apr_off_t)max) {
         rv = imc_http_read_body(r, max, body, len, &status);
