@@ -13,7 +13,7 @@ WARN    := -Wall -Wextra -Werror
 MOD     := mod_imchallenge
 BUILD   := build
 
-SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
+SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_health.c imc_home.c imc_metrics.c
@@ -28,7 +28,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config event filter rcache spool
+UNIT_TESTS   := units config cors event filter rcache spool
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
@@ -102,10 +102,12 @@ $(BUILD):
 $(BUILD)/test_units: tests/unit/test_units.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_config: tests/unit/test_config.c $(MOD)/imc_config.c \
-                      $(MOD)/imc_units.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_cors.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
 	    $(shell pkg-config --cflags apr-util-1) $(filter %.c,$^) $(APR_LIBS) \
 	    $(shell pkg-config --libs apr-util-1) $(CHECK_LIBS) -o $@
+$(BUILD)/test_cors: tests/unit/test_cors.c $(MOD)/imc_cors.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)

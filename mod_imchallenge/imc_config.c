@@ -7,6 +7,7 @@
 
 #include "imc_private.h"
 #include "imc_config.h"
+#include "imc_cors.h"
 #include "imc_units.h"
 
 #define MAX_SIZE     ((apr_off_t)1 << 50)
@@ -96,6 +97,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(max_event_size);
     MERGE_NUM(max_batch_events);
     MERGE_NUM(create_schema);
+    MERGE_PTR(cors);
     return c;
 }
 
@@ -323,6 +325,26 @@ static const char *set_create_schema(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
+/* One origin of IMChallengeCORS, or '*' for any origin. */
+static const char *set_cors(cmd_parms *cmd, void *dc, const char *arg)
+{
+    imc_config *c = cmd_config(cmd);
+    const char *origin = IMC_CORS_ANY;
+
+    (void)dc;
+    if (strcmp(arg, IMC_CORS_ANY) != 0 &&
+        imc_cors_origin_canonical(cmd->pool, arg, &origin) != APR_SUCCESS) {
+        return bad_value(cmd, arg,
+                         "'*' or an origin such as https://www.example.com "
+                         "(scheme, host and port only, no path)");
+    }
+    if (!c->cors) {
+        c->cors = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->cors, const char *) = origin;
+    return NULL;
+}
+
 #define SRV_CONF RSRC_CONF
 
 const command_rec imc_config_cmds[] = {
@@ -352,6 +374,9 @@ const command_rec imc_config_cmds[] = {
                   SRV_CONF, "events in one request at most"),
     AP_INIT_FLAG("IMChallengeCreateSchema", set_create_schema, NULL, SRV_CONF,
                  "On: create the database and tables at start-up"),
+    AP_INIT_ITERATE("IMChallengeCORS", set_cors, NULL, SRV_CONF,
+                    "origins allowed to call the event and report URLs from "
+                    "a browser, or '*'"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -423,4 +448,9 @@ int imc_config_max_batch_events(const imc_config *c)
 int imc_config_create_schema(const imc_config *c)
 {
     return c->create_schema != 0;
+}
+
+const apr_array_header_t *imc_config_cors(const imc_config *c)
+{
+    return c->cors;
 }

@@ -38,6 +38,7 @@ typedef struct {
     apr_off_t max_event_size;
     int max_batch_events;
     int create_schema;
+    apr_array_header_t *cors; /* canonical origins and/or "*" */
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -77,5 +78,6 @@ apr_interval_time_t imc_config_timeout(const imc_config *c);
 apr_size_t imc_config_max_event_size(const imc_config *c);
 int imc_config_max_batch_events(const imc_config *c);
 int imc_config_create_schema(const imc_config *c);
+const apr_array_header_t *imc_config_cors(const imc_config *c); /* NULL: off */
 
 #endif /* IMC_CONFIG_H */

@@ -789,3 +789,29 @@ apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
     }
     return rv;
 }
+
+static int blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+imc_event_format_e imc_event_text_format(const char *body, apr_size_t len)
+{
+    const char *p = body, *end = body + len, *eol, *last;
+
+    while (p < end && blank(*p)) {
+        ++p;
+    }
+    if (p == end || *p != '{' ||
+        !(eol = memchr(p, '\n', (apr_size_t)(end - p)))) {
+        return IMC_EVENT_JSON;
+    }
+    for (last = eol; last > p && blank(last[-1]); --last) {
+    }
+    if (last - p < 2 || last[-1] != '}') {
+        return IMC_EVENT_JSON; /* "{" alone: one object over several lines */
+    }
+    for (p = eol; p < end && blank(*p); ++p) {
+    }
+    return p < end ? IMC_EVENT_NDJSON : IMC_EVENT_JSON;
+}

@@ -102,6 +102,14 @@ apr_status_t imc_event_parse_time(const char *s, apr_size_t len, apr_time_t *t,
 apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37]);
 
 /*
+ * The format of a text/plain body (what navigator.sendBeacon sends for a
+ * string): NDJSON when it holds more than one line and its first line is
+ * a whole object by itself, else JSON (one object, a pretty-printed one
+ * included, or an array).
+ */
+imc_event_format_e imc_event_text_format(const char *body, apr_size_t len);
+
+/*
  * ev's ClickHouse row (JSONEachRow, '\n'-terminated, then NUL-terminated),
  * the same bytes imc_event_parse_request writes for it; allocated from p.
  */

@@ -22,6 +22,7 @@
 #define WAIT_POLL_USEC 5000
 #define FULL_LOG_EVERY apr_time_from_sec(60)
 #define BODY_READY     (-1)
+#define TEXT_PLAIN     100 /* JSON or NDJSON, told by the body */
 
 /* This process's spool writers, by spool directory. Filled in child_init,
  * read-only afterwards. */
@@ -123,7 +124,32 @@ static int post_format(request_rec *r)
         (n == 18 && !strncasecmp(ct, "application/ndjson", n))) {
         return IMC_EVENT_NDJSON;
     }
+    if (n == 10 && !strncasecmp(ct, "text/plain", n)) {
+        return TEXT_PLAIN; /* navigator.sendBeacon with a string */
+    }
     return -1;
+}
+
+/* Whether the body's Content-Encoding can be read: none (or identity),
+ * or gzip with mod_deflate's input filter on the request (the shipped
+ * conf sets it on the event URL when mod_deflate is loaded). */
+static int encoding_readable(request_rec *r)
+{
+    const char *ce = apr_table_get(r->headers_in, "Content-Encoding");
+    ap_filter_t *f;
+
+    if (!ce || !*ce || !strcasecmp(ce, "identity")) {
+        return 1;
+    }
+    if (strcasecmp(ce, "gzip") != 0) {
+        return 0;
+    }
+    for (f = r->input_filters; f; f = f->next) {
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "deflate")) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* The largest body a request may have: room for the largest batch, and
@@ -167,7 +193,15 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     if ((*fmt = post_format(r)) < 0) {
         return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
                            "Content-Type must be application/json or "
-                           "application/x-ndjson");
+                           "application/x-ndjson (or text/plain)");
+    }
+    if (!encoding_readable(r)) {
+        /* RFC 7694: say which content codings would be read. */
+        apr_table_setn(r->err_headers_out, "Accept-Encoding", "identity");
+        return reply_error(r, HTTP_UNSUPPORTED_MEDIA_TYPE, IMC_M_REJECTED_MEDIA,
+                           "this Content-Encoding cannot be read here: send "
+                           "the body uncompressed (gzip needs mod_deflate's "
+                           "input filter on this URL)");
     }
     if (declared_length(r) <= (apr_off_t)max) {
         rv = imc_http_read_body(r, max, body, len, &status);
@@ -188,6 +222,9 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     if (rv != APR_SUCCESS) {
         return reply_error(r, status, IMC_M_REJECTED_INVALID,
                            "the request body could not be read");
+    }
+    if (*fmt == TEXT_PLAIN) {
+        *fmt = imc_event_text_format(*body, *len);
     }
     return BODY_READY;
 }

@@ -24,6 +24,7 @@
 #include "imc_private.h"
 #include "imc_clickhouse.h"
 #include "imc_config.h"
+#include "imc_cors.h"
 #include "imc_deliver.h"
 #include "imc_health.h"
 #include "imc_home.h"
@@ -130,27 +131,100 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
 
 #define NO_FILE "imchallenge:"
 
+/* The handler SetHandler chose for r's URL without the "imchallenge-"
+ * prefix ("event", "report", ...), or NULL when it is not one of the
+ * module's. Known once the <Location> walk is done. */
+static const char *mapped_handler(request_rec *r)
+{
+    core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+    const char *h, *err = NULL;
+
+    if (!d || !d->expr_handler) {
+        return NULL;
+    }
+    h = ap_expr_str_exec(r, d->expr_handler, &err);
+    if (err || !h || strncmp(h, "imchallenge-", 12) != 0) {
+        return NULL;
+    }
+    return h + 12;
+}
+
+#define NO_FILE "imchallenge:"
+
 /* The module's handlers serve no file. For their URLs, name no file (as
  * mod_proxy does for its requests) and skip the directory and file walk,
  * so a long GET event or report filter is not refused as a file name that
  * is too long. The <Location> walk tells which handler SetHandler chose. */
 static int imc_translate_name(request_rec *r)
 {
-    core_dir_config *d;
-    const char *h, *err = NULL;
+    const char *h;
 
-    if (ap_location_walk(r) != OK) {
+    if (ap_location_walk(r) != OK || !(h = mapped_handler(r))) {
         return DECLINED;
     }
-    d = ap_get_core_module_config(r->per_dir_config);
-    if (!d || !d->expr_handler) {
+    r->filename = apr_pstrcat(r->pool, NO_FILE, h, NULL);
+    return OK;
+}
+
+/* The methods of the URLs that browsers may call across origins, NULL
+ * for the module's other URLs. */
+static const char *cors_methods(const char *h)
+{
+    if (h && !strcmp(h, "event")) {
+        return "GET, POST";
+    }
+    if (h && !strcmp(h, "report")) {
+        return "GET, HEAD";
+    }
+    return NULL;
+}
+
+/* IMChallengeCORS, for the event and report URLs. Runs before access
+ * control, so that a 401 or 403 reaches the page too; the headers go to
+ * err_headers_out, kept on every answer, errors included. */
+static int imc_header_parser(request_rec *r)
+{
+    const apr_array_header_t *allowed =
+        imc_config_cors(imc_config_get(r->server));
+    const char *methods, *origin;
+
+    if (!allowed || !(methods = cors_methods(mapped_handler(r)))) {
         return DECLINED;
     }
-    h = ap_expr_str_exec(r, d->expr_handler, &err);
-    if (err || !h || strncmp(h, "imchallenge-", 12) != 0) {
+    origin = apr_table_get(r->headers_in, "Origin");
+    if (!imc_cors_headers(r->pool, allowed, origin, 0, methods,
+                          r->err_headers_out) &&
+        origin && APLOGrdebug(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      IMC_LOGNO(00700) "Origin %s is not in IMChallengeCORS: "
+                                       "no CORS headers",
+                      origin);
+    }
+    return DECLINED;
+}
+
+/* A CORS preflight from an allowed origin: 204 with the preflight's
+ * headers; it never reaches the handler (nor ClickHouse or the spool).
+ * DECLINED for every other request. */
+static int cors_preflight(request_rec *r, const char *h)
+{
+    const apr_array_header_t *allowed =
+        imc_config_cors(imc_config_get(r->server));
+    const char *methods = cors_methods(h),
+               *origin = apr_table_get(r->headers_in, "Origin");
+
+    if (!allowed || !methods ||
+        !imc_cors_is_preflight(
+            r->method, origin,
+            apr_table_get(r->headers_in, "Access-Control-Request-Method"))) {
         return DECLINED;
     }
-    r->filename = apr_pstrcat(r->pool, NO_FILE, h + 12, NULL);
+    if (!imc_cors_headers(r->pool, allowed, origin, 1, methods,
+                          r->err_headers_out)) {
+        return DECLINED;
+    }
+    apr_table_unset(r->err_headers_out, "Access-Control-Expose-Headers");
+    r->status = HTTP_NO_CONTENT;
     return OK;
 }
 
@@ -169,6 +243,9 @@ static int imc_handler(request_rec *r)
         return DECLINED;
     }
     h += 12;
+    if (cors_preflight(r, h) == OK) {
+        return OK;
+    }
     if (!strcmp(h, "event")) {
         return imc_ingest_handler(r);
     }
@@ -195,6 +272,7 @@ static void imc_register_hooks(apr_pool_t *p)
     ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(imc_translate_name, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(imc_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_header_parser(imc_header_parser, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(imc_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

@@ -530,7 +530,7 @@ def test_hostile_ndjson_is_400(httpd, body):
 
 
 @pytest.mark.parametrize("ctype", [
-    None, "text/plain", "application/jsonx", "application/json-seq",
+    None, "text/csv", "application/jsonx", "application/json-seq",
     "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
     "text/json", "application/javascript", "json", "*/*",
     "application/json\x0bx", "application/x-ndjsonx",

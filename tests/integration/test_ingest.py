@@ -313,7 +313,7 @@ def test_wrong_method_is_405_with_allow(httpd, method):
     assert not allow & {"PUT", "DELETE", "PATCH"}
 
 
-@pytest.mark.parametrize("ctype", ["text/plain", None, "application/xml",
+@pytest.mark.parametrize("ctype", ["text/html", None, "application/xml",
                                    "application/jsonx", "multipart/form-data"])
 def test_other_content_type_is_415(httpd, clickhouse, ctype):
     site = new_id()

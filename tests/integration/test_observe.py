@@ -185,7 +185,7 @@ def test_counters_summed_over_processes(prefork, clickhouse):
                            )[0] == 400
         assert c.post_json("/api/event", [event(site)])[0] == 202
         assert c.request("POST", "/api/event", b"{}",
-                         {"Content-Type": "text/plain"})[0] == 415
+                         {"Content-Type": "application/xml"})[0] == 415
         assert d.request("PUT", "/api/event", b"{}",
                          {"Content-Type": "application/json"})[0] == 405
         big = event(site, padding="x" * 2000)

@@ -100,6 +100,7 @@ START_TEST(defaults)
     ck_assert_int_eq(imc_config_max_event_size(c), 16384);
     ck_assert_int_eq(imc_config_max_batch_events(c), 10000);
     ck_assert_int_eq(imc_config_create_schema(c), 1);
+    ck_assert_ptr_null(imc_config_cors(c));
 }
 END_TEST
 
@@ -146,7 +147,11 @@ START_TEST(bad_values)
         {"IMChallengeDatabase", "imc; DROP TABLE x"},
         {"IMChallengeDatabase", "9lives"},
         {"IMChallengeClickHouseUser", "a:b"},
-        {"IMChallengeClickHousePasswordFile", "/nonexistent/pw"}};
+        {"IMChallengeClickHousePasswordFile", "/nonexistent/pw"},
+        {"IMChallengeCORS", "https://www.example.com/"},
+        {"IMChallengeCORS", "www.example.com"},
+        {"IMChallengeCORS", "null"},
+        {"IMChallengeCORS", "https://*.example.com"}};
     server_rec *s = new_server();
     size_t i;
 
@@ -160,6 +165,34 @@ START_TEST(bad_values)
     /* Nothing bad was stored. */
     ck_assert_int_eq(imc_config_batch_size(conf(s)), 10000);
     ck_assert_str_eq(imc_config_database(conf(s)), "imchallenge");
+    ck_assert_ptr_null(imc_config_cors(conf(s)));
+}
+END_TEST
+
+/* IMChallengeCORS keeps origins in canonical form, '*' as it is; a
+ * virtual host's own list replaces the inherited one. */
+START_TEST(cors)
+{
+    server_rec *base = new_server(), *vhost = new_server();
+    const apr_array_header_t *o;
+    const imc_config *m;
+
+    ck_assert_ptr_null(
+        directive(base, "IMChallengeCORS", "HTTPS://WWW.Example.com:443"));
+    ck_assert_ptr_null(directive(base, "IMChallengeCORS", "*"));
+    o = imc_config_cors(conf(base));
+    ck_assert_int_eq(o->nelts, 2);
+    ck_assert_str_eq(APR_ARRAY_IDX(o, 0, const char *),
+                     "https://www.example.com");
+    ck_assert_str_eq(APR_ARRAY_IDX(o, 1, const char *), "*");
+    m = imc_config_merge(pool, (void *)conf(base), (void *)conf(vhost));
+    ck_assert_ptr_eq(imc_config_cors(m), o);
+    ck_assert_ptr_null(
+        directive(vhost, "IMChallengeCORS", "http://127.0.0.1:8081"));
+    m = imc_config_merge(pool, (void *)conf(base), (void *)conf(vhost));
+    ck_assert_int_eq(imc_config_cors(m)->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(imc_config_cors(m), 0, const char *),
+                     "http://127.0.0.1:8081");
 }
 END_TEST
 
@@ -227,6 +260,7 @@ int main(void)
     tcase_add_test(tc, bad_values);
     tcase_add_test(tc, password_file);
     tcase_add_test(tc, merge);
+    tcase_add_test(tc, cors);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -731,6 +731,36 @@ START_TEST(rows_many)
 }
 END_TEST
 
+/* text/plain (sendBeacon): NDJSON only when the first line is a whole
+ * object and more lines follow; everything else is read as JSON. */
+START_TEST(text_format)
+{
+    static const struct {
+        const char *body;
+        imc_event_format_e fmt;
+    } cases[] = {{"{\"a\":1}", IMC_EVENT_JSON},
+                 {"{\"a\":1}\n", IMC_EVENT_JSON},
+                 {"  {\"a\":1}\r\n\r\n  ", IMC_EVENT_JSON},
+                 {"{\"a\":1}\n{\"a\":2}", IMC_EVENT_NDJSON},
+                 {"\n{\"a\":1} \r\n{\"a\":2}\n", IMC_EVENT_NDJSON},
+                 {"{\"a\":1}\nnot json", IMC_EVENT_NDJSON},
+                 {"{\n  \"a\": 1\n}\n", IMC_EVENT_JSON},
+                 {"{\"a\":\n1}", IMC_EVENT_JSON},
+                 {"[{\"a\":1},\n{\"a\":2}]", IMC_EVENT_JSON},
+                 {"{}\n{}", IMC_EVENT_NDJSON},
+                 {"{\n{}", IMC_EVENT_JSON},
+                 {"", IMC_EVENT_JSON},
+                 {"garbage\nlines", IMC_EVENT_JSON}};
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        ck_assert_msg(imc_event_text_format(
+                          cases[i].body, strlen(cases[i].body)) == cases[i].fmt,
+                      "case %u", (unsigned)i);
+    }
+}
+END_TEST
+
 static Suite *event_suite(void)
 {
     Suite *s = suite_create("imc_event");
@@ -759,6 +789,7 @@ static Suite *event_suite(void)
     tcase_add_test(tc, row_raw_escaping);
     tcase_add_test(tc, row_of_event);
     tcase_add_test(tc, rows_many);
+    tcase_add_test(tc, text_format);
     suite_add_tcase(s, tc);
     return s;
 }
