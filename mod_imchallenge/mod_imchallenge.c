@@ -130,10 +130,24 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
 }
 
 #define NO_FILE "imchallenge:"
+/* The names of the module's handlers (SetHandler imchallenge-event, ...). */
+#define HANDLER_PREFIX "imchallenge-"
 
-/* The handler SetHandler chose for r's URL without the "imchallenge-"
- * prefix ("event", "report", ...), or NULL when it is not one of the
- * module's. Known once the <Location> walk is done. */
+/* A handler name without HANDLER_PREFIX ("event", "report", ...), or NULL
+ * when it is not one of the module's. */
+static const char *own_handler(const char *h)
+{
+    apr_size_t n = sizeof(HANDLER_PREFIX) - 1;
+
+    return h && !strncmp(h, HANDLER_PREFIX, n) ? h + n : NULL;
+}
+
+/* The handler SetHandler chose for r's URL, as own_handler() names it.
+ * Known once the <Location> walk is done. httpd copies SetHandler into
+ * r->handler only in its fixups, after translate_name, map_to_storage and
+ * header_parser, which need it earlier; the directive's value is kept in
+ * core_dir_config, which http_core.h declares for modules (mod_proxy and
+ * mod_rewrite read it too). This is the one place that reads it. */
 static const char *mapped_handler(request_rec *r)
 {
     core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
@@ -143,13 +157,8 @@ static const char *mapped_handler(request_rec *r)
         return NULL;
     }
     h = ap_expr_str_exec(r, d->expr_handler, &err);
-    if (err || !h || strncmp(h, "imchallenge-", 12) != 0) {
-        return NULL;
-    }
-    return h + 12;
+    return err ? NULL : own_handler(h);
 }
-
-#define NO_FILE "imchallenge:"
 
 /* The module's handlers serve no file. For their URLs, name no file (as
  * mod_proxy does for its requests) and skip the directory and file walk,
@@ -237,12 +246,11 @@ static int imc_map_to_storage(request_rec *r)
 
 static int imc_handler(request_rec *r)
 {
-    const char *h = r->handler;
+    const char *h = own_handler(r->handler);
 
-    if (!h || strncmp(h, "imchallenge-", 12) != 0) {
+    if (!h) {
         return DECLINED;
     }
-    h += 12;
     if (cors_preflight(r, h) == OK) {
         return OK;
     }
