@@ -73,13 +73,49 @@ def _to_ms(text):
     return float(m.group(1)) * _UNIT_MS[m.group(2)]
 
 
-def ensure_wrk():
-    """wrk on PATH; tests/install-deps.sh installs it when it is missing."""
-    if not shutil.which("wrk"):
+def _ensure(command):
+    """command on PATH; tests/install-deps.sh bench installs it when it is
+    missing."""
+    if not shutil.which(command):
         subprocess.run(["bash", str(Path(__file__).resolve().parent.parent
                                     / "install-deps.sh"), "bench"],
                        check=True)
-    return shutil.which("wrk")
+    return shutil.which(command)
+
+
+def ensure_wrk():
+    return _ensure("wrk")
+
+
+def ensure_h2load():
+    return _ensure("h2load")
+
+
+# h2load over h2c (prior knowledge: an http:// URL): 2 threads, 32
+# connections, 10 streams each, for the given seconds.
+H2LOAD_ARGS = "-t2 -c32 -m10 -D%g"
+
+
+def run_h2load(url, body_file, ctype, duration):
+    """One h2load run: successful requests per second and the failures."""
+    cmd = (["h2load"] + (H2LOAD_ARGS % duration).split()
+           + ["-d", str(body_file), "-H", "content-type: " + ctype, url])
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=duration + 120)
+    out = res.stdout
+    m = re.search(r"finished in ([\d.]+)(m?s)", out)
+    n = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, "
+                  r"(\d+) succeeded, (\d+) failed", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, "
+                      r"(\d+) 5xx", out)
+    if res.returncode != 0 or not (m and n and codes):
+        raise BenchError("h2load failed (%d): %s" % (res.returncode,
+                                                     out[-1000:]))
+    seconds = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+    ok = int(codes.group(1))
+    return {"duration_s": seconds, "requests": int(n.group(2)),
+            "failed": int(n.group(4)), "ok_rps": ok / seconds,
+            "non2xx": int(n.group(2)) - ok}
 
 
 def parse_wrk(out):

@@ -11,6 +11,9 @@ measures, in one run on one machine:
 
   single   one event per POST /api/event against the no-op handler
            (wrk -t2 -c32, keep-alive), alternating, median of the rounds
+  h2       the same over HTTP/2 in clear text (h2c, mod_http2): h2load -t2
+           -c32 -m10, alternating with the no-op handler, median of the
+           rounds
   batch    NDJSON bodies of 1,000 and 10,000 events: accepted events/s and
            the delay until ClickHouse holds them all
   memory   httpd RSS before and after BENCH_MEM_EVENTS events
@@ -54,8 +57,9 @@ import stack  # noqa: E402
 import benchlib as bl  # noqa: E402
 import compare  # noqa: E402
 
-PHASES = ("single", "memory", "backlog", "batch", "spool", "report")
-GOALS = {"single_ratio": 0.85, "single_ratio_later": 0.95,
+PHASES = ("single", "h2", "memory", "backlog", "batch", "spool",
+          "report")
+GOALS = {"single_ratio": 0.85, "single_ratio_later": 0.95, "h2_ratio": 0.85,
          "batch_events_per_s": 200000, "report_ratio": 1.0,
          "report_ratio_later": 0.3, "memory_growth_mb": 64}
 JSON_TYPE = "application/json"
@@ -111,7 +115,9 @@ class Bench:
         self.httpd = stack.Httpd(
             workdir / "httpd", module, clickhouse_url=self.ch.url,
             mpm="event", batch_delay=None, env=cfg["httpd_env"],
+            modules=["http2"],
             directives=("LoadModule imchallenge_noop_module %s\n"
+                        "Protocols h2c http/1.1\n"
                         "<Location /noop>\n"
                         "    SetHandler bench-noop\n"
                         "</Location>\n%s" % (noop, cfg["directives"])))
@@ -231,6 +237,35 @@ class Bench:
         out["ratio_cpu"] = bl.ratio(out["noop"]["httpd_cpu_us_per_req"],
                                     out["module"]["httpd_cpu_us_per_req"])
         self.results["single"] = out
+
+    def phase_h2(self):
+        """Single events over h2c: h2load against the module and the no-op
+        handler in turns, like phase_single."""
+        cfg = self.cfg
+        body = bl.write_body(self.workdir / "h2.json",
+                             bl.event(str(uuid.uuid4()), kind="serve"))
+        targets = {"noop": "noop", "module": "api/event"}
+        for name in ("noop", "module"):  # warm-up
+            bl.run_h2load(self.url(targets[name]), body, JSON_TYPE, 2)
+        self.drain("h2 warm-up")
+        runs = {"noop": [], "module": []}
+        for rnd in range(cfg["rounds"]):
+            order = ("noop", "module") if rnd % 2 == 0 else ("module", "noop")
+            for name in order:
+                res = bl.run_h2load(self.url(targets[name]), body, JSON_TYPE,
+                                    cfg["duration"])
+                runs[name].append(res)
+                print("  h2 %-6s round %d: %8.0f req/s  failed %d  non-2xx %d"
+                      % (name, rnd + 1, res["ok_rps"], res["failed"],
+                         res["non2xx"]), flush=True)
+            self.drain("h2 round %d" % rnd)
+        out = {"runs": runs, "h2load": bl.H2LOAD_ARGS % cfg["duration"]}
+        for name in runs:
+            out[name] = {"ok_rps": bl.median([r["ok_rps"] for r in runs[name]]),
+                         "non2xx": sum(r["non2xx"] for r in runs[name])}
+        out["ratio_rps"] = bl.ratio(out["module"]["ok_rps"],
+                                    out["noop"]["ok_rps"])
+        self.results["h2"] = out
 
     def batch_once(self, n):
         cfg = self.cfg
@@ -471,6 +506,8 @@ def prepare(cfg):
         sys.exit("module %s not found: run `make` first" % module)
     noop = bl.build_noop()
     bl.ensure_wrk()
+    if "h2" in cfg["phases"]:
+        bl.ensure_h2load()
     base = Path(tempfile.mkdtemp(prefix="imc-bench-", dir="/tmp"))
     os.chmod(base, 0o755)
     mods = base / "modules"
