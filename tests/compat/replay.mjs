@@ -241,7 +241,14 @@ class Replayer {
     return verdict;
   }
 
-  exchange(ex) {
+  // Exchanges whose time overlaps an INSERT's: the order in which the
+  // server ran the two is unknown, and the replay's order may differ.
+  overlaps(ex, all) {
+    return all.filter((o) => o !== ex && /^query=INSERT/i.test(o.query) &&
+                      o.start < ex.end && ex.start < o.end).map((o) => o.seq);
+  }
+
+  exchange(ex, all) {
     const params = [...new URLSearchParams(ex.query)];
     const body = Buffer.from(ex.body, "base64").toString("utf8");
     const answer = Buffer.from(ex.answer, "base64").toString("utf8");
@@ -259,8 +266,11 @@ class Replayer {
       this.notStatement.set(k, (this.notStatement.get(k) || 0) + 1);
       return null;
     }
-    return this.statement(`exchange #${ex.seq}`, sql, params, ex.method,
-                          ex.status, answer);
+    const during = all ? this.overlaps(ex, all) : [];
+    if (during.length) this.concurrent = (this.concurrent || 0) + 1;
+    return this.statement(`exchange #${ex.seq}` + (during.length ?
+      ` (ran while INSERT #${during.join(", #")} ran: their order is unknown)` : ""),
+      sql, params, ex.method, ex.status, answer);
   }
 
   close() {
@@ -335,7 +345,7 @@ function main(argv) {
       console.log(`replay: ${capture.exchanges.length} exchanges recorded with ` +
         `ClickHouse ${capture.server.version} (time zone ${capture.server.timezone}), ` +
         `replayed on ClickHouse ${version} (chDB) in that time zone`);
-      for (const ex of capture.exchanges) rp.exchange(ex);
+      for (const ex of capture.exchanges) rp.exchange(ex, capture.exchanges);
       for (const c of capture.checks) {
         const answer = Buffer.from(c.answer, "base64").toString("utf8");
         rp.statement(`harness check "${c.name}"`, c.sql, [], "POST", 200, answer);
@@ -350,6 +360,10 @@ function main(argv) {
       }
       for (const [k, n] of rp.notStatement || []) {
         console.log(`  not a statement ${n}: ${k} (no SQL to replay)`);
+      }
+      if (rp.concurrent) {
+        console.log(`  statements that ran while an INSERT ran ${rp.concurrent} ` +
+          "(replayed after it; named where they fail)");
       }
       if (rp.blankLines) {
         console.log(`  INSERT bodies with empty lines ${rp.blankLines}: replayed without them (a server's ` +
