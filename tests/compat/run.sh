@@ -13,6 +13,12 @@
 #      the harness's self-test; ends with "compat: N passed, M failed".
 #
 # COMPAT_CAPTURE=file with COMPAT_REPLAY_ONLY=1 replays an earlier capture.
+#
+# package-lock.json lists chdb's optional libraries of other platforms
+# (darwin, linux-arm64) by hand, without a tarball: they are not published,
+# so npm leaves them out of a lock it writes, and npm ci then refuses that
+# lock as out of sync. npm ci skips them here by their os/cpu fields. Keep
+# those entries when the lock is written again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
