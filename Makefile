@@ -128,7 +128,7 @@ integration: $(MODULE)
 # suite's result and duration ends the run (tests/run-suites.sh).
 # TEST_SUITES=... runs a subset.
 TEST_SUITES ?= unit integration test-browser fuzz-short unit-valgrind \
-               test-asan test-k8s test-docker
+               test-asan test-k8s test-docker test-compat
 
 fuzz-short:
 	$(MAKE) fuzz FUZZ_SECONDS=20

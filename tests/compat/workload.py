@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+# Licensed under the Apache License, Version 2.0.
+"""The compatibility suite's workload: the module against ClickHouse 18.16,
+every statement it sends recorded, for tests/compat/replay.mjs to replay on
+the ClickHouse engine of chDB (a current release).
+
+    /usr/bin/python3 tests/compat/workload.py CAPTURE.json
+
+It starts a private ClickHouse 18.16 and httpd with the module
+(tests/stack.py), the module's user `imc` with its password, and between
+them a recording relay (relay.py).  Then: the schema at start-up,
+ingestion of events with known answers (tests/integration/report_util's
+Dataset: duplicates, several sites and days, offsets east and west of UTC;
+plus DST days of Europe/Berlin and America/New_York, events at 1970-01-01
+and on 2105-12-31), through `?wait=1` (201), plain 202 inserts delivered
+later, a JSON array and the GET form; every report form (no parameters,
+from, to, both, epoch and far-future bounds, zones east and west of UTC
+with whole and half-hour offsets, filters over every column and operator,
+CSV by format= and by Accept), and the same reports again after more events
+arrived, so that the report's cache lists the parts and queries only the
+changed days.
+
+Why a relay rather than system.query_log: 18.16's query_log has no
+settings column (Settings.Names/Values came in 19.x), so the settings sent
+in the URL could not be replayed from it; it keeps neither an INSERT's rows
+nor any statement's answer, both of which the comparison needs; and it
+would only hold what the server parsed, not what the module sent.  The
+relay records exactly what went over the wire, in order: method, path, URL
+query string (statement of an INSERT, settings), body, status and answer.
+
+CAPTURE.json holds {"server": {...}, "exchanges": [...], "checks": [...]}:
+the server's version and time zone, the relay's records, and statements
+of the harness itself (the events table's full contents at the end), whose
+18.16 answers the replay compares too.  Exits non-zero when the workload
+did not go as planned (an unexpected status, error-log lines).
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "integration"))
+sys.path.insert(0, str(HERE))
+
+import stack  # noqa: E402
+from relay import RecordingRelay  # noqa: E402
+from report_util import Dataset, event, get_report, post_events  # noqa: E402
+
+# Zones east and west of UTC, whole and half-hour offsets, +14 and -11.
+ZONES = ["UTC", "Europe/Moscow", "Asia/Tokyo", "Pacific/Kiritimati",
+         "Asia/Kolkata", "Europe/Berlin", "America/New_York",
+         "America/St_Johns", "Pacific/Pago_Pago"]
+
+# The events table as the harness reads it at the end on both engines.
+# Times as numbers: 18.16 writes the DateTime 0 (1970-01-01 00:00:00) as
+# "0000-00-00 00:00:00", current releases as "1970-01-01 00:00:00" (the
+# module's own statements read times as numbers too).  Every column is in
+# the ORDER BY: an event sent twice differs only in received_at.
+TABLE_SQL = ("SELECT toUInt32(time), type, correlation_id, site_id, "
+             "toUInt32(received_at), raw "
+             "FROM imchallenge.events ORDER BY site_id, time, type, "
+             "correlation_id, raw, received_at FORMAT TabSeparated")
+
+
+def edge_events():
+    """Site D: DST days; site E: the first and last days an event may have.
+    Returns (site D, site E, events)."""
+    D, E = str(uuid.uuid4()), str(uuid.uuid4())
+    c = lambda: str(uuid.uuid4())  # noqa: E731
+    d1, d2, d3, d4, d5 = c(), c(), c(), c(), c()
+    evs = [
+        # Europe/Berlin: spring forward 2025-03-30 01:00Z, back 10-26 01:00Z
+        event("2025-03-29T23:30:00Z", "serve", d1, D),
+        event("2025-03-30T00:59:59Z", "solve", d1, D),
+        event("2025-03-30T01:00:00Z", "serve", d2, D),
+        event("2025-03-30T22:30:00Z", "serve", d3, D),
+        event("2025-10-26T00:30:00Z", "serve", d4, D),
+        event("2025-10-26T01:30:00+00:00", "solve", d4, D),
+        event("2025-10-26T22:59:59.999Z", "serve", d5, D),
+        # America/New_York: 2025-03-09 07:00Z forward, 11-02 06:00Z back
+        event("2025-03-09T06:59:59Z", "serve", c(), D),
+        event("2025-03-09T03:00:00-04:00", "serve", c(), D),
+        event("2025-11-02T01:30:00-04:00", "serve", d5, D),
+        event("2025-11-02T01:30:00-05:00", "solve", d5, D),
+        event("2025-11-03T04:59:59Z", "serve", c(), D),
+    ]
+    e1, e2, e3 = c(), c(), c()
+    evs += [
+        event("1970-01-01T00:00:00Z", "serve", e1, E),
+        event("1970-01-01T00:00:01Z", "solve", e1, E),
+        event("1970-01-01T03:00:00+03:00", "serve", e2, E),
+        event("1970-01-01T23:59:59.999999999Z", "serve", e3, E),
+        event("1970-01-01T20:00:00-05:00", "solve", e3, E),
+        event("2105-12-31T00:00:00Z", "serve", c(), E),
+        event("2105-12-31T23:59:59Z", "serve", e2, E),
+        event("2105-12-31T23:59:59Z", "solve", e2, E),
+        event("2105-12-31T22:00:00-01:00", "solve", c(), E),
+    ]
+    return D, E, evs
+
+
+def filters(ds, D, E):
+    A, B = ds.A, ds.B
+    return [
+        None,
+        "site_id='%s'" % A,
+        "type='serve'",
+        "day>='2025-01-11'",
+        "site_id IN ('%s','%s') AND NOT type='solve'" % (A, B.upper()),
+        "(day='2025-03-30' OR day = '2025-10-26') AND site_id='%s'" % D,
+        "day<>'2025-01-10' OR type!='solve'",
+        "time < '1970-01-02' OR date > '2105-12-30'",
+        "site_id = '%s' AND day <= '2105-12-31'" % E,
+    ]
+
+
+BOUNDS = [{}, {"from": "2025-01-10"}, {"to": "2025-01-11"},
+          {"from": "2025-01-10", "to": "2025-01-11"},
+          {"from": "1970-01-01"}, {"to": "1970-01-01"},
+          {"from": "1970-01-01", "to": "1970-01-02"},
+          {"from": "2105-12-31"}, {"from": "2105-12-30", "to": "2105-12-31"},
+          {"from": "2025-03-30", "to": "2025-03-30"},
+          {"from": "2025-10-26", "to": "2025-11-02"}]
+
+
+class Workload:
+    def __init__(self, base):
+        self.ch = stack.ClickHouse(base / "clickhouse")
+        self.relay = None
+        self.h = None
+        self.reports = 0
+        self.base = base
+
+    def start(self):
+        self.ch.start()
+        self.relay = RecordingRelay(self.ch.url).start()
+        directives = ("IMChallengeClickHouseUser %s\n"
+                      "IMChallengeClickHousePasswordFile %s"
+                      % (self.ch.imc_user, self.ch.password_file))
+        module = os.environ.get("IMC_MODULE") or stack.DEFAULT_MODULE
+        self.h = stack.Httpd(self.base / "httpd", module,
+                             clickhouse_url=self.relay.url,
+                             directives=directives)
+        self.h.start()
+        stack.wait_until(lambda: self.h.get("readyz", timeout=2)
+                         .status_code == 200, 30, interval=0.2,
+                         what="GET /readyz")
+
+    def stop(self):
+        for what in (self.h, self.relay, self.ch):
+            if what is not None:
+                try:
+                    what.stop()
+                except Exception as e:  # keep stopping the others
+                    print("workload: stopping: %s" % e, file=sys.stderr)
+
+    def report(self, flt=None, headers=None, expect=200, **params):
+        r = get_report(self.h, flt, headers=headers, **params)
+        self.reports += 1
+        if r.status_code != expect:
+            raise AssertionError("report %r %r: %d %s" % (
+                flt, params, r.status_code, r.text[:300]))
+        return r
+
+    def wait_stored(self, site, rows):
+        """Wait until ClickHouse holds rows events of site, asking it
+        directly: a report asked while a delivery runs would race with its
+        INSERT, whose order the replay could not know."""
+        sql = ("SELECT count() FROM imchallenge.events WHERE site_id = "
+               "toUUID('%s')" % site)
+        stack.wait_until(lambda: int(self.ch.scalar(sql)) >= rows, 30,
+                         interval=0.2, what="202 events to be delivered")
+
+    def run(self):
+        h = self.h
+        ds = Dataset()
+        ds.load(h)  # three ?wait=1 NDJSON requests, duplicates included
+        D, E, edges = edge_events()
+        post_events(h, edges)
+        post_events(h, edges[:4])  # sent again: stored twice, counted once
+        # A JSON array, accepted (202) and delivered in the background.
+        late = str(uuid.uuid4())
+        arr = [event("2025-01-12T%02d:00:00Z" % i, "serve", str(uuid.uuid4()),
+                     late) for i in range(5)]
+        r = h.post("api/event", data=json.dumps(arr),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 202, (r.status_code, r.text)
+        # The prototype's GET form, one event in the path.
+        one = event("2025-01-12T06:00:00Z", "solve", str(uuid.uuid4()), late)
+        r = h.get("api/event/" + quote(json.dumps(one), safe=""))
+        assert r.status_code in (201, 202), (r.status_code, r.text)
+        self.wait_stored(late, 6)
+        self.report("site_id='%s'" % late)
+
+        flts = filters(ds, D, E)
+        for tz in ZONES:
+            for b in BOUNDS:
+                self.report(None, tz=tz, **b)
+            for f in flts:
+                self.report(f, tz=tz)
+                self.report(f, tz=tz, **{"from": "1970-01-01",
+                                         "to": "2105-12-31"})
+            self.report(flts[1], tz=tz, format="csv",
+                        **{"from": "2025-01-10"})
+            self.report(flts[2], tz=tz, headers={"Accept": "text/csv"})
+        # Refused before ClickHouse is asked: not in the capture.
+        self.report(None, tz="Mars/Olympus", expect=400)
+        self.report("colour='red'", expect=400)
+
+        # New events on a day already reported: the same reports again let
+        # the cache keep the other days and query the changed ones.
+        post_events(h, [event("2025-01-11T10:00:00Z", "serve",
+                              str(uuid.uuid4()), ds.A),
+                        event("2105-12-31T10:00:00Z", "solve",
+                              str(uuid.uuid4()), E)])
+        for tz in ("UTC", "Asia/Tokyo", "America/New_York"):
+            for b in BOUNDS:
+                self.report(None, tz=tz, **b)
+            for f in flts:
+                self.report(f, tz=tz)
+        h.check_error_log()
+
+    def capture(self):
+        ex = self.relay.snapshot()
+        checks = []
+        for name, sql in (("stored rows", TABLE_SQL),):
+            checks.append({"name": name, "sql": sql,
+                           "answer": base64.b64encode(self.ch.query(
+                               sql).encode("utf-8")).decode("ascii")})
+        return {
+            "server": {"version": self.ch.scalar("SELECT version()"),
+                       "timezone": self.ch.scalar("SELECT timezone()")},
+            "reports": self.reports,
+            "exchanges": ex,
+            "checks": checks,
+        }
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: workload.py CAPTURE.json", file=sys.stderr)
+        return 2
+    base = stack.session_workdir("imc-compat-")
+    w = Workload(base)
+    failed = True
+    try:
+        w.start()
+        t0 = time.monotonic()
+        w.run()
+        cap = w.capture()
+        Path(argv[1]).write_text(json.dumps(cap))
+        print("workload: ClickHouse %s (%s), %d reports, %d exchanges "
+              "recorded in %.1f s" % (cap["server"]["version"],
+                                      cap["server"]["timezone"], w.reports,
+                                      len(cap["exchanges"]),
+                                      time.monotonic() - t0))
+        failed = False
+    finally:
+        w.stop()
+        stack.finish_workdir(base, failed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
