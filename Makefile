@@ -30,6 +30,8 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
+# The one main() of the unit tests; each test file defines its suite.
+CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
         fuzz fuzz-short format check-format
@@ -99,22 +101,22 @@ run: deps all
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/test_units: tests/unit/test_units.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
+$(BUILD)/test_units: tests/unit/test_units.c $(CHECK_MAIN) $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_config: tests/unit/test_config.c $(MOD)/imc_config.c \
+$(BUILD)/test_config: tests/unit/test_config.c $(CHECK_MAIN) $(MOD)/imc_config.c \
                       $(MOD)/imc_cors.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
 	    $(shell pkg-config --cflags apr-util-1) $(filter %.c,$^) $(APR_LIBS) \
 	    $(shell pkg-config --libs apr-util-1) $(CHECK_LIBS) -o $@
-$(BUILD)/test_cors: tests/unit/test_cors.c $(MOD)/imc_cors.c $(HDRS) | $(BUILD)
+$(BUILD)/test_cors: tests/unit/test_cors.c $(CHECK_MAIN) $(MOD)/imc_cors.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_event: tests/unit/test_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+$(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
-$(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+$(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_rcache: tests/unit/test_rcache.c $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
+$(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
+$(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 

@@ -5,7 +5,6 @@
  * driven through the module's own command table as httpd would.
  */
 
-#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <apr_general.h>
 #include <apr_strings.h>
 
+#include "check_main.h"
 #include "imc_config.h"
 
 /* The two httpd functions imc_config.c calls, and the module record whose
@@ -246,14 +246,11 @@ START_TEST(merge)
 }
 END_TEST
 
-int main(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("directives");
-    SRunner *sr;
-    int failed;
 
-    apr_initialize();
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, values);
@@ -262,10 +259,5 @@ int main(void)
     tcase_add_test(tc, merge);
     tcase_add_test(tc, cors);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -3,12 +3,12 @@
 /* IMChallengeCORS: origin matching and the headers of preflight and
  * actual answers (SPEC section 10). */
 
-#include <check.h>
 #include <stdlib.h>
 
 #include <apr_general.h>
 #include <apr_strings.h>
 
+#include "check_main.h"
 #include "imc_cors.h"
 
 static apr_pool_t *pool;
@@ -225,14 +225,11 @@ START_TEST(refused_and_off)
 }
 END_TEST
 
-int main(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("cors");
     TCase *tc = tcase_create("cors");
-    SRunner *sr;
-    int failed;
 
-    apr_initialize();
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, canonical_good);
     tcase_add_test(tc, canonical_bad);
@@ -242,10 +239,5 @@ int main(void)
     tcase_add_test(tc, actual_headers);
     tcase_add_test(tc, refused_and_off);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

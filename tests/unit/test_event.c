@@ -10,11 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#include <check.h>
 #include <apr_general.h>
 #include <apr_strings.h>
 #include <jansson.h>
 
+#include "check_main.h"
 #include "imc_event.h"
 
 #define T_OK   "\"2026-11-28T12:00:00Z\""
@@ -761,7 +761,7 @@ START_TEST(text_format)
 }
 END_TEST
 
-static Suite *event_suite(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_event");
     TCase *tc = tcase_create("core");
@@ -792,18 +792,4 @@ static Suite *event_suite(void)
     tcase_add_test(tc, text_format);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr;
-    int failed;
-
-    apr_initialize();
-    sr = srunner_create(event_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

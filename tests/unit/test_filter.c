@@ -8,12 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <check.h>
-
 #include <apr_general.h>
 #include <apr_pools.h>
 #include <apr_strings.h>
 
+#include "check_main.h"
 #include "imc_filter.h"
 
 #define U1    "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
@@ -720,7 +719,7 @@ START_TEST(canonical_and_deterministic)
 }
 END_TEST
 
-static Suite *filter_suite(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_filter");
     TCase *ok = tcase_create("accepted");
@@ -754,18 +753,4 @@ static Suite *filter_suite(void)
     suite_add_tcase(s, ok);
     suite_add_tcase(s, bad);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr;
-    int failed;
-
-    apr_initialize();
-    sr = srunner_create(filter_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

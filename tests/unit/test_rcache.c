@@ -9,13 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <check.h>
-
 #include <apr_general.h>
 #include <apr_pools.h>
 #include <apr_strings.h>
 #include <apr_thread_proc.h>
 
+#include "check_main.h"
 #include "imc_rcache.h"
 
 #define S1  "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
@@ -524,7 +523,7 @@ START_TEST(threads_share_the_cache)
 }
 END_TEST
 
-static Suite *rcache_suite(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("rcache");
     TCase *days = tcase_create("days");
@@ -554,18 +553,4 @@ static Suite *rcache_suite(void)
     suite_add_tcase(s, plans);
     suite_add_tcase(s, budget);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr;
-    int failed;
-
-    apr_initialize();
-    sr = srunner_create(rcache_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

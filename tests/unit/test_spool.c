@@ -8,7 +8,6 @@
 #define _GNU_SOURCE
 #endif
 
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -30,6 +29,7 @@
 #include <apr_strings.h>
 #include <apr_thread_proc.h>
 
+#include "check_main.h"
 #include "imc_spool.h"
 
 static apr_pool_t *pool;
@@ -1236,7 +1236,7 @@ START_TEST(new_segments_while_listing)
 }
 END_TEST
 
-static Suite *spool_suite(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_spool");
     TCase *tc = tcase_create("spool");
@@ -1265,17 +1265,4 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, uninspectable_segment_is_kept);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr;
-    int failed;
-    apr_initialize();
-    sr = srunner_create(spool_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    apr_terminate();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -2,9 +2,9 @@
 
 /* SIZE, DURATION and count values of the directives (README "Directives"). */
 
-#include <check.h>
 #include <stdlib.h>
 
+#include "check_main.h"
 #include "imc_units.h"
 
 #define MAX_SIZE ((apr_off_t)1 << 50)
@@ -122,12 +122,10 @@ START_TEST(count_range)
 }
 END_TEST
 
-int main(void)
+Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("units");
     TCase *tc = tcase_create("parse");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, size_good);
     tcase_add_test(tc, size_bad);
@@ -136,9 +134,5 @@ int main(void)
     tcase_add_test(tc, duration_bad);
     tcase_add_test(tc, count_range);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
