@@ -14,15 +14,12 @@ import uuid
 from urllib.parse import quote
 
 import stack
+from hostile_util import LEAKS
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 JSON_UTF8 = "application/json; charset=utf-8"
 
-# Words that betray SQL, ClickHouse's own messages or server internals.
-_LEAKS = re.compile(r"DB::|Code: \d|clickhouse|\bSELECT\b|\bINSERT\b|"
-                    r"\bFORMAT\b|JSONEachRow|/tmp/|/var/|\.seg\b|spool/",
-                    re.IGNORECASE)
 
 
 def apply_schema(ch):
@@ -164,7 +161,7 @@ def assert_error_body(r, status_code):
     body = r.json()
     assert isinstance(body, dict)
     assert ("error" in body) or ("errors" in body), body
-    assert not _LEAKS.search(r.text), r.text
+    assert not LEAKS.search(r.text), r.text
     return body
 
 
