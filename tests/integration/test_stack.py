@@ -73,6 +73,9 @@ def test_configtest_accepts_the_shipped_conf(httpd):
     "IMChallengeMaxEventSize 16T",
     "IMChallengeMaxBatchEvents -1",
     "IMChallengeCreateSchema yes",
+    "IMChallengeSiteAccess /nonexistent/sites.txt",
+    "IMChallengeRateLimit fast",
+    "IMChallengeRateLimit 10 0",
 ])
 def test_configtest_rejects_bad_directive_value(httpd, directive):
     rc, out = httpd.configtest(directive)
