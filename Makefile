@@ -16,7 +16,8 @@ BUILD   := build
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
-           imc_report.c imc_health.c imc_home.c imc_metrics.c
+           imc_report.c imc_health.c imc_home.c imc_metrics.c \
+           imc_access.c imc_ratelimit.c imc_tenant.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -28,7 +29,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config cors event filter rcache spool
+UNIT_TESTS   := units config cors event filter rcache spool access ratelimit
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -104,10 +105,11 @@ $(BUILD):
 $(BUILD)/test_units: tests/unit/test_units.c $(CHECK_MAIN) $(MOD)/imc_units.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_config: tests/unit/test_config.c $(CHECK_MAIN) $(MOD)/imc_config.c \
-                      $(MOD)/imc_cors.c $(MOD)/imc_units.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_cors.c $(MOD)/imc_units.c $(MOD)/imc_access.c \
+                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
 	    $(shell pkg-config --cflags apr-util-1) $(filter %.c,$^) $(APR_LIBS) \
-	    $(shell pkg-config --libs apr-util-1) $(CHECK_LIBS) -o $@
+	    $(shell pkg-config --libs apr-util-1) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_cors: tests/unit/test_cors.c $(CHECK_MAIN) $(MOD)/imc_cors.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c $(HDRS) | $(BUILD)
@@ -115,6 +117,12 @@ $(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c $(
 $(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_access: tests/unit/test_access.c $(CHECK_MAIN) $(MOD)/imc_access.c \
+                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
+$(BUILD)/test_ratelimit: tests/unit/test_ratelimit.c $(CHECK_MAIN) $(MOD)/imc_ratelimit.c \
+                         $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
@@ -143,7 +151,7 @@ test: deps
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := event filter spool
+FUZZ_TARGETS := event filter spool access
 FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
@@ -152,6 +160,9 @@ $(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(HDRS) | $(BUIL
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c $(MOD)/imc_access.c \
+                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@

@@ -6,6 +6,7 @@
 #include <apr_uri.h>
 
 #include "imc_private.h"
+#include "imc_access.h"
 #include "imc_config.h"
 #include "imc_cors.h"
 #include "imc_units.h"
@@ -28,6 +29,8 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->max_event_size = -1;
     c->max_batch_events = -1;
     c->create_schema = -1;
+    c->rate_limit = -1;
+    c->rate_burst = -1;
     return c;
 }
 
@@ -98,6 +101,11 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(max_batch_events);
     MERGE_NUM(create_schema);
     MERGE_PTR(cors);
+    MERGE_PTR(site_access_file);
+    MERGE_PTR(site_access);
+    /* RATE and BURST come from the same directive: merged as one. */
+    c->rate_limit = add->rate_limit != -1 ? add->rate_limit : base->rate_limit;
+    c->rate_burst = add->rate_limit != -1 ? add->rate_burst : base->rate_burst;
     return c;
 }
 
@@ -345,6 +353,62 @@ static const char *set_cors(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+/* Reads the file now, at start-up and at every restart: a bad line stops
+ * the server (and apache2 -t) with the file's name and the line. */
+static const char *set_site_access(cmd_parms *cmd, void *dc, const char *arg)
+{
+    imc_config *c = cmd_config(cmd);
+    const char *path = ap_server_root_relative(cmd->pool, arg), *why = NULL;
+    imc_access *acc;
+
+    (void)dc;
+    if (!path || !*arg) {
+        return bad_value(cmd, arg, "a valid path");
+    }
+    if (imc_access_load(&acc, cmd->pool, path, &why) != APR_SUCCESS) {
+        return apr_psprintf(cmd->temp_pool, "%s: %s", cmd->cmd->name, why);
+    }
+    c->site_access_file = path;
+    c->site_access = acc;
+    return NULL;
+}
+
+/* RATE events a second (a decimal number, or Off), BURST whole events
+ * (default: RATE rounded up, at least 1). */
+static const char *set_rate_limit(cmd_parms *cmd, void *dc, const char *rate,
+                                  const char *burst)
+{
+    imc_config *c = cmd_config(cmd);
+    char *end = NULL;
+    double v;
+    long b;
+
+    (void)dc;
+    if (!strcasecmp(rate, "off") && !burst) {
+        c->rate_limit = 0;
+        c->rate_burst = 0;
+        return NULL;
+    }
+    v = strtod(rate, &end);
+    if (!apr_isdigit(*rate) || *end || !(v >= 0.001 && v <= MAX_COUNT)) {
+        return bad_value(cmd, rate,
+                         "a RATE of events a second between 0.001 and "
+                         "1000000, or Off");
+    }
+    if (burst) {
+        if (imc_units_parse_int(burst, 1, MAX_COUNT, &b) != APR_SUCCESS) {
+            return bad_value(cmd, burst,
+                             "a BURST of events between 1 and 1000000");
+        }
+    } else {
+        b = (long)v;
+        b += (double)b < v;
+    }
+    c->rate_limit = v;
+    c->rate_burst = (double)(b > 0 ? b : 1);
+    return NULL;
+}
+
 #define SRV_CONF RSRC_CONF
 
 const command_rec imc_config_cmds[] = {
@@ -377,6 +441,11 @@ const command_rec imc_config_cmds[] = {
     AP_INIT_ITERATE("IMChallengeCORS", set_cors, NULL, SRV_CONF,
                     "origins allowed to call the event and report URLs from "
                     "a browser, or '*'"),
+    AP_INIT_TAKE1("IMChallengeSiteAccess", set_site_access, NULL, SRV_CONF,
+                  "file granting sites to principals (r->user)"),
+    AP_INIT_TAKE12("IMChallengeRateLimit", set_rate_limit, NULL, SRV_CONF,
+                   "RATE [BURST]: events a second per principal or client "
+                   "address, or Off"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -453,4 +522,19 @@ int imc_config_create_schema(const imc_config *c)
 const apr_array_header_t *imc_config_cors(const imc_config *c)
 {
     return c->cors;
+}
+
+const struct imc_access *imc_config_site_access(const imc_config *c)
+{
+    return c->site_access;
+}
+
+double imc_config_rate_limit(const imc_config *c)
+{
+    return c->rate_limit > 0 ? c->rate_limit : 0;
+}
+
+double imc_config_rate_burst(const imc_config *c)
+{
+    return c->rate_limit > 0 ? c->rate_burst : 0;
 }

@@ -38,7 +38,11 @@ typedef struct {
     apr_off_t max_event_size;
     int max_batch_events;
     int create_schema;
-    apr_array_header_t *cors; /* canonical origins and/or "*" */
+    apr_array_header_t *cors;             /* canonical origins and/or "*" */
+    const char *site_access_file;         /* IMChallengeSiteAccess */
+    const struct imc_access *site_access; /* its grants, read at start-up */
+    double rate_limit;                    /* events/s; 0: off */
+    double rate_burst;
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -79,5 +83,10 @@ apr_size_t imc_config_max_event_size(const imc_config *c);
 int imc_config_max_batch_events(const imc_config *c);
 int imc_config_create_schema(const imc_config *c);
 const apr_array_header_t *imc_config_cors(const imc_config *c); /* NULL: off */
+/* NULL: no IMChallengeSiteAccess, every site for everyone. */
+const struct imc_access *imc_config_site_access(const imc_config *c);
+/* Events a second and the burst; 0 when IMChallengeRateLimit is off. */
+double imc_config_rate_limit(const imc_config *c);
+double imc_config_rate_burst(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

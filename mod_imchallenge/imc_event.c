@@ -504,6 +504,34 @@ static char *put_row(char *o, const imc_event *ev, apr_int64_t received)
     return put_lit(o, ROW_P7, LIT_LEN(ROW_P7));
 }
 
+/* A row's site_id is the first ROW_P4 in it: the fields before it are a
+ * number, a type word and a UUID; the raw text, which comes after, has
+ * every line end escaped. */
+int imc_event_rows_site(const imc_event_rows *rows, apr_size_t *at,
+                        char site[37])
+{
+    const char *row, *end = rows->data + rows->len, *s, *eol;
+
+    if (*at >= rows->len) {
+        return 0;
+    }
+    row = rows->data + *at;
+    eol = memchr(row, '\n', (apr_size_t)(end - row));
+    eol = eol ? eol + 1 : end;
+    s = row;
+    while (s + LIT_LEN(ROW_P4) + 36 <= eol &&
+           memcmp(s, ROW_P4, LIT_LEN(ROW_P4)) != 0) {
+        ++s;
+    }
+    if (s + LIT_LEN(ROW_P4) + 36 > eol) {
+        return 0; /* not a row of imc_event_parse_request */
+    }
+    memcpy(site, s + LIT_LEN(ROW_P4), 36);
+    site[36] = '\0';
+    *at = (apr_size_t)(eol - rows->data);
+    return 1;
+}
+
 char *imc_event_row(apr_pool_t *p, const imc_event *ev, apr_time_t received_at)
 {
     const unsigned char *s = (const unsigned char *)ev->raw;

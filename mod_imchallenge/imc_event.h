@@ -110,6 +110,14 @@ apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37]);
 imc_event_format_e imc_event_text_format(const char *body, apr_size_t len);
 
 /*
+ * Walks the rows of an accepted request: *at is the byte offset of a row
+ * (0 for the first). Copies that row's site_id (canonical, 36 chars + NUL)
+ * to site and moves *at to the next row. Returns 0 after the last row.
+ */
+int imc_event_rows_site(const imc_event_rows *rows, apr_size_t *at,
+                        char site[37]);
+
+/*
  * ev's ClickHouse row (JSONEachRow, '\n'-terminated, then NUL-terminated),
  * the same bytes imc_event_parse_request writes for it; allocated from p.
  */

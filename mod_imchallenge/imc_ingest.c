@@ -14,6 +14,7 @@
 #include "imc_ingest.h"
 #include "imc_metrics.h"
 #include "imc_spool.h"
+#include "imc_tenant.h"
 
 /* A request body is never read beyond this, whatever the limits say. */
 #define MAX_BODY       ((apr_size_t)64 * 1024 * 1024)
@@ -329,6 +330,7 @@ static int store(request_rec *r, const imc_config *c,
 int imc_ingest_handler(request_rec *r)
 {
     const imc_config *c = imc_config_get(r->server);
+    const imc_access_grant *grant;
     imc_event_limits limits;
     imc_event_rows rows;
     imc_event_error err;
@@ -339,6 +341,9 @@ int imc_ingest_handler(request_rec *r)
 
     limits.max_event_size = imc_config_max_event_size(c);
     limits.max_events = imc_config_max_batch_events(c);
+    if ((status = imc_tenant_admit(r, &grant)) != DECLINED) {
+        return status;
+    }
     if (r->method_number == M_GET) {
         body = event_from_path(r, &len);
         if (!body) {
@@ -361,6 +366,9 @@ int imc_ingest_handler(request_rec *r)
                                  &limits, r->request_time, &rows, &err);
     if (rv != APR_SUCCESS) {
         return reply_rejected(r, &err);
+    }
+    if ((status = imc_tenant_admit_events(r, grant, &rows)) != DECLINED) {
+        return status;
     }
     return store(r, c, &rows);
 }

@@ -219,7 +219,9 @@ static void print_labelled_counters(request_rec *r)
                                        {"too_large", IMC_M_REJECTED_TOO_LARGE},
                                        {"media_type", IMC_M_REJECTED_MEDIA},
                                        {"method", IMC_M_REJECTED_METHOD},
-                                       {"spool", IMC_M_REJECTED_SPOOL}};
+                                       {"spool", IMC_M_REJECTED_SPOOL},
+                                       {"forbidden", IMC_M_REJECTED_FORBIDDEN},
+                                       {"rate_limited", IMC_M_REJECTED_RATE}};
     static const labelled results[] = {
         {"sent", IMC_M_BATCHES_SENT},
         {"failed", IMC_M_BATCHES_FAILED},

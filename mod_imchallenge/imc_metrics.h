@@ -27,6 +27,8 @@ typedef enum {
     IMC_M_REPORT_ERRORS,       /* report requests answered 4xx/5xx */
     IMC_M_REPORT_DAYS_CACHED,  /* report days answered from the cache */
     IMC_M_REPORT_DAYS_QUERIED, /* report days asked of ClickHouse */
+    IMC_M_REJECTED_FORBIDDEN,  /* event requests answered 403 */
+    IMC_M_REJECTED_RATE,       /* event requests answered 429 */
     IMC_M_COUNTERS
 } imc_metric_counter;
 

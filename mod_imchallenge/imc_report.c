@@ -17,6 +17,7 @@
 #include "imc_metrics.h"
 #include "imc_rcache.h"
 #include "imc_report.h"
+#include "imc_tenant.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
 #define MAX_TZ       64
@@ -564,6 +565,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     apr_array_header_t *rows = NULL;
     const char *where;
     apr_status_t rv = APR_SUCCESS;
+    int rc;
 
     cols.day = day_expr(r->pool, a);
     cols.site_id = "site_id";
@@ -571,6 +573,10 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     if (imc_filter_compile(r->pool, a->filter, a->filter_len, &cols, &where,
                            &ferr) != APR_SUCCESS) {
         return filter_error(r, &ferr);
+    }
+    /* The cache's key holds where: the narrowed one keeps tenants apart. */
+    if ((rc = imc_tenant_narrow(r, &where)) != DECLINED) {
+        return rc;
     }
     if (!(client = client_take(c))) {
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,

@@ -31,6 +31,7 @@
 #include "imc_ingest.h"
 #include "imc_metrics.h"
 #include "imc_report.h"
+#include "imc_tenant.h"
 
 /* The spool directories must exist and belong to the user the children run
  * as; the parent is still root here. */
@@ -118,6 +119,9 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (imc_metrics_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    if (imc_tenant_post_config(pconf, s) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     prepare_spool_dirs(ptemp, s);
     return OK;
 }
@@ -127,6 +131,7 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
     imc_ingest_child_init(pchild, s);
     imc_deliver_child_init(pchild, s);
     imc_report_child_init(pchild);
+    imc_tenant_child_init(pchild, s);
 }
 
 #define NO_FILE "imchallenge:"
@@ -272,9 +277,19 @@ static int imc_handler(request_rec *r)
     return DECLINED;
 }
 
+static int imc_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                          apr_pool_t *ptemp)
+{
+    (void)plog;
+    (void)ptemp;
+    imc_tenant_pre_config(pconf);
+    return OK;
+}
+
 static void imc_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_pre_config(imc_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(imc_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);

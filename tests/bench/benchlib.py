@@ -142,13 +142,15 @@ def parse_wrk(out):
 
 
 def run_wrk(url, body_file, content_type, threads=2, connections=32,
-            duration=10):
-    """wrk POSTing body_file to url; returns parse_wrk()'s figures."""
+            duration=10, authorization=None):
+    """wrk POSTing body_file to url (with an Authorization header when
+    given); returns parse_wrk()'s figures."""
     cmd = ["wrk", "-t%d" % threads, "-c%d" % connections,
            "-d%ds" % max(1, int(round(duration))), "--latency",
            "--timeout", "30s", "-s", str(POST_LUA), url]
     env = dict(os.environ, BENCH_BODY=str(body_file),
-               BENCH_CONTENT_TYPE=content_type)
+               BENCH_CONTENT_TYPE=content_type,
+               BENCH_AUTHORIZATION=authorization or "")
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True,
                        timeout=duration + 120)

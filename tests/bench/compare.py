@@ -31,6 +31,12 @@ FIGURES = [
     ("h2c: module req/s", "h2.module.ok_rps", "{:,.0f}", None),
     ("h2c: no-op req/s", "h2.noop.ok_rps", "{:,.0f}", None),
     ("h2c: ratio module/no-op", "h2.ratio_rps", "{:.3f}", (">=", 0.85)),
+    ("tenant: req/s access + rate limit on", "tenant.on.ok_rps", "{:,.0f}",
+     None),
+    ("tenant: req/s both off", "tenant.off.ok_rps", "{:,.0f}", None),
+    ("tenant: ratio on/off", "tenant.ratio_rps", "{:.3f}", (">=", 0.95)),
+    ("tenant: load of a 100,000-line access file s",
+     "tenant.access_load_s", "{:.3f}", ("<=", 1.0)),
     ("batch 1k: events/s", "batch.1000.events_per_s", "{:,.0f}",
      (">=", 200000)),
     ("batch 1k: req p50 / p99 ms", ("batch.1000.p50_ms", "batch.1000.p99_ms"),
@@ -172,7 +178,7 @@ def summary(data):
             continue
         rows.append([label, value, _verdict(_number(data, path, spec), goal)])
     rows += report_rows(data)
-    for phase in ("single", "h2", "batch", "memory", "spool"):
+    for phase in ("single", "h2", "tenant", "batch", "memory", "spool"):
         if isinstance(data.get(phase), dict) and "failed" in data[phase]:
             rows.append([phase, "FAILED", data[phase]["failed"][:60]])
     out = [bl.table(rows, ["figure", "value", "goal"])]

@@ -14,6 +14,11 @@ measures, in one run on one machine:
   h2       the same over HTTP/2 in clear text (h2c, mod_http2): h2load -t2
            -c32 -m10, alternating with the no-op handler, median of the
            rounds
+  tenant   the same with Basic auth on two virtual hosts of the same
+           httpd, one with IMChallengeSiteAccess (100,000 lines) and
+           IMChallengeRateLimit (never reached), one without: their
+           ratio; and the load time of that access file (apache2 -t with
+           and without it)
   batch    NDJSON bodies of 1,000 and 10,000 events: accepted events/s and
            the delay until ClickHouse holds them all
   memory   httpd RSS before and after BENCH_MEM_EVENTS events
@@ -39,6 +44,8 @@ BENCH_HTTPD_ENV ("NAME=value ..." for httpd's environment), to try tunings.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -57,7 +64,7 @@ import stack  # noqa: E402
 import benchlib as bl  # noqa: E402
 import compare  # noqa: E402
 
-PHASES = ("single", "h2", "memory", "backlog", "batch", "spool",
+PHASES = ("single", "h2", "tenant", "memory", "backlog", "batch", "spool",
           "report")
 GOALS = {"single_ratio": 0.85, "single_ratio_later": 0.95, "h2_ratio": 0.85,
          "batch_events_per_s": 200000, "report_ratio": 1.0,
@@ -112,15 +119,18 @@ class Bench:
         self.module = module
         self.noop = noop
         self.ch = stack.ClickHouse(workdir / "clickhouse")
+        self.tenant_ports = (stack.free_port(), stack.free_port())
         self.httpd = stack.Httpd(
             workdir / "httpd", module, clickhouse_url=self.ch.url,
             mpm="event", batch_delay=None, env=cfg["httpd_env"],
-            modules=["http2"],
+            modules=("http2",) + TENANT_MODULES,
             directives=("LoadModule imchallenge_noop_module %s\n"
                         "Protocols h2c http/1.1\n"
                         "<Location /noop>\n"
                         "    SetHandler bench-noop\n"
-                        "</Location>\n%s" % (noop, cfg["directives"])))
+                        "</Location>\n%s\n%s" % (
+                            noop, tenant_hosts(workdir, self.tenant_ports),
+                            cfg["directives"])))
         self.results = {"notes": []}
         self.quiet = []  # error-log byte ranges with expected warnings
 
@@ -266,6 +276,68 @@ class Bench:
         out["ratio_rps"] = bl.ratio(out["module"]["ok_rps"],
                                     out["noop"]["ok_rps"])
         self.results["h2"] = out
+
+    def phase_tenant(self):
+        cfg = self.cfg
+        site = TENANT_SITE
+        body = bl.write_body(self.workdir / "tenant.json",
+                             bl.event(site, kind="serve"))
+        auth = "Basic " + base64.b64encode(b"bench:bench").decode()
+        urls = {"on": "http://127.0.0.1:%d/api/event" % self.tenant_ports[0],
+                "off": "http://127.0.0.1:%d/api/event" % self.tenant_ports[1]}
+
+        def wrk(name, duration):
+            pids = self.pids()
+            cpu0 = bl.cpu_seconds(pids)
+            res = bl.run_wrk(urls[name], body, JSON_TYPE, 2, 32, duration,
+                             authorization=auth)
+            ok = res["requests"] - res["non2xx"]
+            res["httpd_cpu_us_per_req"] = (
+                (bl.cpu_seconds(sorted(set(pids) | set(self.pids()))) - cpu0)
+                * 1e6 / ok if ok else None)
+            return res
+        for name in ("on", "off"):
+            wrk(name, 2)
+        self.drain("tenant warm-up")
+        runs = {"on": [], "off": []}
+        for rnd in range(cfg["rounds"]):
+            for name in (("on", "off") if rnd % 2 == 0 else ("off", "on")):
+                res = wrk(name, cfg["duration"])
+                self.drain("tenant round %d" % rnd)
+                runs[name].append(res)
+                print("  tenant %-3s round %d: %8.0f req/s  p50 %.2f ms  "
+                      "non-2xx %d  httpd cpu %.0f us/req"
+                      % (name, rnd + 1, res["ok_rps"], res["p50_ms"] or 0,
+                         res["non2xx"], res["httpd_cpu_us_per_req"] or 0),
+                      flush=True)
+        out = {"runs": runs, "access_lines": TENANT_LINES}
+        for name in runs:
+            out[name] = {k: bl.median([r[k] for r in runs[name]])
+                         for k in ("ok_rps", "p50_ms", "p99_ms",
+                                   "httpd_cpu_us_per_req")}
+            out[name]["non2xx"] = sum(r["non2xx"] for r in runs[name])
+        out["ratio_rps"] = bl.ratio(out["on"]["ok_rps"], out["off"]["ok_rps"])
+        out["access_load_s"] = self.access_load_seconds()
+        print("  tenant: ratio on/off %.3f; access file of %d lines loads in "
+              "%.3f s" % (out["ratio_rps"] or 0, TENANT_LINES,
+                          out["access_load_s"]), flush=True)
+        self.results["tenant"] = out
+
+    def access_load_seconds(self):
+        """apache2 -t with the access file minus without it: medians."""
+        def configtest(extra):
+            t0 = time.monotonic()
+            rc, out = self.httpd.configtest(extra)
+            if rc != 0:
+                raise bl.BenchError("apache2 -t failed: %s" % out[-500:])
+            return time.monotonic() - t0
+        files = self.workdir / "tenant"
+        extra = "IMChallengeSiteAccess %s" % (files / "sites.txt")
+        base, loaded = [], []
+        for _ in range(5):
+            base.append(configtest(""))
+            loaded.append(configtest(extra))
+        return max(0.0, bl.median(loaded) - bl.median(base))
 
     def batch_once(self, n):
         cfg = self.cfg
@@ -488,6 +560,40 @@ class Bench:
         data = json.loads(path.read_text())
         data["file"] = str(path.relative_to(bl.REPO))
         self.results["report"] = data
+
+
+TENANT_SITE = "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
+TENANT_LINES = 100000
+TENANT_MODULES = ("auth_basic", "authn_core", "authn_file", "authz_user")
+TENANT_HOST = """Listen 127.0.0.1:%(port)d
+<VirtualHost 127.0.0.1:%(port)d>
+%(on)s    <Location "/api/event">
+        AuthType Basic
+        AuthName bench
+        AuthBasicProvider file
+        AuthUserFile %(files)s/htpasswd
+        Require valid-user
+    </Location>
+</VirtualHost>"""
+
+
+def tenant_hosts(workdir, ports):
+    """Two virtual hosts with Basic auth, the first with a 100,000-line
+    access file and a rate limit it never reaches; their files."""
+    files = workdir / "tenant"
+    files.mkdir(parents=True, exist_ok=True)
+    with open(files / "sites.txt", "w") as f:
+        for i in range(TENANT_LINES - 1):
+            f.write("customer-%d %08x-0000-4000-8000-%012x\n" % (i, i, i))
+        f.write("bench %s\n" % TENANT_SITE)
+    digest = base64.b64encode(hashlib.sha1(b"bench").digest()).decode()
+    (files / "htpasswd").write_text("bench:{SHA}%s\n" % digest)
+    for p in (files, files / "sites.txt", files / "htpasswd"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    on = ("    IMChallengeSiteAccess %s/sites.txt\n"
+          "    IMChallengeRateLimit 1000000 1000000\n" % files)
+    return "\n".join(TENANT_HOST % {"port": port, "files": files, "on": o}
+                     for port, o in zip(ports, (on, "")))
 
 
 def _mb(kb):

@@ -22,7 +22,8 @@ from observe_util import (Conn, ExpositionError, connection_owner, event,
 COUNTERS = {
     "imchallenge_events_accepted_total": (),
     "imchallenge_requests_rejected_total":
-        ("reason", {"invalid", "too_large", "media_type", "method", "spool"}),
+        ("reason", {"invalid", "too_large", "media_type", "method", "spool",
+                    "forbidden", "rate_limited"}),
     "imchallenge_events_delivered_total": (),
     "imchallenge_batches_total":
         ("result", {"sent", "failed", "retried", "quarantined"}),

@@ -74,6 +74,9 @@ def test_configtest_accepts_the_shipped_conf(httpd):
     "IMChallengeMaxBatchEvents -1",
     "IMChallengeCreateSchema yes",
     "IMChallengeCORS https://www.example.com/",
+    "IMChallengeSiteAccess /nonexistent/sites.txt",
+    "IMChallengeRateLimit fast",
+    "IMChallengeRateLimit 10 0",
 ])
 def test_configtest_rejects_bad_directive_value(httpd, directive):
     rc, out = httpd.configtest(directive)
