@@ -28,7 +28,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config event filter rcache spool
+UNIT_TESTS   := units config event filter rcache spool clickhouse
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
@@ -112,6 +112,9 @@ $(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(B
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_rcache: tests/unit/test_rcache.c $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_clickhouse: tests/unit/test_clickhouse.c $(MOD)/imc_clickhouse.c \
+                          $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
