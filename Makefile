@@ -29,7 +29,8 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config cors event filter rcache spool access ratelimit
+UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
+                clickhouse
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -124,6 +125,9 @@ $(BUILD)/test_access: tests/unit/test_access.c $(CHECK_MAIN) $(MOD)/imc_access.c
 $(BUILD)/test_ratelimit: tests/unit/test_ratelimit.c $(CHECK_MAIN) $(MOD)/imc_ratelimit.c \
                          $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_clickhouse: tests/unit/test_clickhouse.c $(CHECK_MAIN) $(MOD)/imc_clickhouse.c \
+                          $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@

@@ -1,6 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 #include <stdlib.h>
+#include <strings.h>
 
 #include <apr_lib.h>
 #include <apr_strings.h>
@@ -12,6 +13,7 @@ struct imc_clickhouse {
     CURL *curl;
     imc_clickhouse_conf conf;
     int current;         /* index of the endpoint that answered last */
+    int header_code;     /* X-ClickHouse-Exception-Code of the answer */
     apr_time_t abort_at; /* 0, or when requests are cut (atomic) */
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -142,6 +144,31 @@ static int progress(void *data, curl_off_t dltotal, curl_off_t dlnow,
     return at != 0 && apr_time_now() >= at;
 }
 
+/* Notes X-ClickHouse-Exception-Code, which releases from 20.3 send with
+ * an error found before the answer began (and, from 22.6, with one after
+ * progress headers were sent). */
+static size_t header_seen(char *buf, size_t size, size_t nitems, void *data)
+{
+    static const char name[] = "x-clickhouse-exception-code:";
+    imc_clickhouse *ch = data;
+    size_t n = size * nitems;
+
+    if (n > sizeof(name) && !strncasecmp(buf, name, sizeof(name) - 1)) {
+        char num[16];
+        size_t k = n - (sizeof(name) - 1);
+
+        if (k >= sizeof(num)) {
+            k = sizeof(num) - 1;
+        }
+        memcpy(num, buf + sizeof(name) - 1, k);
+        num[k] = '\0';
+        ch->header_code = atoi(num);
+    } else if (n >= 5 && !strncmp(buf, "HTTP/", 5)) {
+        ch->header_code = 0; /* a new answer (after a 100 Continue) */
+    }
+    return n;
+}
+
 #define SETOPT(opt, val)                                                       \
     if (curl_easy_setopt(ch->curl, opt, val) != CURLE_OK) {                    \
         return APR_EGENERAL;                                                   \
@@ -172,6 +199,13 @@ static apr_status_t set_common(imc_clickhouse *ch, sink_t *sink)
     SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    /* No proxy from http_proxy, ALL_PROXY...: the module's requests carry
+     * its ClickHouse credentials and go where IMChallengeClickHouse says,
+     * whatever httpd's environment holds. */
+    SETOPT(CURLOPT_PROXY, "");
+    SETOPT(CURLOPT_NOPROXY, "*");
+    SETOPT(CURLOPT_HEADERFUNCTION, header_seen);
+    SETOPT(CURLOPT_HEADERDATA, ch);
     SETOPT(CURLOPT_WRITEFUNCTION, sink_write);
     SETOPT(CURLOPT_WRITEDATA, sink);
     SETOPT(CURLOPT_ERRORBUFFER, ch->errbuf);
@@ -217,6 +251,115 @@ static int exception_code(const char *body)
     return p ? atoi(p + 6) : 0;
 }
 
+/* The code of an exception line at s (up to end), 0 if s is none. */
+static int exception_line(const char *s, const char *end)
+{
+    const char *q = s + 6;
+    int code = 0;
+
+    if (end - s < 8 || memcmp(s, "Code: ", 6) || !apr_isdigit(*q)) {
+        return 0;
+    }
+    while (q < end && apr_isdigit(*q) && code < 100000) {
+        code = code * 10 + (*q++ - '0');
+    }
+    if ((end - q >= 15 && !memcmp(q, ". DB::Exception", 15)) ||
+        (end - q >= 16 && !memcmp(q, ", e.displayText()", 16))) {
+        return code ? code : -1;
+    }
+    return 0;
+}
+
+int imc_clickhouse_body_exception(const char *body, apr_size_t len)
+{
+    static const char tag[] = "__exception__";
+    const char *s = body, *end = body + len, *nl;
+    int code;
+
+    for (; s && s < end; s = nl ? nl + 1 : NULL) {
+        nl = memchr(s, '\n', (apr_size_t)(end - s));
+        if ((apr_size_t)(end - s) >= sizeof(tag) - 1 &&
+            !memcmp(s, tag, sizeof(tag) - 1)) {
+            /* __exception__TAG, the message, "<size> TAG__exception__" */
+            const char *m = nl ? nl + 1 : end;
+
+            code = m < end ? exception_line(m, end) : 0;
+            return code ? code : -1;
+        }
+        if ((code = exception_line(s, nl ? nl : end)) != 0) {
+            return code;
+        }
+    }
+    return 0;
+}
+
+imc_clickhouse_version imc_clickhouse_parse_version(const char *text)
+{
+    imc_clickhouse_version v = {0, 0};
+    char *end;
+    long major = text ? strtol(text, &end, 10) : 0;
+
+    if (text && end != text && *end == '.' && major > 0 && major < 1000) {
+        long minor = strtol(end + 1, NULL, 10);
+
+        if (minor >= 0 && minor < 1000) {
+            v.major = (int)major;
+            v.minor = (int)minor;
+        }
+    }
+    return v;
+}
+
+static int version_before(imc_clickhouse_version v, int major, int minor)
+{
+    return v.major < major || (v.major == major && v.minor < minor);
+}
+
+int imc_clickhouse_is_permanent(int code, imc_clickhouse_version v)
+{
+    int known = v.major > 0;
+
+    switch (code) {
+        /* What current releases call parse errors (src/Formats/
+         * ParseError.cpp), and the type errors of a row. */
+        case IMC_CH_CANNOT_PARSE_TEXT:
+        case IMC_CH_CANNOT_PARSE_ESCAPE_SEQUENCE:
+        case IMC_CH_CANNOT_PARSE_QUOTED_STRING:
+        case IMC_CH_CANNOT_PARSE_INPUT_ASSERTION_FAILED:
+        case IMC_CH_ATTEMPT_TO_READ_AFTER_EOF:
+        case IMC_CH_CANNOT_READ_ALL_DATA:
+        case IMC_CH_CANNOT_PARSE_DATE:
+        case IMC_CH_CANNOT_PARSE_DATETIME:
+        case IMC_CH_TYPE_MISMATCH:
+        case IMC_CH_ARGUMENT_OUT_OF_BOUND:
+        case IMC_CH_CANNOT_CONVERT_TYPE:
+        case IMC_CH_CANNOT_PARSE_NUMBER:
+        case IMC_CH_INCORRECT_DATA:
+        case IMC_CH_CANNOT_READ_ARRAY_FROM_TEXT:
+        case IMC_CH_TOO_LARGE_STRING_SIZE:
+        case IMC_CH_CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN:
+        case IMC_CH_CANNOT_PARSE_UUID:
+        case IMC_CH_CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING:
+        case IMC_CH_CANNOT_PARSE_BOOL:
+        case IMC_CH_CANNOT_READ_MAP_FROM_TEXT:
+        case IMC_CH_UNEXPECTED_DATA_AFTER_PARSED_VALUE:
+        case IMC_CH_CANNOT_PARSE_IPV4:
+        case IMC_CH_CANNOT_PARSE_IPV6:
+        case IMC_CH_UNKNOWN_ELEMENT_OF_ENUM:
+            return 1;
+        /* An unknown Enum element, by release (ClickHouse pull requests
+         * 8896 and 48133); otherwise a server bug or a bad query. An
+         * unknown release is taken as a current one: retried. */
+        case IMC_CH_LOGICAL_ERROR:
+            return known && version_before(v, 20, 2);
+        case IMC_CH_BAD_ARGUMENTS:
+            return known && !version_before(v, 20, 2) &&
+                   version_before(v, 23, 4);
+        default:
+            return 0;
+    }
+}
+
 /* One request to one endpoint: path+query appended to its base URL. */
 static apr_status_t perform(imc_clickhouse *ch, apr_pool_t *p, const char *base,
                             const char *path, const char *body, apr_size_t len,
@@ -246,6 +389,7 @@ static apr_status_t perform(imc_clickhouse *ch, apr_pool_t *p, const char *base,
         SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
     ch->errbuf[0] = '\0';
+    ch->header_code = 0;
     cc = curl_easy_perform(ch->curl);
     curl_easy_getinfo(ch->curl, CURLINFO_RESPONSE_CODE, &status);
     res->http_status = (int)status;
@@ -254,9 +398,19 @@ static apr_status_t perform(imc_clickhouse *ch, apr_pool_t *p, const char *base,
     res->url = base;
     res->elapsed = apr_time_now() - start;
     res->code = 0;
+    res->late = 0;
     rv = map_curl_error(cc, &sink);
     if (rv == APR_SUCCESS && status != 200) {
         res->code = exception_code(res->body);
+        rv = IMC_CLICKHOUSE_EREJECTED;
+    } else if (rv == APR_SUCCESS && (ch->header_code > 0 ||
+                                     (res->code = imc_clickhouse_body_exception(
+                                          res->body, res->len)))) {
+        /* A 200 whose body ends in an exception: never a result. */
+        if (ch->header_code > 0) {
+            res->code = ch->header_code;
+        }
+        res->late = 1;
         rv = IMC_CLICKHOUSE_EREJECTED;
     }
     return rv;
@@ -281,6 +435,7 @@ static apr_status_t request(imc_clickhouse *ch, apr_pool_t *p, const char *path,
 
         rv = perform(ch, p, APR_ARRAY_IDX(urls, n, const char *), path, body,
                      len, res);
+        res->endpoint = n;
         if (rv != APR_ECONNREFUSED && rv != APR_TIMEUP) {
             ch->current = n;
             break;
@@ -320,11 +475,19 @@ const char *imc_clickhouse_escape(apr_pool_t *p, const char *s)
     return out;
 }
 
+void imc_clickhouse_set_query_params(imc_clickhouse *ch, const char *params)
+{
+    ch->conf.query_params = params;
+}
+
 apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
                                   const char *sql, const char *params,
                                   imc_clickhouse_result *res)
 {
-    const char *path = apr_pstrcat(p, "?", params ? params + 1 : "", NULL);
+    const char *path =
+        apr_pstrcat(p, "?wait_end_of_query=1",
+                    ch->conf.query_params ? ch->conf.query_params : "",
+                    params ? params : "", NULL);
 
     return request(ch, p, path, sql, strlen(sql), res);
 }
@@ -332,14 +495,15 @@ apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
 apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
                                    const char *table, const char *rows,
                                    apr_size_t len, const char *token,
+                                   const char *params,
                                    imc_clickhouse_result *res)
 {
     const char *sql =
         apr_pstrcat(p, "INSERT INTO ", table, " FORMAT JSONEachRow", NULL);
-    const char *path =
-        apr_pstrcat(p, "?query=", imc_clickhouse_escape(p, sql),
-                    token ? "&insert_deduplication_token=" : "",
-                    token ? imc_clickhouse_escape(p, token) : "", NULL);
+    const char *path = apr_pstrcat(p, "?query=", imc_clickhouse_escape(p, sql),
+                                   token ? "&insert_deduplication_token=" : "",
+                                   token ? imc_clickhouse_escape(p, token) : "",
+                                   params ? params : "", NULL);
 
     return request(ch, p, path, rows, len, res);
 }

@@ -137,14 +137,15 @@ static const char *set_clickhouse(cmd_parms *cmd, void *dc, const char *arg)
         (strcasecmp(uri.scheme, "http") && strcasecmp(uri.scheme, "https")) ||
         !uri.hostname || !*uri.hostname || uri.query || uri.fragment ||
         uri.user || uri.password) {
-        /* Never echo a password written into the URL. */
-        return bad_value(cmd,
-                         uri.password
-                             ? apr_uri_unparse(cmd->temp_pool, &uri,
-                                               APR_URI_UNP_OMITPASSWORD)
-                             : arg,
-                         "an http:// or https:// URL without credentials "
-                         "or query, such as http://127.0.0.1:8123/");
+        /* Never echo a password written into the URL: in userinfo that
+         * apr_uri_parse may not see as such ("http:/u:pw@h") or in a query
+         * (?password=). A value with neither '@' nor '?' nor '#' holds
+         * none and is shown. */
+        return bad_value(
+            cmd,
+            strpbrk(arg, "@?#") ? "(not shown: it may hold credentials)" : arg,
+            "an http:// or https:// URL without credentials "
+            "or query, such as http://127.0.0.1:8123/");
     }
     if (!c->clickhouse) {
         c->clickhouse = apr_array_make(cmd->pool, 2, sizeof(const char *));

@@ -88,7 +88,9 @@ typedef struct {
     imc_schema_features features;
     int schema_ok, features_ok, failures, started;
     int schema_failures, failing, spool_failing;
-    int ping_failed; /* the last ping got no answer */
+    int ping_failed;  /* the last ping got no answer */
+    int ping_refused; /* the last ping was refused (told once a streak) */
+    int probe_told;   /* a refused feature probe was logged */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
     apr_time_t next_gauges;
     apr_pool_t *state_pool;
@@ -135,10 +137,25 @@ static apr_interval_time_t backoff(deliverer_t *d)
     return t / 2 + (apr_interval_time_t)(d->rand % (apr_uint32_t)(t / 2 + 1));
 }
 
+/* Whether ClickHouse answers the module's user: an authenticated query,
+ * since /ping takes no credentials and answers while every insert is
+ * refused. Readiness follows it. */
 static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
     imc_clickhouse_result res;
-    apr_status_t rv = imc_clickhouse_ping(d->ch, p, &res);
+    apr_status_t rv = imc_clickhouse_query(d->ch, p, "SELECT 1", NULL, &res);
+
+    if (rv == APR_SUCCESS && strcmp(res.body, "1\n") != 0) {
+        rv = IMC_CLICKHOUSE_EREJECTED;
+    }
+    if (rv == IMC_CLICKHOUSE_EREJECTED && !d->ping_refused) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                     IMC_LOGNO(00600) "ClickHouse at %s refuses the module's "
+                                      "queries (HTTP %d, code %d): not "
+                                      "ready until it accepts them",
+                     res.url ? res.url : "?", res.http_status, res.code);
+    }
+    d->ping_refused = rv == IMC_CLICKHOUSE_EREJECTED;
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     imc_metrics_set(rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK
@@ -154,6 +171,31 @@ static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     d->ping_failed = rv != APR_SUCCESS;
 }
 
+/* ClickHouse refused the module's user as such (not one of its grants). */
+static int refuses_user(const imc_clickhouse_result *res)
+{
+    return res->http_status == 401 || res->code == IMC_CH_UNKNOWN_USER ||
+           res->code == IMC_CH_WRONG_PASSWORD ||
+           res->code == IMC_CH_REQUIRED_PASSWORD ||
+           res->code == IMC_CH_AUTHENTICATION_FAILED;
+}
+
+/* A feature probe ClickHouse refused (a grant on system.settings
+ * missing): told once, at warn, as it changes what the module sends. */
+static void probe_refused(deliverer_t *d, const imc_clickhouse_result *res)
+{
+    if (d->features.refused && !d->probe_told) {
+        d->probe_told = 1;
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                     IMC_LOGNO(00601) "ClickHouse at %s refused a probe of "
+                                      "its release or system.settings "
+                                      "(HTTP %d, code %d): deliveries go "
+                                      "without deduplication token and "
+                                      "async_insert=0",
+                     res->url ? res->url : "?", res->http_status, res->code);
+    }
+}
+
 static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
     imc_clickhouse_result res;
@@ -165,6 +207,7 @@ static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     if (rv == APR_SUCCESS) {
         d->schema_ok = d->features_ok = 1;
         d->schema_failures = 0;
+        probe_refused(d, &res);
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, d->s,
                      IMC_LOGNO(00301) "schema of database %s is in place "
                                       "(deduplication token: %s)",
@@ -177,26 +220,6 @@ static void apply_schema(deliverer_t *d, apr_pool_t *p, apr_time_t now)
                  IMC_LOGNO(00302) "cannot apply the schema to %s "
                                   "(HTTP %d, code %d); retrying later",
                  res.url ? res.url : "ClickHouse", res.http_status, res.code);
-}
-
-/*
- * ClickHouse's exception codes for input it will never accept: parse and
- * type errors of the rows, e.g. after the table changed under the module.
- * 49 is how 18.16 reports an unknown Enum element while parsing (current
- * releases say 691).
- */
-static int is_permanent(const imc_clickhouse_result *res)
-{
-    static const int codes[] = {6,  26, 27, 32,  33,  38,  41,  49, 53,
-                                69, 70, 72, 117, 131, 349, 376, 691};
-    apr_size_t i;
-
-    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
-        if (res->code == codes[i]) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 /* A spool operation failed: told once per streak of failures. */
@@ -412,7 +435,11 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     if (resend) {
         imc_metrics_add(IMC_M_BATCHES_RETRIED, 1);
     }
-    rv = imc_clickhouse_insert(d->ch, p, d->table, buf, len, token, &res);
+    /* Synchronous where the server could do otherwise: an asynchronous
+     * insert may answer before its rows are parsed or stored. */
+    rv = imc_clickhouse_insert(
+        d->ch, p, d->table, buf, len, token,
+        d->features.async_insert ? "&async_insert=0" : NULL, &res);
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     if (rv == APR_SUCCESS) {
         imc_metrics_set(IMC_G_CLICKHOUSE_OK, apr_time_now());
@@ -423,10 +450,13 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
     imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
-    if (rv == IMC_CLICKHOUSE_EREJECTED && is_permanent(&res)) {
+    if (rv == IMC_CLICKHOUSE_EREJECTED &&
+        imc_clickhouse_is_permanent(res.code, d->features.version)) {
         return reject_for_good(d, p, seg, st, from, end, lines, res.code);
     }
-    if (rv == IMC_CLICKHOUSE_EREJECTED && (res.code == 60 || res.code == 81)) {
+    if (rv == IMC_CLICKHOUSE_EREJECTED &&
+        (res.code == IMC_CH_UNKNOWN_TABLE ||
+         res.code == IMC_CH_UNKNOWN_DATABASE)) {
         d->schema_ok = 0; /* unknown table or database */
         d->next_schema = 0;
     }
@@ -554,22 +584,23 @@ static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 /*
  * Whether ClickHouse knows insert_deduplication_token decides the token of
  * every batch from its first send on, so nothing is sent before this is
- * known. A ClickHouse that answers with an error cannot tell: no token.
- * Unreachable, it fails the delivery of the whole queue.
+ * known; its release decides which codes refuse rows for good. A
+ * ClickHouse that answers with an error cannot tell: no token, no
+ * async_insert, a current release. Unreachable, it fails the delivery of
+ * the whole queue.
  */
 static void probe_features(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
     imc_clickhouse_result res;
     apr_int64_t queued;
-    apr_status_t rv =
-        imc_clickhouse_query(d->ch, p,
-                             "SELECT count() FROM system.settings "
-                             "WHERE name = 'insert_deduplication_token'",
-                             NULL, &res);
+    apr_status_t rv = imc_schema_probe(d->ch, p, &d->features, &res);
 
-    if (rv == APR_SUCCESS || rv == IMC_CLICKHOUSE_EREJECTED) {
-        d->features.dedup_token = rv == APR_SUCCESS && atoi(res.body) > 0;
+    /* Refused credentials say nothing of the features: asked again, as
+     * when unreachable. */
+    if (rv == APR_SUCCESS ||
+        (rv == IMC_CLICKHOUSE_EREJECTED && !refuses_user(&res))) {
         d->features_ok = 1;
+        probe_refused(d, &res);
         return;
     }
     d->next_probe = now + PING_INTERVAL;

@@ -38,7 +38,8 @@ static int ready(request_rec *r)
     if (!clickhouse_reachable(now)) {
         return imc_http_json(r, HTTP_SERVICE_UNAVAILABLE,
                              "{\"status\":\"not ready\",\"reason\":"
-                             "\"ClickHouse has not answered recently\"}");
+                             "\"ClickHouse has not answered the module's "
+                             "queries recently\"}");
     }
     return imc_http_json(r, HTTP_OK, "{\"status\":\"ready\"}");
 }

@@ -18,12 +18,18 @@
 #include "imc_rcache.h"
 #include "imc_report.h"
 #include "imc_tenant.h"
+#include "imc_schema.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
 #define MAX_TZ       64
 #define ZONEINFO     "/usr/share/zoneinfo/"
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
+/* Memory one report query may take on the ClickHouse server. */
+#define QUERY_MEMORY ((apr_uint64_t)1024 * 1024 * 1024)
+/* Configurations whose server's settings each process remembers. */
+#define PROBED_CONFIGS 8
+#define PROBE_PAUSE    apr_time_from_sec(30)
 
 /* Clients kept between reports, so that a report reuses a connection to
  * ClickHouse. Each has a pool of its own and serves one server's
@@ -41,6 +47,15 @@ static imc_rcache *cache; /* this process's; NULL: none */
 static apr_thread_mutex_t *clients_lock;
 static idle_client *idle; /* under clients_lock */
 static int nidle;
+/* Whether a configuration's ClickHouse knows cancel-on-close, once asked
+ * (under clients_lock). */
+static struct {
+    const imc_config *config;
+    int cancel_on_close;
+    apr_time_t until; /* 0: for good; else an unanswered probe's pause */
+} probed[PROBED_CONFIGS];
+static int nprobed;
+static int listing_told; /* a refused parts listing was logged */
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -341,10 +356,15 @@ static void render_csv(request_rec *r, apr_array_header_t *rows)
 static int clickhouse_error(request_rec *r, apr_status_t rv,
                             const imc_clickhouse_result *res)
 {
-    int status = APR_STATUS_IS_TIMEUP(rv)         ? HTTP_GATEWAY_TIME_OUT
-                 : rv == APR_ECONNREFUSED         ? HTTP_SERVICE_UNAVAILABLE
-                 : rv == IMC_CLICKHOUSE_EREJECTED ? HTTP_BAD_GATEWAY
-                                                  : HTTP_SERVICE_UNAVAILABLE;
+    /* ClickHouse ends a query at max_execution_time with TIMEOUT_EXCEEDED:
+     * the same "not in time" as curl giving up. */
+    int status =
+        APR_STATUS_IS_TIMEUP(rv) || (rv == IMC_CLICKHOUSE_EREJECTED &&
+                                     res->code == IMC_CH_TIMEOUT_EXCEEDED)
+            ? HTTP_GATEWAY_TIME_OUT
+        : rv == APR_ECONNREFUSED         ? HTTP_SERVICE_UNAVAILABLE
+        : rv == IMC_CLICKHOUSE_EREJECTED ? HTTP_BAD_GATEWAY
+                                         : HTTP_SERVICE_UNAVAILABLE;
 
     ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
                   IMC_LOGNO(00401) "report query failed (HTTP %d, code %d): "
@@ -471,12 +491,23 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     const apr_array_header_t *ranges;
     imc_rcache_plan *plan;
     apr_status_t rv;
-    int cached;
+    int cached, listed_at;
 
     *rows = NULL;
     if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+        if (rv == APR_SUCCESS && res->http_status && res->http_status != 200 &&
+            !listing_told) {
+            listing_told = 1; /* once per process: not per report */
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          IMC_LOGNO(00602) "ClickHouse refused the report's "
+                                           "listing of system.parts (HTTP "
+                                           "%d, code %d): reports run "
+                                           "without the cache",
+                          res->http_status, res->code);
+        }
         return rv;
     }
+    listed_at = res->endpoint;
     plan = imc_rcache_plan_make(
         cache, r->pool, cache_key(r, c, a, where),
         (const imc_rcache_part *)parts->elts, parts->nelts,
@@ -492,11 +523,93 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
             APR_SUCCESS) {
         return rv;
     }
+    if ((!ranges || ranges->nelts) && res->endpoint != listed_at) {
+        /* Failed over between the listing and the query: the rows are of
+         * another server than the fingerprints. Nothing is kept; the
+         * caller asks the one that answered for every day. */
+        return APR_SUCCESS;
+    }
     imc_metrics_add(IMC_M_REPORT_DAYS_CACHED, (apr_uint64_t)cached);
     imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,
                     (apr_uint64_t)imc_rcache_plan_stale_days(plan));
     *rows = imc_rcache_complete(cache, plan, fresh);
     return APR_SUCCESS;
+}
+
+/* Whether c's ClickHouse knows cancel_http_readonly_queries_on_client_close
+ * (-1: not known yet). */
+static int cancel_known(const imc_config *c)
+{
+    apr_time_t now = apr_time_now();
+    int i, known = -1;
+
+    if (clients_lock) {
+        apr_thread_mutex_lock(clients_lock);
+        for (i = 0; i < nprobed; ++i) {
+            if (probed[i].config == c &&
+                (!probed[i].until || now < probed[i].until)) {
+                known = probed[i].cancel_on_close;
+            }
+        }
+        apr_thread_mutex_unlock(clients_lock);
+    }
+    return known;
+}
+
+/* Notes what c's server answered; for a while only when it did not
+ * answer, so that an outage does not cost every report a probe. */
+static void cancel_learnt(const imc_config *c, int known, int for_good)
+{
+    int i;
+
+    if (clients_lock) {
+        apr_thread_mutex_lock(clients_lock);
+        for (i = 0; i < nprobed && probed[i].config != c; ++i) {
+        }
+        if (i < PROBED_CONFIGS) {
+            probed[i].config = c;
+            probed[i].cancel_on_close = known;
+            probed[i].until = for_good ? 0 : apr_time_now() + PROBE_PAUSE;
+            nprobed = i == nprobed ? nprobed + 1 : nprobed;
+        }
+        apr_thread_mutex_unlock(clients_lock);
+    }
+}
+
+/*
+ * The settings that bound a report query on the server too: read-only,
+ * the time IMChallengeTimeout allows (whole seconds, at least one, so
+ * that ClickHouse stops the query no later than the module gives up on
+ * it), a memory cap, and, where the server knows it, an end when the
+ * connection closes. Asked of the server once per process.
+ */
+static const char *query_limits(idle_client *client)
+{
+    const imc_config *c = client->config;
+    apr_interval_time_t t = imc_config_timeout(c);
+    long secs = (long)apr_time_sec(t);
+    int cancel = cancel_known(c);
+
+    if (cancel < 0) {
+        apr_status_t rv;
+        imc_schema_features f;
+        imc_clickhouse_result res;
+        apr_pool_t *tmp;
+
+        apr_pool_create(&tmp, client->pool);
+        rv = imc_schema_probe(client->ch, tmp, &f, &res);
+        cancel = rv == APR_SUCCESS && f.cancel_on_close;
+        /* refused (no grant on system.settings): without, for good */
+        cancel_learnt(c, cancel,
+                      rv == APR_SUCCESS || rv == IMC_CLICKHOUSE_EREJECTED);
+        apr_pool_destroy(tmp);
+    }
+    return apr_psprintf(
+        client->pool,
+        "&readonly=2&max_execution_time=%ld"
+        "&max_memory_usage=%" APR_UINT64_T_FMT "%s",
+        secs > 0 ? secs : 1L, QUERY_MEMORY,
+        cancel > 0 ? "&cancel_http_readonly_queries_on_client_close=1" : "");
 }
 
 /* A client for c's ClickHouse: an idle one, or a new one. */
@@ -530,10 +643,12 @@ static idle_client *client_take(const imc_config *c)
     chconf.password = imc_config_password(c);
     chconf.timeout = imc_config_timeout(c);
     chconf.max_response = MAX_RESPONSE;
+    chconf.query_params = NULL;
     if (imc_clickhouse_create(&client->ch, pool, &chconf) != APR_SUCCESS) {
         apr_pool_destroy(pool);
         return NULL;
     }
+    imc_clickhouse_set_query_params(client->ch, query_limits(client));
     return client;
 }
 

@@ -66,6 +66,39 @@ apr_array_header_t *imc_schema_statements(apr_pool_t *p, const char *db)
     return stmts;
 }
 
+apr_status_t imc_schema_probe(imc_clickhouse *ch, apr_pool_t *p,
+                              imc_schema_features *features,
+                              imc_clickhouse_result *res)
+{
+    apr_status_t rv, vrv;
+
+    memset(features, 0, sizeof(*features));
+    vrv = imc_clickhouse_query(ch, p, "SELECT version()", NULL, res);
+    if (vrv != APR_SUCCESS && vrv != IMC_CLICKHOUSE_EREJECTED) {
+        return vrv;
+    }
+    if (vrv == APR_SUCCESS) {
+        features->version = imc_clickhouse_parse_version(res->body);
+    }
+    rv = imc_clickhouse_query(ch, p,
+                              "SELECT name FROM system.settings WHERE name IN "
+                              "('insert_deduplication_token', 'async_insert', "
+                              "'cancel_http_readonly_queries_on_client_close') "
+                              "FORMAT TabSeparated",
+                              NULL, res);
+    if (rv == APR_SUCCESS) {
+        features->dedup_token =
+            strstr(res->body, "insert_deduplication_token\n") != NULL;
+        features->async_insert = strstr(res->body, "async_insert\n") != NULL;
+        features->cancel_on_close =
+            strstr(res->body,
+                   "cancel_http_readonly_queries_on_client_close\n") != NULL;
+    }
+    features->refused =
+        rv == IMC_CLICKHOUSE_EREJECTED || vrv == IMC_CLICKHOUSE_EREJECTED;
+    return rv == APR_SUCCESS ? vrv : rv;
+}
+
 /* 1 when the query's single-number answer is > 0. */
 static int probe(imc_clickhouse *ch, apr_pool_t *p, const char *sql,
                  imc_clickhouse_result *res)
@@ -89,10 +122,7 @@ apr_status_t imc_schema_apply(imc_clickhouse *ch, apr_pool_t *p, const char *db,
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    features->dedup_token = probe(ch, p,
-                                  "SELECT count() FROM system.settings "
-                                  "WHERE name = 'insert_deduplication_token'",
-                                  res);
+    imc_schema_probe(ch, p, features, res);
     /* A plain MergeTree deduplicates inserts only with this table setting,
      * which older releases do not know. Not fatal: without it a resent
      * batch is stored twice, which the report's distinct counts absorb. */

@@ -9,13 +9,29 @@
 
 #include "imc_clickhouse.h"
 
-/* What the server supports, learnt while applying the schema. */
+/* What the server supports, learnt while applying the schema or by
+ * imc_schema_probe. */
 typedef struct {
-    int dedup_token; /* knows insert_deduplication_token */
+    int dedup_token;     /* knows insert_deduplication_token */
+    int async_insert;    /* knows async_insert */
+    int cancel_on_close; /* knows cancel_http_readonly_queries_on_client_close
+                          */
+    imc_clickhouse_version version;
+    int refused; /* ClickHouse refused a probe: features taken as absent */
 } imc_schema_features;
 
 /* The statements of schema.sql for database db, in order. */
 apr_array_header_t *imc_schema_statements(apr_pool_t *p, const char *db);
+
+/*
+ * The server's release and the settings above it knows (system.settings).
+ * APR_SUCCESS when both were read; IMC_CLICKHOUSE_EREJECTED when ClickHouse
+ * refused either (e.g. no grant on system.settings): what could not be
+ * read is taken as absent; other statuses: not reachable, nothing known.
+ */
+apr_status_t imc_schema_probe(imc_clickhouse *ch, apr_pool_t *p,
+                              imc_schema_features *features,
+                              imc_clickhouse_result *res);
 
 /*
  * Apply every statement (each is idempotent) and probe the server's

@@ -13,11 +13,13 @@ Run with -s to see the figures.
 import json
 import os
 import re
+import threading
 import time
 import uuid
 
 import pytest
 
+import stack
 from faults_util import (HttpProxy, LoadGen, answered_status, deliverer_pid,
                          metric, new_id, poll, report_totals,
                          serving_children, status, stored_pairs, tmpfs,
@@ -341,14 +343,14 @@ def test_failover_across_urls(clickhouse, make_httpd, error_log_allow):
 
 def newer_clickhouse(plan):
     """Policy and rewrite of a proxy that makes ClickHouse 18.16 look like
-    a release with insert_deduplication_token: the feature probe answers
-    1, the token is taken off the INSERT (and recorded) before it is
+    a release with insert_deduplication_token: the settings probe names
+    it, the token is taken off the INSERT (and recorded) before it is
     forwarded."""
     inner = insert_policy(plan)
 
     def policy(req):
         if "'insert_deduplication_token'" in req.sql:
-            return ("answer", 200, "1\n")
+            return ("answer", 200, "insert_deduplication_token\n")
         if "'non_replicated_deduplication_window'" in req.sql:
             return ("answer", 200, "0\n")
         return inner(req)
@@ -851,10 +853,299 @@ def test_dead_writers_segment_with_torn_tail(make_clickhouse, make_httpd):
     ch.start()
     h.start()
     want = acked | adopted
-    poll("complete records stored", lambda: want <= {
-        c for c, _ in stored_pairs(ch, site)}, 30, 0.25)
+
+    def stored():
+        try:
+            return {c for c, _ in stored_pairs(ch, site)}
+        except stack.StackError:  # the schema is not there yet
+            return set()
+    poll("complete records stored", lambda: want <= stored(), 30, 0.25)
     poll("the dead segment removed", lambda: dead not in spool_files(h), 15)
     stored = {c for c, _ in stored_pairs(ch, site)}
     assert stored == want and not stored & torn
     print("\n[torn tail] acknowledged %d + adopted %d stored, %d torn "
           "dropped" % (len(acked), len(adopted), len(torn)))
+
+
+# ------------------------------------------- current releases' HTTP (§11)
+
+# An exception ClickHouse writes after a 200 began, as each release does.
+LATE_EXCEPTIONS = {
+    "18.16": ("Code: 395, e.displayText() = DB::Exception: Value passed to "
+              "'throwIf' function is non zero, e.what() = DB::Exception\n"),
+    "24.8": ("Code: 241. DB::Exception: Memory limit (for query) exceeded. "
+             "(MEMORY_LIMIT_EXCEEDED) (version 24.8.4.13 (official build))\n"),
+    "25.11": ("__exception__PU1FNUFH98\nCode: 395. DB::Exception: Value "
+              "passed to 'throwIf' function is non-zero. "
+              "(FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)\n"
+              "120 PU1FNUFH98__exception__\n"),
+}
+REPORT_FAILED = r"IMC00401: report query failed"
+
+
+def is_report_query(req):
+    return "uniqExactIf" in req.sql
+
+
+@pytest.mark.parametrize("release", sorted(LATE_EXCEPTIONS))
+def test_report_with_an_exception_after_200_is_502(clickhouse, make_httpd,
+                                                    error_log_allow, release):
+    """ClickHouse began a 200 and then failed: the report answers 502,
+    never the rows that came before the exception; every query asked
+    ClickHouse to hold its answer until the end (wait_end_of_query)."""
+    error_log_allow.append(REPORT_FAILED)
+    rows = "20000\t%s\t5\t2\n" % new_id()
+
+    def policy(req):
+        if is_report_query(req):
+            return ("answer", 200, rows + LATE_EXCEPTIONS[release])
+        return "forward"
+    with HttpProxy(clickhouse, policy) as px:
+        h = make_httpd(clickhouse=px.url, directives=FAST)
+        r = h.get("api/report", timeout=30)
+        assert r.status_code == 502, (r.status_code, r.text[:300])
+        assert "rows" not in r.text and "throwIf" not in r.text
+        queries = [q for q in px.requests if not q.is_insert
+                   and q.path == "/" and q.sql]
+    assert any(is_report_query(q) for q in queries)
+    assert all(q.params.get("wait_end_of_query") == "1" for q in queries), [
+        (q.sql[:40], q.params) for q in queries]
+
+
+def test_insert_with_an_exception_in_its_200_is_not_delivered(
+        clickhouse, make_httpd, error_log_allow):
+    """An INSERT answered 200 with an exception in the body did not
+    deliver: the batch stays in the spool and is sent again, as it was."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    late = ("answer", 200, "Code: 252. DB::Exception: Too many parts (300)"
+            ". (TOO_MANY_PARTS) (version 24.8.4.13)\n")
+    with HttpProxy(clickhouse, insert_policy(
+            lambda n: late if n < 2 else "forward")) as px:
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives=FAST)
+        failed = batches(h, "failed")
+        site = new_id()
+        cids = [new_id() for _ in range(5)]
+        body = "\n".join(
+            '{"time":"%sT12:00:00Z","type":"serve","correlation_id":"%s",'
+            '"site_id":"%s"}' % (DAY_TEXT, c, site) for c in cids)
+        r = h.post("api/event", data=body,
+                   headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 202, r.text
+        poll("the events in ClickHouse", lambda: set(
+            stored_pairs(clickhouse, site)) == {(c, "serve") for c in cids})
+        inserts = px.inserts()
+    late_ones = [x for x in inserts if isinstance(x.action, tuple)]
+    assert len(late_ones) == 2
+    assert batches(h, "failed") - failed >= 2
+    assert batches(h, "quarantined") == 0
+    assert any(x.action == "forward" and x.body == late_ones[0].body
+               for x in inserts)
+    assert sum(stored_pairs(clickhouse, site).values()) == len(cids)
+
+
+DAY_TEXT = "2026-11-28"
+NEWER = "26.7.2.1"
+NEWER_SETTINGS = ("insert_deduplication_token\nasync_insert\n"
+                  "cancel_http_readonly_queries_on_client_close\n")
+# What 18.16 does not know: taken off before a request is forwarded.
+NEWER_ONLY = ("insert_deduplication_token", "async_insert",
+              "cancel_http_readonly_queries_on_client_close")
+
+
+def current_release(plan):
+    """Policy and rewrite of a proxy that makes 18.16 look like 26.7:
+    version() and the settings probe are answered by the proxy, settings
+    18.16 does not know are taken off (after they were recorded)."""
+    inner = insert_policy(plan)
+
+    def policy(req):
+        if req.sql.strip() == "SELECT version()":
+            return ("answer", 200, NEWER + "\n")
+        if "FROM system.settings" in req.sql:
+            return ("answer", 200, NEWER_SETTINGS)
+        if "'non_replicated_deduplication_window'" in req.sql:
+            return ("answer", 200, "0\n")
+        return inner(req)
+
+    def rewrite(req):
+        target = req.target
+        for name in NEWER_ONLY:
+            target = re.sub(r"&%s=[^&]*" % name, "", target)
+        return target, req.body
+    return policy, rewrite
+
+
+def test_current_release_inserts_are_synchronous_and_logical_error_retried(
+        clickhouse, make_httpd, error_log_allow):
+    """Against a release that knows async_insert, every INSERT carries
+    async_insert=0; its LOGICAL_ERROR (49, a server bug there) is retried,
+    never quarantined, while on 18.16 code 49 still is an unknown Enum
+    element (test_quarantine_of_a_batch_clickhouse_never_takes)."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    bug = ("answer", 500, "Code: 49. DB::Exception: Logical error: 'x'. "
+           "(LOGICAL_ERROR) (version %s)\n" % NEWER)
+    policy, rewrite = current_release(lambda n: bug if n < 2 else "forward")
+    with HttpProxy(clickhouse, policy, rewrite) as px:
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives=FAST)
+        site, cid = new_id(), new_id()
+        r = h.post("api/event", json={
+            "time": DAY_TEXT + "T12:00:00Z", "type": "serve",
+            "correlation_id": cid, "site_id": site})
+        assert r.status_code == 202, r.text
+        poll("the event in ClickHouse",
+             lambda: (cid, "serve") in stored_pairs(clickhouse, site))
+        inserts = px.inserts()
+        # The report's queries carry cancel-on-close where it is known.
+        assert h.get("api/report", timeout=30).status_code == 200
+        reports = [q for q in px.requests if is_report_query(q)]
+    assert len(inserts) >= 3
+    assert all(x.params.get("async_insert") == "0" for x in inserts)
+    assert all(x.token for x in inserts)
+    assert [x.action for x in inserts[:2]] == [bug, bug]
+    assert batches(h, "quarantined") == 0
+    assert not (h.spool_dir / "failed").exists() or not list(
+        (h.spool_dir / "failed").iterdir())
+    assert reports and all(q.params.get(
+        "cancel_http_readonly_queries_on_client_close") == "1"
+        for q in reports)
+
+
+def test_nothing_newer_is_sent_to_18_16(clickhouse, make_httpd):
+    """18.16 refuses settings it does not know: its INSERTs carry neither
+    async_insert nor a token, its report queries no cancel-on-close, but
+    the report's bounds (readonly, time, memory)."""
+    with HttpProxy(clickhouse) as px:
+        h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                       directives="IMChallengeTimeout 3s")
+        site = new_id()
+        r = h.post("api/event?wait=1", json={
+            "time": DAY_TEXT + "T12:00:00Z", "type": "serve",
+            "correlation_id": new_id(), "site_id": site})
+        assert r.status_code == 201, r.text
+        assert h.get("api/report", timeout=30).status_code == 200
+        inserts = px.inserts()
+        reports = [q for q in px.requests if is_report_query(q)]
+    assert inserts and reports
+    for x in inserts:
+        assert not set(x.params) & set(NEWER_ONLY), x.params
+    for q in reports:
+        assert not set(q.params) & set(NEWER_ONLY), q.params
+        assert q.params["readonly"] == "2"
+        assert q.params["max_execution_time"] == "3"
+        assert q.params["max_memory_usage"] == str(1 << 30)
+        assert q.params["wait_end_of_query"] == "1"
+
+
+def test_slow_report_query_is_stopped_by_clickhouse(clickhouse, make_httpd,
+                                                    error_log_allow):
+    """A report query that would run for ever (an events view over
+    system.numbers) is ended by ClickHouse itself at max_execution_time,
+    the whole seconds of IMChallengeTimeout: TIMEOUT_EXCEEDED, 504, and
+    nothing of it keeps running on the server."""
+    error_log_allow.append(REPORT_FAILED)
+    db = "imc_slow_" + uuid.uuid4().hex[:10]
+    clickhouse.query("CREATE DATABASE %s" % db)
+    clickhouse.query(
+        "CREATE VIEW %s.events AS SELECT toDateTime('2026-11-28 12:00:00', "
+        "'UTC') AS time, 'serve' AS type, toUUID('%s') AS correlation_id, "
+        "toUUID('%s') AS site_id FROM system.numbers"
+        % (db, new_id(), new_id()))
+
+    def running():
+        return int(clickhouse.scalar(
+            "SELECT count() FROM system.processes WHERE query LIKE "
+            "'%%uniqExactIf%%' AND query LIKE '%%%s.events%%' AND query "
+            "NOT LIKE '%%system.processes%%'" % db))
+    try:
+        with HttpProxy(clickhouse) as px:
+            h = make_httpd(clickhouse=px.url, directives=(
+                "IMChallengeDatabase %s\nIMChallengeCreateSchema Off\n"
+                "IMChallengeTimeout 2500ms" % db))
+            t0 = time.monotonic()
+            r = h.get("api/report", timeout=30)
+            elapsed = time.monotonic() - t0
+            assert r.status_code == 504, (r.status_code, r.text[:200])
+            query = [q for q in px.requests if is_report_query(q)][-1]
+            assert query.params["max_execution_time"] == "2"
+            poll("the proxy to get ClickHouse's answer",
+                 lambda: getattr(query, "answer", None), 10)
+        assert answered_status(query) == 500
+        assert b"Code: 159" in query.answer  # TIMEOUT_EXCEEDED
+        assert elapsed < 5, elapsed
+        assert running() == 0
+        print("\n[slow report] 504 after %.2f s, ClickHouse ended the query "
+              "with TIMEOUT_EXCEEDED" % elapsed)
+    finally:
+        clickhouse.query("KILL QUERY WHERE query LIKE '%%uniqExactIf%%%s.events"
+                         "%%' SYNC" % db)
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+
+
+def test_report_failed_over_after_its_listing_is_not_cached(
+        clickhouse, make_httpd, error_log_allow):
+    """The report lists the parts on the first URL, which then hangs; its
+    query times out there and is answered by the second. Those rows are of
+    another server than the listing's fingerprints: the report is right,
+    and nothing of it is cached (the next report asks for every day)."""
+    from report_cache_util import Client, days_metric, delta
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    db = "imc_fo_" + uuid.uuid4().hex[:10]
+    site = new_id()
+    closed = threading.Event()
+
+    def policy(req):
+        if closed.is_set():
+            return "hang"  # past IMChallengeTimeout: the next URL
+        if "system.parts" in req.sql:
+            closed.set()
+        return "forward"
+    a = HttpProxy(clickhouse, policy)
+    b = HttpProxy(clickhouse)
+    try:
+        h = make_httpd(clickhouse=[a.url, b.url], batch_delay="100ms",
+                       directives="IMChallengeDatabase %s\n%s" % (db, FAST))
+        for day in ("2026-11-27", "2026-11-28"):
+            r = h.post("api/event?wait=1", json={
+                "time": day + "T12:00:00Z", "type": "serve",
+                "correlation_id": new_id(), "site_id": site})
+            assert r.status_code == 201, r.text
+        time.sleep(1.2)  # no part of the current second is ever cached
+        flt = "site_id='%s'" % site
+        with Client(h) as c:
+            before = days_metric(h)
+            first = c.report(flt)
+            assert first.status_code == 200, first.text
+            assert closed.is_set()
+            assert first.json()["totals"]["served"] == 2
+            assert [q for q in b.requests if is_report_query(q)]
+            second = c.report(flt)
+            assert second.json() == first.json()
+            d = delta(before, days_metric(h))
+            # Nothing stored by the first: the second asked for both days.
+            assert d["cache"] == 0, d
+            third = c.report(flt)  # one server throughout: cached now
+            assert third.json() == first.json()
+            assert delta(before, days_metric(h))["cache"] >= 2
+    finally:
+        a.close()
+        b.close()
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+
+
+def test_environment_proxy_is_not_used(clickhouse, make_httpd):
+    """http_proxy / ALL_PROXY in httpd's environment, pointing at a dead
+    port: the module goes straight to ClickHouse all the same."""
+    dead = "http://127.0.0.1:%d/" % stack.free_port()
+    env = {name: dead for name in ("http_proxy", "HTTP_PROXY", "https_proxy",
+                                   "HTTPS_PROXY", "all_proxy", "ALL_PROXY")}
+    env.update(no_proxy="", NO_PROXY="")
+    h = make_httpd(env=env, batch_delay="100ms")
+    site = new_id()
+    r = h.post("api/event?wait=1", json={
+        "time": DAY_TEXT + "T12:00:00Z", "type": "serve",
+        "correlation_id": new_id(), "site_id": site})
+    assert r.status_code == 201, r.text
+    assert sum(stored_pairs(clickhouse, site).values()) == 1
+    assert h.get("api/report", timeout=30).status_code == 200

@@ -674,7 +674,9 @@ def test_long_valid_report_filter_is_answered(httpd):
 # Lines a server writes while ClickHouse refuses its credentials.
 AUTH_REFUSED = [r"IMC00302: cannot apply the schema",
                 r"IMC00304: delivery of \d+ events to .* failed",
-                r"IMC00401: report query failed"]
+                r"IMC00401: report query failed",
+                r"IMC00600: ClickHouse at .* refuses the module's queries",
+                r"IMC00602: ClickHouse refused the report's listing"]
 
 
 def _everything_a_client_sees(h):
@@ -770,6 +772,19 @@ def test_password_in_a_refused_url_is_not_echoed(httpd):
     token = "S3cr3t" + new_id().replace("-", "")
     rc, out = httpd.configtest("IMChallengeClickHouse http://imc:%s@127.0.0.1"
                                ":1/" % token)
+    assert rc != 0 and "IMChallengeClickHouse" in out, out
+    assert token not in out
+
+
+@pytest.mark.parametrize("form", ["http:/imc:%s@127.0.0.1:1/",
+                                  "http:imc:%s@127.0.0.1:1/",
+                                  "http://127.0.0.1:1/?password=%s",
+                                  "http://127.0.0.1:1/?user=imc&password=%s"])
+def test_password_in_other_url_forms_is_not_echoed(httpd, form):
+    """Forms apr_uri_parse finds no userinfo in: apache2 -t names the
+    directive and shows nothing of the value."""
+    token = "S3cr3t" + new_id().replace("-", "")
+    rc, out = httpd.configtest("IMChallengeClickHouse " + form % token)
     assert rc != 0 and "IMChallengeClickHouse" in out, out
     assert token not in out
 

@@ -531,3 +531,43 @@ def test_readiness_needs_a_writable_spool(make_httpd, error_log_allow):
         h.spool_dir.chmod(mode)
     assert _ready(h)[0] == 200
     assert status(h)["spool_writable"] is True
+
+
+REFUSED_LOG = [r"IMC00600: ClickHouse at .* refuses the module's queries",
+               r"IMC00302: cannot apply the schema",
+               r"IMC00304: delivery of \d+ events to .* failed"]
+
+
+def test_readiness_needs_clickhouse_to_accept_the_credentials(
+        make_httpd, clickhouse, workbase, error_log_allow):
+    """ClickHouse answers /ping (which takes no credentials) but refuses
+    the module's user: /readyz stays 503, and says so once in the log;
+    with the right password it is ready and delivers."""
+    error_log_allow.extend(REFUSED_LOG)
+    pwfile = workbase / ("wrong-%s.password" % uuid.uuid4())
+    pwfile.write_text("not-the-password\n")
+    pwfile.chmod(0o600)
+    h = make_httpd(batch_delay="50ms", directives=(
+        "IMChallengeClickHouseUser %s\nIMChallengeClickHousePasswordFile %s\n"
+        "IMChallengeTimeout 2s" % (clickhouse.imc_user, pwfile)))
+    site = str(uuid.uuid4())
+    assert h.post("api/event", json=events(site, 1),
+                  timeout=5).status_code == 202
+    assert clickhouse.ping()
+    poll("the refusal in the error log", lambda: "IMC00600" in h.error_log(),
+         15, 0.2)
+    deadline = time.monotonic() + 7  # past IMC_DELIVER_READY_WINDOW (5 s)
+    while time.monotonic() < deadline:
+        code, body = _ready(h)
+        assert code == 503, body
+        time.sleep(0.25)
+    assert "ClickHouse" in body["reason"]
+    assert status(h)["clickhouse_reachable"] is False
+    assert h.error_log().count("IMC00600") == 1  # once, not every second
+    pwfile.write_text(clickhouse.imc_password + "\n")
+    h.graceful()
+    poll("/readyz 200 with the right password",
+         lambda: _ready(h)[0] == 200, 20, 0.2)
+    poll("the event delivered", lambda: clickhouse.scalar(
+        "SELECT count() FROM imchallenge.events WHERE site_id = '%s'"
+        % site) == "1", 40, 0.2)

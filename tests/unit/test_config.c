@@ -213,6 +213,32 @@ START_TEST(password_file)
 }
 END_TEST
 
+/* A refused ClickHouse URL that may hold a secret is never echoed,
+ * whichever way the secret is written; one that cannot is. */
+START_TEST(url_secret_never_echoed)
+{
+    static const char *cases[] = {"http://user:s3cret@127.0.0.1:8123/",
+                                  "http:/user:s3cret@127.0.0.1/",
+                                  "http:user:s3cret@127.0.0.1/",
+                                  "http://127.0.0.1:8123/?password=s3cret",
+                                  "http://127.0.0.1/#s3cret",
+                                  "s3cret@127.0.0.1"};
+    server_rec *s = new_server();
+    const char *err;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        err = directive(s, "IMChallengeClickHouse", cases[i]);
+        ck_assert_msg(err != NULL, "%s accepted", cases[i]);
+        ck_assert_msg(strstr(err, "s3cret") == NULL, "'%s' echoes it", err);
+        ck_assert_msg(strstr(err, "IMChallengeClickHouse") != NULL, "%s", err);
+    }
+    err = directive(s, "IMChallengeClickHouse", "ftp://10.1.2.3/");
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err, "ftp://10.1.2.3/"));
+}
+END_TEST
+
 /* A virtual host inherits what it does not set and overrides what it
  * sets; URLs accumulate in order for fail-over. */
 START_TEST(merge)
@@ -256,6 +282,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, values);
     tcase_add_test(tc, bad_values);
     tcase_add_test(tc, password_file);
+    tcase_add_test(tc, url_secret_never_echoed);
     tcase_add_test(tc, merge);
     tcase_add_test(tc, cors);
     suite_add_tcase(s, tc);
