@@ -191,42 +191,61 @@ static const char *day_expr(apr_pool_t *p, const report_args *a)
     return apr_psprintf(p, "toDate(time, '%s')", a->tz);
 }
 
-/* The condition "the day is in [first, last]" (YYYY-MM-DD, either may be
- * NULL: open). It also bounds time, with a margin for zone offsets and
- * DST, so that ClickHouse skips the months outside; the day conditions
- * keep it exact. */
+/* The condition "the day is in [first, last]" (day numbers, either may be
+ * IMC_RCACHE_NO_DAY: open). It also bounds time, so that ClickHouse skips
+ * the months outside, with bounds computed here as plain numbers: a
+ * ClickHouse expression such as toDateTime('1970-01-01 00:00:00', tz) -
+ * 7200 wraps around to 2106 east of UTC-2 and matches nothing. The day
+ * conditions keep it exact. The range is recorded in plan (when not NULL)
+ * as one the query covers. */
 static const char *days_sql(apr_pool_t *p, const report_args *a,
-                            const char *first, const char *last)
+                            imc_rcache_plan *plan, int first, int last)
 {
     const char *day = day_expr(p, a);
+    apr_int64_t lo, hi;
 
-    return apr_pstrcat(
-        p, "(1",
-        first ? apr_pstrcat(p, " AND ", day, " >= toDate('", first,
-                            "') AND time >= toDateTime('", first,
-                            " 00:00:00', '", a->tz, "') - 7200", NULL)
-              : "",
-        last ? apr_pstrcat(p, " AND ", day, " <= toDate('", last,
-                           "') AND time < toDateTime('", last, " 00:00:00', '",
-                           a->tz, "') + 97200", NULL)
-             : "",
-        ")", NULL);
+    imc_rcache_day_bounds(first, last, &lo, &hi);
+    if (plan) {
+        imc_rcache_plan_covers(plan, first, last);
+    }
+    return apr_pstrcat(p, "(1",
+                       first != IMC_RCACHE_NO_DAY
+                           ? apr_psprintf(p,
+                                          " AND %s >= toDate('%s') AND time >= "
+                                          "toDateTime(%" APR_INT64_T_FMT ")",
+                                          day, imc_rcache_day_text(p, first),
+                                          lo)
+                           : "",
+                       last != IMC_RCACHE_NO_DAY
+                           ? apr_psprintf(p,
+                                          " AND %s <= toDate('%s') AND time <= "
+                                          "toDateTime(%" APR_INT64_T_FMT ")",
+                                          day, imc_rcache_day_text(p, last), hi)
+                           : "",
+                       ")", NULL);
+}
+
+static int day_or_open(const char *ymd)
+{
+    return ymd ? imc_rcache_day_number(ymd) : IMC_RCACHE_NO_DAY;
 }
 
 /* The query: exact distinct correlation ids per (day, site), days as
  * numbers (ClickHouse's Date), over the report's from / to or, when
- * ranges is not NULL, over those day ranges only. (Grouping by the Date
- * and UUID in a subquery and making text of the result rows only measured
- * no faster on 18.16: the distinct counts dominate.) */
+ * ranges is not NULL, over those day ranges only; the ranges it covers
+ * are recorded in plan (when not NULL). (Grouping by the Date and UUID in
+ * a subquery and making text of the result rows only measured no faster
+ * on 18.16: the distinct counts dominate.) */
 static const char *build_sql(apr_pool_t *p, const imc_config *c,
                              const report_args *a, const char *where,
-                             const apr_array_header_t *ranges)
+                             const apr_array_header_t *ranges,
+                             imc_rcache_plan *plan)
 {
     const char *days;
     int i;
 
     if (!ranges) {
-        days = days_sql(p, a, a->from, a->to);
+        days = days_sql(p, a, plan, day_or_open(a->from), day_or_open(a->to));
     } else {
         days = "(0";
         for (i = 0; i < ranges->nelts; ++i) {
@@ -234,9 +253,7 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
                 &APR_ARRAY_IDX(ranges, i, imc_rcache_range);
 
             days = apr_pstrcat(p, days, " OR ",
-                               days_sql(p, a, imc_rcache_day_text(p, rg->first),
-                                        imc_rcache_day_text(p, rg->last)),
-                               NULL);
+                               days_sql(p, a, plan, rg->first, rg->last), NULL);
         }
         days = apr_pstrcat(p, days, ")", NULL);
     }
@@ -356,16 +373,17 @@ static int clickhouse_error(request_rec *r, apr_status_t rv,
                                      : "the database is unreachable");
 }
 
-/* Runs the report's query over ranges (NULL: from / to) into *rows. */
+/* Runs the report's query over ranges (NULL: from / to) into *rows; plan
+ * (when not NULL) learns which days it covered. */
 static apr_status_t query_rows(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
                                const char *where,
                                const apr_array_header_t *ranges,
-                               apr_array_header_t **rows,
+                               imc_rcache_plan *plan, apr_array_header_t **rows,
                                imc_clickhouse_result *res)
 {
     apr_status_t rv = imc_clickhouse_query(
-        ch, r->pool, build_sql(r->pool, c, a, where, ranges), NULL, res);
+        ch, r->pool, build_sql(r->pool, c, a, where, ranges, plan), NULL, res);
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
     if (rv == APR_SUCCESS) {
@@ -487,7 +505,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     }
     fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
     if ((!ranges || ranges->nelts) &&
-        (rv = query_rows(r, c, a, ch, where, ranges, &fresh, res)) !=
+        (rv = query_rows(r, c, a, ch, where, ranges, plan, &fresh, res)) !=
             APR_SUCCESS) {
         return rv;
     }
@@ -580,7 +598,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
         rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
     }
     if (rv == APR_SUCCESS && !rows) {
-        rv = query_rows(r, c, a, client->ch, where, NULL, &rows, &res);
+        rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
     }
     client_give_back(client);
     if (rv != APR_SUCCESS) {
