@@ -410,7 +410,9 @@ static int mentions(const char *s, const char *word)
 /* The events table's active parts, with the days of their first and last
  * events in the report's zone, into *parts. A part's first and last times
  * are those of the partition key's time column, so they are the events'
- * only with a key on time alone (conf/schema.sql: toYYYYMM(time)). *parts
+ * only with a key on time alone (conf/schema.sql: toYYYYMM(time)): the
+ * partition key alone decides (a part at the epoch, or one a mutation
+ * emptied, has a first time of 0 and is one like any other). *parts
  * is NULL when the cache cannot tell the days apart: another partition
  * key, no parts here (an empty table, or a Distributed one, whose parts
  * are on the shards), or ClickHouse refused to list them. The report then
@@ -424,13 +426,13 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     const char *sql = apr_pstrcat(
         r->pool, "SELECT toUInt16(toDate(min_time, '", a->tz,
         "')), toUInt16(toDate(max_time, '", a->tz,
-        "')), cityHash64(name, rows, modification_time), toUInt32(min_time), "
+        "')), cityHash64(name, rows, modification_time), "
         "modification_time >= now(), "
         "(SELECT partition_key FROM system.tables WHERE database = '",
         db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
         "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
     apr_array_header_t *list;
-    char *line, *last, *f[6];
+    char *line, *last, *f[5];
     apr_status_t rv;
 
     *parts = NULL;
@@ -451,15 +453,15 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
          line = apr_strtok(NULL, "\n", &last)) {
         imc_rcache_part *part;
 
-        if (split_tabs(line, f, 6) != 6 || !strcmp(f[3], "0") ||
-            !mentions(f[5], "time") || mentions(f[5], "received_at")) {
+        if (split_tabs(line, f, 5) != 5 || !mentions(f[4], "time") ||
+            mentions(f[4], "received_at")) {
             return APR_SUCCESS;
         }
         part = apr_array_push(list);
         part->first = atoi(f[0]);
         part->last = atoi(f[1]);
         part->id = (apr_uint64_t)strtoull(f[2], NULL, 10); /* a UInt64 */
-        part->recent = !strcmp(f[4], "1");
+        part->recent = !strcmp(f[3], "1");
     }
     *parts = list->nelts ? list : NULL;
     return APR_SUCCESS;

@@ -632,6 +632,31 @@ def test_epoch_event_and_17_late_days(rc, table):
             check_ch(rep, events, tz=tz)  # and from the cache
 
 
+def test_an_event_at_the_epoch_keeps_the_cache_on(rc, table):
+    # A part whose first event is at 1970-01-01T00:00:00Z lists min_time
+    # 0: the cache is still used, for every day (the partition key alone
+    # decides).
+    A = new_id()
+    D = days("2025-07-14", 3)
+    events = table.insert_days(D, lambda day: procedures(day, A, 2, 1))
+    epoch = [at(EPOCH, "00:00:00", "serve", new_id(), A)]
+    post_events(rc.h, epoch)
+    events += epoch
+    assert rc.ch.scalar(
+        "SELECT min(toUInt32(min_time)) FROM system.parts WHERE database = "
+        "'%s' AND table = 'events' AND active" % rc.db) == "0"
+    table.settle()
+    with Reports(rc.h) as rep:  # one connection: one cache
+        for tz in ("UTC", "Asia/Tokyo"):
+            m0 = days_metric(rc.h)
+            check_ch(rep, events, tz=tz)
+            m1 = days_metric(rc.h)
+            assert delta(m0, m1) == {"cache": 0, "clickhouse": len(D) + 1}
+            check_ch(rep, events, tz=tz)
+            assert delta(m1, days_metric(rc.h)) == {"cache": len(D) + 1,
+                                                    "clickhouse": 0}
+
+
 # ---------------------------------------------------------------- fallback
 
 
