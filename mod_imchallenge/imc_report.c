@@ -266,40 +266,129 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
         " GROUP BY day, site ORDER BY day, site FORMAT TabSeparated", NULL);
 }
 
-/* Splits a TabSeparated line into at most n fields; returns how many. */
+/* The next line of a TabSeparated answer at *pos, cut at its '\n' in
+ * place; NULL at the answer's end, or when its last line has no '\n' (it
+ * was cut short: *cut is then set). */
+static char *next_line(char **pos, int *cut)
+{
+    char *line = *pos, *nl;
+
+    if (!*line) {
+        return NULL;
+    }
+    if (!(nl = strchr(line, '\n'))) {
+        *cut = 1;
+        return NULL;
+    }
+    *nl = '\0';
+    *pos = nl + 1;
+    return line;
+}
+
+/* Splits a TabSeparated line in place into its fields, empty ones
+ * included, keeping at most n; returns how many it has. */
 static int split_tabs(char *line, char **fields, int n)
 {
-    char *last, *f;
+    char *tab;
     int i = 0;
 
-    for (f = apr_strtok(line, "\t", &last); f && i < n;
-         f = apr_strtok(NULL, "\t", &last)) {
-        fields[i++] = f;
+    for (;;) {
+        if (i < n) {
+            fields[i] = line;
+        }
+        ++i;
+        if (!(tab = strchr(line, '\t'))) {
+            return i;
+        }
+        *tab = '\0';
+        line = tab + 1;
     }
-    return i;
+}
+
+/* A decimal number of at most max into *out; 0 unless s is only digits. */
+static int parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
+{
+    apr_uint64_t v = 0;
+
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; ++s) {
+        if (*s < '0' || *s > '9' || v > (max - (apr_uint64_t)(*s - '0')) / 10) {
+            return 0;
+        }
+        v = v * 10 + (apr_uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* A site_id as ClickHouse writes a UUID: 36 lower-case hex digits and
+ * dashes. */
+static int parse_site(const char *s)
+{
+    apr_size_t i;
+
+    for (i = 0; s[i]; ++i) {
+        if (!(i == 8 || i == 13 || i == 18 || i == 23
+                  ? s[i] == '-'
+                  : apr_isdigit(s[i]) || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return i == IMC_RCACHE_SITE_LEN;
+}
+
+/* An answer of ClickHouse that is not what the query asks for: a line
+ * that does not parse, as when an exception is written into a 200 answer
+ * after its first rows, or an answer cut short. Never shown, never kept. */
+#define EMALFORMED (APR_OS_START_USERERR + 40)
+
+/* Logs the malformed line lineno of an answer (its text with the tabs
+ * split_tabs took out, for the log only) and returns EMALFORMED. */
+static apr_status_t malformed(request_rec *r, const char *what, int lineno,
+                              char *line, const char *end)
+{
+    char *c;
+
+    for (c = line; end && c < end; ++c) {
+        if (!*c) {
+            *c = '\t';
+        }
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                  IMC_LOGNO(00420) "report: malformed line %d in "
+                                   "ClickHouse's answer to the %s: %.200s",
+                  lineno, what, line ? line : "(cut short)");
+    return EMALFORMED;
 }
 
 /* Parses ClickHouse's TabSeparated answer: day (a number), site, served,
- * solved. */
-static apr_array_header_t *parse_rows(apr_pool_t *p, char *body)
+ * solved, into *rows. Any line that does not parse fails it all. */
+static apr_status_t parse_rows(request_rec *r, char *body,
+                               apr_array_header_t **rows)
 {
-    apr_array_header_t *rows = apr_array_make(p, 64, sizeof(imc_rcache_row));
-    char *line, *last, *f[4];
+    char *pos = body, *line, *f[4];
+    int lineno = 0, cut = 0;
+    apr_uint64_t day;
 
-    for (line = apr_strtok(body, "\n", &last); line;
-         line = apr_strtok(NULL, "\n", &last)) {
-        imc_rcache_row *row;
+    *rows = apr_array_make(r->pool, 64, sizeof(imc_rcache_row));
+    while ((line = next_line(&pos, &cut)) != NULL) {
+        imc_rcache_row *row = apr_array_push(*rows);
+        char *end = line + strlen(line);
 
-        if (split_tabs(line, f, 4) != 4) {
-            continue;
+        ++lineno;
+        if (split_tabs(line, f, 4) != 4 || !parse_uint(f[0], 65535, &day) ||
+            !parse_site(f[1]) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &row->served) ||
+            !parse_uint(f[3], APR_UINT64_MAX, &row->solved)) {
+            return malformed(r, "report query", lineno, line, end);
         }
-        row = apr_array_push(rows);
-        row->day = atoi(f[0]);
+        row->day = (int)day;
         row->site = f[1];
-        row->served = (apr_uint64_t)apr_strtoi64(f[2], NULL, 10);
-        row->solved = (apr_uint64_t)apr_strtoi64(f[3], NULL, 10);
     }
-    return rows;
+    return cut ? malformed(r, "report query", lineno + 1, NULL, NULL)
+               : APR_SUCCESS;
 }
 
 static const char *rate(apr_pool_t *p, apr_uint64_t served, apr_uint64_t solved,
@@ -357,6 +446,10 @@ static void render_csv(request_rec *r, apr_array_header_t *rows)
 static int clickhouse_error(request_rec *r, apr_status_t rv,
                             const imc_clickhouse_result *res)
 {
+    if (rv == EMALFORMED) { /* logged by malformed() */
+        return imc_http_error(r, HTTP_BAD_GATEWAY,
+                              "the database's answer could not be read");
+    }
     int status = APR_STATUS_IS_TIMEUP(rv)         ? HTTP_GATEWAY_TIME_OUT
                  : rv == APR_ECONNREFUSED         ? HTTP_SERVICE_UNAVAILABLE
                  : rv == IMC_CLICKHOUSE_EREJECTED ? HTTP_BAD_GATEWAY
@@ -387,7 +480,7 @@ static apr_status_t query_rows(request_rec *r, const imc_config *c,
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
     if (rv == APR_SUCCESS) {
-        *rows = parse_rows(r->pool, (char *)res->body);
+        rv = parse_rows(r, (char *)res->body, rows);
     }
     return rv;
 }
@@ -416,7 +509,7 @@ static int mentions(const char *s, const char *word)
  * is NULL when the cache cannot tell the days apart: another partition
  * key, no parts here (an empty table, or a Distributed one, whose parts
  * are on the shards), or ClickHouse refused to list them. The report then
- * runs without the cache. */
+ * runs without the cache. A line that does not parse fails the report. */
 static apr_status_t table_parts(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
                                 apr_array_header_t **parts,
@@ -432,7 +525,8 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
         db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
         "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
     apr_array_header_t *list;
-    char *line, *last, *f[5];
+    char *pos, *line, *f[5];
+    int lineno = 0, cut = 0, usable = 1;
     apr_status_t rv;
 
     *parts = NULL;
@@ -448,22 +542,30 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     if (rv != APR_SUCCESS) {
         return rv;
     }
+    pos = (char *)res->body;
     list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    for (line = apr_strtok((char *)res->body, "\n", &last); line;
-         line = apr_strtok(NULL, "\n", &last)) {
-        imc_rcache_part *part;
+    while ((line = next_line(&pos, &cut)) != NULL) {
+        imc_rcache_part *part = apr_array_push(list);
+        char *end = line + strlen(line);
+        apr_uint64_t first, last;
 
-        if (split_tabs(line, f, 5) != 5 || !mentions(f[4], "time") ||
-            mentions(f[4], "received_at")) {
-            return APR_SUCCESS;
+        ++lineno;
+        if (split_tabs(line, f, 5) != 5 || !parse_uint(f[0], 65535, &first) ||
+            !parse_uint(f[1], 65535, &last) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
+            (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
+            return malformed(r, "parts list", lineno, line, end);
         }
-        part = apr_array_push(list);
-        part->first = atoi(f[0]);
-        part->last = atoi(f[1]);
-        part->id = (apr_uint64_t)strtoull(f[2], NULL, 10); /* a UInt64 */
+        part->first = (int)first;
+        part->last = (int)last;
         part->recent = !strcmp(f[3], "1");
+        usable =
+            usable && mentions(f[4], "time") && !mentions(f[4], "received_at");
     }
-    *parts = list->nelts ? list : NULL;
+    if (cut) {
+        return malformed(r, "parts list", lineno + 1, NULL, NULL);
+    }
+    *parts = usable && list->nelts ? list : NULL;
     return APR_SUCCESS;
 }
 

@@ -31,10 +31,10 @@ from types import SimpleNamespace
 import pytest
 
 import stack
-from report_cache_util import (Client, CountingRelay, Reports, Table,
-                               days_metric, delta)
-from report_util import (assert_report, csv_lines, event, instant, model,
-                         post_events)
+from report_cache_util import (Client, CountingRelay, Reports,
+                               SpoilingRelay, Table, days_metric, delta)
+from report_util import (assert_clean_error, assert_report, csv_lines,
+                         event, instant, model, post_events)
 
 BATCH_DELAY = "200ms"
 KATHMANDU = "Asia/Kathmandu"  # UTC+05:45
@@ -714,6 +714,50 @@ def test_other_tables_report_without_the_cache(rc, table, make_httpd, kind):
         assert sum(delta(m1, days_metric(rc.h)).values()) == len(D)
     finally:
         rc.ch.query("DROP DATABASE IF EXISTS %s" % db2)
+
+
+# ---------------------------------------------------------------- answers
+
+MALFORMED_LOG = r"\[imchallenge:error\].*IMC00(420|401)"
+
+
+@pytest.mark.error_log_allow(MALFORMED_LOG)
+@pytest.mark.parametrize("target,how", [("system.parts", "append"),
+                                        ("uniqExactIf", "append"),
+                                        ("uniqExactIf", "cut")])
+def test_an_exception_in_a_200_answer_fails_the_report(rc, table, make_httpd,
+                                                        target, how):
+    # ClickHouse writes an exception into the body of a 200 answer when a
+    # query fails after its first rows went out: the report must fail
+    # (502, nothing of ClickHouse's text) and keep nothing of it.
+    A, B = new_id(), new_id()
+    D = days("2025-12-15", 3)
+    events = table.insert_days(D, lambda day: procedures(
+        day, A, 2, 1) + procedures(day, B, 1, 1))
+    table.settle()
+    relay = SpoilingRelay(rc.ch.url)
+    try:
+        h2 = make_httpd(clickhouse=relay.url, batch_delay=BATCH_DELAY,
+                        directives="IMChallengeDatabase %s\n"
+                        "IMChallengeCreateSchema Off" % rc.db)
+        with Client(h2) as c:  # one connection: one child, one cache
+            relay.target, relay.how = target, how
+            for params in ({}, {"tz": KATHMANDU}):
+                assert_clean_error(c.report(**params), 502)
+            assert relay.spoiled == 2
+            relay.target = None
+            m0 = days_metric(h2)
+            for params in ({}, {"tz": KATHMANDU}):
+                assert_report(c.report(**params), model(events, **params))
+            # Nothing of the spoiled answers was kept.
+            assert delta(m0, days_metric(h2)) == {"cache": 0,
+                                                  "clickhouse": 2 * len(D)}
+            assert_report(c.report(), model(events))
+            assert delta(m0, days_metric(h2)) == {"cache": len(D),
+                                                  "clickhouse": 2 * len(D)}
+        assert "IMC00420" in h2.error_log() or "IMC00401" in h2.error_log()
+    finally:
+        relay.close()
 
 
 # ---------------------------------------------------------------- clients
