@@ -17,10 +17,9 @@
 #include "imc_metrics.h"
 #include "imc_rcache.h"
 #include "imc_report.h"
+#include "imc_zones.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
-#define MAX_TZ       64
-#define ZONEINFO     "/usr/share/zoneinfo/"
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
 
@@ -47,40 +46,6 @@ typedef struct {
     const char *from, *to, *tz;
     int csv;
 } report_args;
-
-/* An IANA zone name this machine knows: safe characters only (it is quoted
- * into SQL), no "..", and a compiled zone file (magic "TZif") in the zone
- * database, so that text files such as leapseconds are no zones. The
- * right/ variants count leap seconds, which ClickHouse cannot load. */
-static int valid_tz(apr_pool_t *p, const char *tz)
-{
-    const char *c;
-    apr_file_t *f;
-    char magic[4];
-    apr_size_t n = 0;
-    apr_status_t rv;
-
-    if (!*tz || strlen(tz) > MAX_TZ || tz[0] == '/' || strstr(tz, "..") ||
-        !strncmp(tz, "right/", 6)) {
-        return 0;
-    }
-    for (c = tz; *c; ++c) {
-        if (!apr_isalnum(*c) && !strchr("/_+-", *c)) {
-            return 0;
-        }
-    }
-    if (!strcmp(tz, "UTC")) {
-        return 1;
-    }
-    if (apr_file_open(&f, apr_pstrcat(p, ZONEINFO, tz, NULL), APR_FOPEN_READ,
-                      APR_FPROT_OS_DEFAULT, p) != APR_SUCCESS) {
-        return 0;
-    }
-    rv = apr_file_read_full(f, magic, sizeof(magic), &n);
-    apr_file_close(f);
-    return rv == APR_SUCCESS && n == sizeof(magic) &&
-           !memcmp(magic, "TZif", sizeof(magic));
-}
 
 static int wants_csv(request_rec *r, const char *format)
 {
@@ -120,6 +85,13 @@ static int query_param(apr_pool_t *p, const char *args, const char *name,
     return 1;
 }
 
+static int bad_zone(request_rec *r)
+{
+    return imc_http_error(r, HTTP_BAD_REQUEST,
+                          "tz must be an IANA time zone name such as "
+                          "Europe/Paris");
+}
+
 /* Parses the path and the query string; answers 400 itself on error.
  * httpd has already URL-decoded the path once (and refused bad escapes and
  * %00): the rest of it is the filter as is. Decoding it again would let
@@ -149,10 +121,8 @@ static int parse_args(request_rec *r, report_args *a)
     }
     if (!a->tz || !*a->tz) {
         a->tz = "UTC";
-    } else if (!valid_tz(r->pool, a->tz)) {
-        return imc_http_error(r, HTTP_BAD_REQUEST,
-                              "tz must be an IANA time zone name such as "
-                              "Europe/Paris");
+    } else if (!imc_zones_well_formed(a->tz)) {
+        return bad_zone(r);
     }
     if (format && strcmp(format, "json") && strcmp(format, "csv")) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
@@ -698,6 +668,10 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
+    if (!imc_zones_known(r->pool, c, client->ch, a->tz)) {
+        client_give_back(client);
+        return bad_zone(r);
+    }
     if (cache) {
         rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
     }
@@ -733,6 +707,7 @@ static apr_status_t clients_cleanup(void *data)
 
 void imc_report_child_init(apr_pool_t *pchild)
 {
+    imc_zones_child_init(pchild); /* on failure, zones are not remembered */
     if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
         cache = NULL;
     }
