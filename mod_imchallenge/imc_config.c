@@ -12,6 +12,7 @@
 #define MAX_SIZE     ((apr_off_t)1 << 50)
 #define MAX_DURATION apr_time_from_sec(24 * 3600)
 #define MAX_COUNT    1000000
+#define MAX_REPORTS  4096
 #define MAX_PASSWORD 4096
 
 void *imc_config_create(apr_pool_t *p, server_rec *s)
@@ -27,6 +28,7 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->max_event_size = -1;
     c->max_batch_events = -1;
     c->create_schema = -1;
+    c->max_reports = -1;
     return c;
 }
 
@@ -96,6 +98,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(max_event_size);
     MERGE_NUM(max_batch_events);
     MERGE_NUM(create_schema);
+    MERGE_NUM(max_reports);
     return c;
 }
 
@@ -309,6 +312,20 @@ static const char *set_max_batch_events(cmd_parms *cmd, void *dc,
     return set_count(cmd, arg, &cmd_config(cmd)->max_batch_events);
 }
 
+static const char *set_max_reports(cmd_parms *cmd, void *dc, const char *arg)
+{
+    long v;
+
+    (void)dc;
+    if (imc_units_parse_int(arg, 1, MAX_REPORTS, &v) != APR_SUCCESS) {
+        return apr_psprintf(cmd->temp_pool,
+                            "%s: '%s' is not a whole number between 1 and %d",
+                            cmd->cmd->name, arg, MAX_REPORTS);
+    }
+    cmd_config(cmd)->max_reports = (int)v;
+    return NULL;
+}
+
 static const char *set_spool_sync(cmd_parms *cmd, void *dc, int on)
 {
     (void)dc;
@@ -352,6 +369,8 @@ const command_rec imc_config_cmds[] = {
                   SRV_CONF, "events in one request at most"),
     AP_INIT_FLAG("IMChallengeCreateSchema", set_create_schema, NULL, SRV_CONF,
                  "On: create the database and tables at start-up"),
+    AP_INIT_TAKE1("IMChallengeMaxReports", set_max_reports, NULL, SRV_CONF,
+                  "reports running at once at most, across all processes"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -423,4 +442,9 @@ int imc_config_max_batch_events(const imc_config *c)
 int imc_config_create_schema(const imc_config *c)
 {
     return c->create_schema != 0;
+}
+
+int imc_config_max_reports(const imc_config *c)
+{
+    return c->max_reports != -1 ? c->max_reports : IMC_DEFAULT_MAX_REPORTS;
 }

@@ -21,6 +21,7 @@
 #define IMC_DEFAULT_TIMEOUT     apr_time_from_sec(10)
 #define IMC_DEFAULT_EVENT_SIZE  ((apr_off_t)16 * 1024)
 #define IMC_DEFAULT_MAX_EVENTS  10000
+#define IMC_DEFAULT_MAX_REPORTS 8
 
 /* Server configuration as written; -1 / NULL mean "not set here". */
 typedef struct {
@@ -38,6 +39,7 @@ typedef struct {
     apr_off_t max_event_size;
     int max_batch_events;
     int create_schema;
+    int max_reports;
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -77,5 +79,6 @@ apr_interval_time_t imc_config_timeout(const imc_config *c);
 apr_size_t imc_config_max_event_size(const imc_config *c);
 int imc_config_max_batch_events(const imc_config *c);
 int imc_config_create_schema(const imc_config *c);
+int imc_config_max_reports(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

@@ -17,6 +17,7 @@
 #include "imc_metrics.h"
 #include "imc_rcache.h"
 #include "imc_report.h"
+#include "imc_slots.h"
 #include "imc_zones.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
@@ -653,6 +654,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     imc_filter_error ferr;
     imc_clickhouse_result res;
     idle_client *client;
+    imc_slot slot;
     apr_array_header_t *rows = NULL;
     const char *where;
     apr_status_t rv = APR_SUCCESS;
@@ -664,12 +666,19 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
                            &ferr) != APR_SUCCESS) {
         return filter_error(r, &ferr);
     }
+    if (imc_slots_take(r->server, &slot) != APR_SUCCESS) {
+        apr_table_setn(r->headers_out, "Retry-After", "1");
+        return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
+                              "too many reports are running: retry later");
+    }
     if (!(client = client_take(c))) {
+        imc_slots_give_back(&slot);
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
     if (!imc_zones_known(r->pool, c, client->ch, a->tz)) {
         client_give_back(client);
+        imc_slots_give_back(&slot);
         return bad_zone(r);
     }
     if (cache) {
@@ -679,6 +688,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
         rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
     }
     client_give_back(client);
+    imc_slots_give_back(&slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
     }

@@ -73,6 +73,7 @@ def test_configtest_accepts_the_shipped_conf(httpd):
     "IMChallengeMaxEventSize 16T",
     "IMChallengeMaxBatchEvents -1",
     "IMChallengeCreateSchema yes",
+    "IMChallengeMaxReports 0",
 ])
 def test_configtest_rejects_bad_directive_value(httpd, directive):
     rc, out = httpd.configtest(directive)
