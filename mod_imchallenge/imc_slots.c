@@ -59,12 +59,13 @@ apr_status_t imc_slots_post_config(apr_pool_t *pconf, server_rec *s)
 }
 
 /* Whether the holder of word (taken at its low 32 bits, a second) no
- * longer counts at second now: gone, or older than limit seconds. */
+ * longer counts at second now: gone, or older than limit seconds (a clock
+ * stepped back makes no slot old). */
 static int stale(apr_uint64_t word, apr_uint32_t now, apr_uint32_t limit)
 {
     pid_t pid = (pid_t)(word >> 32);
 
-    if (now - (apr_uint32_t)word > limit) {
+    if ((apr_int32_t)(now - (apr_uint32_t)word) > (apr_int32_t)limit) {
         return 1;
     }
     return kill(pid, 0) == -1 && errno == ESRCH;
