@@ -14,6 +14,7 @@
 #define MAX_SIZE     ((apr_off_t)1 << 50)
 #define MAX_DURATION apr_time_from_sec(24 * 3600)
 #define MAX_COUNT    1000000
+#define MAX_REPORTS  4096
 #define MAX_PASSWORD 4096
 
 void *imc_config_create(apr_pool_t *p, server_rec *s)
@@ -31,6 +32,7 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->create_schema = -1;
     c->rate_limit = -1;
     c->rate_burst = -1;
+    c->max_reports = -1;
     return c;
 }
 
@@ -106,6 +108,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     /* RATE and BURST come from the same directive: merged as one. */
     c->rate_limit = add->rate_limit != -1 ? add->rate_limit : base->rate_limit;
     c->rate_burst = add->rate_limit != -1 ? add->rate_burst : base->rate_burst;
+    MERGE_NUM(max_reports);
     return c;
 }
 
@@ -320,6 +323,20 @@ static const char *set_max_batch_events(cmd_parms *cmd, void *dc,
     return set_count(cmd, arg, &cmd_config(cmd)->max_batch_events);
 }
 
+static const char *set_max_reports(cmd_parms *cmd, void *dc, const char *arg)
+{
+    long v;
+
+    (void)dc;
+    if (imc_units_parse_int(arg, 1, MAX_REPORTS, &v) != APR_SUCCESS) {
+        return apr_psprintf(cmd->temp_pool,
+                            "%s: '%s' is not a whole number between 1 and %d",
+                            cmd->cmd->name, arg, MAX_REPORTS);
+    }
+    cmd_config(cmd)->max_reports = (int)v;
+    return NULL;
+}
+
 static const char *set_spool_sync(cmd_parms *cmd, void *dc, int on)
 {
     (void)dc;
@@ -447,6 +464,8 @@ const command_rec imc_config_cmds[] = {
     AP_INIT_TAKE12("IMChallengeRateLimit", set_rate_limit, NULL, SRV_CONF,
                    "RATE [BURST]: events a second per principal or client "
                    "address, or Off"),
+    AP_INIT_TAKE1("IMChallengeMaxReports", set_max_reports, NULL, SRV_CONF,
+                  "reports running at once at most, across all processes"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -538,4 +557,9 @@ double imc_config_rate_limit(const imc_config *c)
 double imc_config_rate_burst(const imc_config *c)
 {
     return c->rate_limit > 0 ? c->rate_burst : 0;
+}
+
+int imc_config_max_reports(const imc_config *c)
+{
+    return c->max_reports != -1 ? c->max_reports : IMC_DEFAULT_MAX_REPORTS;
 }

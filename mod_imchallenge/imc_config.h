@@ -21,6 +21,7 @@
 #define IMC_DEFAULT_TIMEOUT     apr_time_from_sec(10)
 #define IMC_DEFAULT_EVENT_SIZE  ((apr_off_t)16 * 1024)
 #define IMC_DEFAULT_MAX_EVENTS  10000
+#define IMC_DEFAULT_MAX_REPORTS 8
 
 /* Server configuration as written; -1 / NULL mean "not set here". */
 typedef struct {
@@ -43,6 +44,7 @@ typedef struct {
     const struct imc_access *site_access; /* its grants, read at start-up */
     double rate_limit;                    /* events/s; 0: off */
     double rate_burst;
+    int max_reports;
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -88,5 +90,6 @@ const struct imc_access *imc_config_site_access(const imc_config *c);
 /* Events a second and the burst; 0 when IMChallengeRateLimit is off. */
 double imc_config_rate_limit(const imc_config *c);
 double imc_config_rate_burst(const imc_config *c);
+int imc_config_max_reports(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

@@ -53,10 +53,11 @@ typedef struct {
 struct imc_rcache_plan {
     apr_pool_t *pool;
     const char *key;
-    int from, to;               /* as asked (IMC_RCACHE_NO_DAY: open) */
-    apr_array_header_t *days;   /* plan_day, ascending */
-    apr_array_header_t *cached; /* imc_rcache_row */
-    apr_array_header_t *ranges; /* imc_rcache_range */
+    int from, to;                /* as asked (IMC_RCACHE_NO_DAY: open) */
+    apr_array_header_t *days;    /* plan_day, ascending */
+    apr_array_header_t *cached;  /* imc_rcache_row */
+    apr_array_header_t *ranges;  /* imc_rcache_range */
+    apr_array_header_t *covered; /* imc_rcache_range the query covered */
 };
 
 /* ------------------------------------------------------------- days */
@@ -89,6 +90,23 @@ const char *imc_rcache_day_text(apr_pool_t *p, int day)
     int y = yoe + era * 400 + (m <= 2);
 
     return apr_psprintf(p, "%04d-%02d-%02d", y, m, d);
+}
+
+static apr_int64_t clamp_time(apr_int64_t t)
+{
+    return t < 0 ? 0 : t > IMC_RCACHE_TIME_MAX ? IMC_RCACHE_TIME_MAX : t;
+}
+
+void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
+                           apr_int64_t *hi)
+{
+    *lo = first == IMC_RCACHE_NO_DAY
+              ? 0
+              : clamp_time((apr_int64_t)first * 86400 - IMC_RCACHE_ZONE_MARGIN);
+    *hi = last == IMC_RCACHE_NO_DAY
+              ? IMC_RCACHE_TIME_MAX
+              : clamp_time(((apr_int64_t)last + 1) * 86400 +
+                           IMC_RCACHE_ZONE_MARGIN);
 }
 
 /* ----------------------------------------------------------- entries */
@@ -364,6 +382,7 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
     plan->days = apr_array_make(p, 64, sizeof(plan_day));
     plan->cached = apr_array_make(p, 256, sizeof(imc_rcache_row));
     plan->ranges = apr_array_make(p, 4, sizeof(imc_rcache_range));
+    plan->covered = apr_array_make(p, 4, sizeof(imc_rcache_range));
     plan_days(plan, parts, nparts);
     apr_thread_mutex_lock(cache->lock);
     if ((e = entry_find(cache, key)) != NULL) {
@@ -378,6 +397,30 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
 const apr_array_header_t *imc_rcache_plan_ranges(const imc_rcache_plan *plan)
 {
     return plan->ranges;
+}
+
+void imc_rcache_plan_covers(imc_rcache_plan *plan, int first, int last)
+{
+    imc_rcache_range *rg = apr_array_push(plan->covered);
+
+    rg->first = first == IMC_RCACHE_NO_DAY ? INT_MIN : first;
+    rg->last = last == IMC_RCACHE_NO_DAY ? INT_MAX : last;
+}
+
+/* Whether the database's query covered day (a recorded range holds it). */
+static int covered(const imc_rcache_plan *plan, int day)
+{
+    int i;
+
+    for (i = 0; i < plan->covered->nelts; ++i) {
+        const imc_rcache_range *rg =
+            &APR_ARRAY_IDX(plan->covered, i, imc_rcache_range);
+
+        if (day >= rg->first && day <= rg->last) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int count_days(const imc_rcache_plan *plan, int cached)
@@ -491,8 +534,8 @@ static void keep_old_day(rc_entry *e, const rc_entry *old, int i,
 }
 
 /* The new entry of the plan's report: the plan's days with their rows
- * (out holds them all, in order) but recent ones, and old's days outside
- * from / to. NULL
+ * (out holds them all, in order) but recent ones and fresh ones no
+ * recorded range covers, and old's days outside from / to. NULL
  * when out has a row that cannot be kept or memory is short. */
 static rc_entry *entry_build(const imc_rcache_plan *plan,
                              const apr_array_header_t *out, const rc_entry *old)
@@ -518,8 +561,8 @@ static rc_entry *entry_build(const imc_rcache_plan *plan,
                APR_ARRAY_IDX(out, j, imc_rcache_row).day < pd->day) {
             ++j; /* a day planned as uncovered: not kept */
         }
-        if (pd->recent) {
-            continue;
+        if (pd->recent || (!pd->cached && !covered(plan, pd->day))) {
+            continue; /* may change unseen, or no query vouched for it */
         }
         append_day(e, pd->day, pd->fp);
         for (; ok && j < out->nelts &&

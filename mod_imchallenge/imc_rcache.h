@@ -34,6 +34,10 @@
 #define IMC_RCACHE_MAX_RANGES 16
 /* The length of a site_id as text (a UUID). */
 #define IMC_RCACHE_SITE_LEN 36
+/* The last second of ClickHouse's DateTime (an unsigned 32-bit count). */
+#define IMC_RCACHE_TIME_MAX APR_INT64_C(4294967295)
+/* More than any zone's offset from UTC (UTC-12 to UTC+14), DST included. */
+#define IMC_RCACHE_ZONE_MARGIN (15 * 3600)
 
 typedef struct {
     int first, last; /* days of the part's first and last event */
@@ -71,6 +75,15 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
 /* The day ranges to ask the database for (imc_rcache_range), in order. */
 const apr_array_header_t *imc_rcache_plan_ranges(const imc_rcache_plan *plan);
 
+/*
+ * Records that the database's query for plan covered days [first, last]
+ * (either may be IMC_RCACHE_NO_DAY: open) with bounds from
+ * imc_rcache_day_bounds. imc_rcache_complete keeps fresh rows only of days
+ * a recorded range covers: an answer the report did not vouch for is
+ * shown, never kept.
+ */
+void imc_rcache_plan_covers(imc_rcache_plan *plan, int first, int last);
+
 /* How many of the report's days the cache answers / the database must. */
 int imc_rcache_plan_cached_days(const imc_rcache_plan *plan);
 int imc_rcache_plan_stale_days(const imc_rcache_plan *plan);
@@ -87,6 +100,16 @@ apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
 
 /* Bytes the cache holds now. */
 apr_size_t imc_rcache_bytes(imc_rcache *cache);
+
+/*
+ * The instants [*lo, *hi] (Unix seconds, both inclusive) that hold every
+ * event of days [first, last] in any zone: from the first day's start
+ * less IMC_RCACHE_ZONE_MARGIN to the last day's end plus it, clamped to
+ * [0, IMC_RCACHE_TIME_MAX] so that they never wrap around in the
+ * database. IMC_RCACHE_NO_DAY: that end is open (0, IMC_RCACHE_TIME_MAX).
+ */
+void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
+                           apr_int64_t *hi);
 
 /* Day numbers and their YYYY-MM-DD text (proleptic Gregorian). */
 int imc_rcache_day_number(const char *ymd);

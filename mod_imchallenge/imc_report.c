@@ -19,10 +19,10 @@
 #include "imc_report.h"
 #include "imc_tenant.h"
 #include "imc_schema.h"
+#include "imc_slots.h"
+#include "imc_zones.h"
 
 #define MAX_RESPONSE ((apr_size_t)64 * 1024 * 1024)
-#define MAX_TZ       64
-#define ZONEINFO     "/usr/share/zoneinfo/"
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
 /* Memory one report query may take on the ClickHouse server. */
@@ -64,40 +64,6 @@ typedef struct {
     int csv;
 } report_args;
 
-/* An IANA zone name this machine knows: safe characters only (it is quoted
- * into SQL), no "..", and a compiled zone file (magic "TZif") in the zone
- * database, so that text files such as leapseconds are no zones. The
- * right/ variants count leap seconds, which ClickHouse cannot load. */
-static int valid_tz(apr_pool_t *p, const char *tz)
-{
-    const char *c;
-    apr_file_t *f;
-    char magic[4];
-    apr_size_t n = 0;
-    apr_status_t rv;
-
-    if (!*tz || strlen(tz) > MAX_TZ || tz[0] == '/' || strstr(tz, "..") ||
-        !strncmp(tz, "right/", 6)) {
-        return 0;
-    }
-    for (c = tz; *c; ++c) {
-        if (!apr_isalnum(*c) && !strchr("/_+-", *c)) {
-            return 0;
-        }
-    }
-    if (!strcmp(tz, "UTC")) {
-        return 1;
-    }
-    if (apr_file_open(&f, apr_pstrcat(p, ZONEINFO, tz, NULL), APR_FOPEN_READ,
-                      APR_FPROT_OS_DEFAULT, p) != APR_SUCCESS) {
-        return 0;
-    }
-    rv = apr_file_read_full(f, magic, sizeof(magic), &n);
-    apr_file_close(f);
-    return rv == APR_SUCCESS && n == sizeof(magic) &&
-           !memcmp(magic, "TZif", sizeof(magic));
-}
-
 static int wants_csv(request_rec *r, const char *format)
 {
     const char *accept = apr_table_get(r->headers_in, "Accept");
@@ -136,6 +102,13 @@ static int query_param(apr_pool_t *p, const char *args, const char *name,
     return 1;
 }
 
+static int bad_zone(request_rec *r)
+{
+    return imc_http_error(r, HTTP_BAD_REQUEST,
+                          "tz must be an IANA time zone name such as "
+                          "Europe/Paris");
+}
+
 /* Parses the path and the query string; answers 400 itself on error.
  * httpd has already URL-decoded the path once (and refused bad escapes and
  * %00): the rest of it is the filter as is. Decoding it again would let
@@ -165,10 +138,8 @@ static int parse_args(request_rec *r, report_args *a)
     }
     if (!a->tz || !*a->tz) {
         a->tz = "UTC";
-    } else if (!valid_tz(r->pool, a->tz)) {
-        return imc_http_error(r, HTTP_BAD_REQUEST,
-                              "tz must be an IANA time zone name such as "
-                              "Europe/Paris");
+    } else if (!imc_zones_well_formed(a->tz)) {
+        return bad_zone(r);
     }
     if (format && strcmp(format, "json") && strcmp(format, "csv")) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
@@ -207,42 +178,61 @@ static const char *day_expr(apr_pool_t *p, const report_args *a)
     return apr_psprintf(p, "toDate(time, '%s')", a->tz);
 }
 
-/* The condition "the day is in [first, last]" (YYYY-MM-DD, either may be
- * NULL: open). It also bounds time, with a margin for zone offsets and
- * DST, so that ClickHouse skips the months outside; the day conditions
- * keep it exact. */
+/* The condition "the day is in [first, last]" (day numbers, either may be
+ * IMC_RCACHE_NO_DAY: open). It also bounds time, so that ClickHouse skips
+ * the months outside, with bounds computed here as plain numbers: a
+ * ClickHouse expression such as toDateTime('1970-01-01 00:00:00', tz) -
+ * 7200 wraps around to 2106 east of UTC-2 and matches nothing. The day
+ * conditions keep it exact. The range is recorded in plan (when not NULL)
+ * as one the query covers. */
 static const char *days_sql(apr_pool_t *p, const report_args *a,
-                            const char *first, const char *last)
+                            imc_rcache_plan *plan, int first, int last)
 {
     const char *day = day_expr(p, a);
+    apr_int64_t lo, hi;
 
-    return apr_pstrcat(
-        p, "(1",
-        first ? apr_pstrcat(p, " AND ", day, " >= toDate('", first,
-                            "') AND time >= toDateTime('", first,
-                            " 00:00:00', '", a->tz, "') - 7200", NULL)
-              : "",
-        last ? apr_pstrcat(p, " AND ", day, " <= toDate('", last,
-                           "') AND time < toDateTime('", last, " 00:00:00', '",
-                           a->tz, "') + 97200", NULL)
-             : "",
-        ")", NULL);
+    imc_rcache_day_bounds(first, last, &lo, &hi);
+    if (plan) {
+        imc_rcache_plan_covers(plan, first, last);
+    }
+    return apr_pstrcat(p, "(1",
+                       first != IMC_RCACHE_NO_DAY
+                           ? apr_psprintf(p,
+                                          " AND %s >= toDate('%s') AND time >= "
+                                          "toDateTime(%" APR_INT64_T_FMT ")",
+                                          day, imc_rcache_day_text(p, first),
+                                          lo)
+                           : "",
+                       last != IMC_RCACHE_NO_DAY
+                           ? apr_psprintf(p,
+                                          " AND %s <= toDate('%s') AND time <= "
+                                          "toDateTime(%" APR_INT64_T_FMT ")",
+                                          day, imc_rcache_day_text(p, last), hi)
+                           : "",
+                       ")", NULL);
+}
+
+static int day_or_open(const char *ymd)
+{
+    return ymd ? imc_rcache_day_number(ymd) : IMC_RCACHE_NO_DAY;
 }
 
 /* The query: exact distinct correlation ids per (day, site), days as
  * numbers (ClickHouse's Date), over the report's from / to or, when
- * ranges is not NULL, over those day ranges only. (Grouping by the Date
- * and UUID in a subquery and making text of the result rows only measured
- * no faster on 18.16: the distinct counts dominate.) */
+ * ranges is not NULL, over those day ranges only; the ranges it covers
+ * are recorded in plan (when not NULL). (Grouping by the Date and UUID in
+ * a subquery and making text of the result rows only measured no faster
+ * on 18.16: the distinct counts dominate.) */
 static const char *build_sql(apr_pool_t *p, const imc_config *c,
                              const report_args *a, const char *where,
-                             const apr_array_header_t *ranges)
+                             const apr_array_header_t *ranges,
+                             imc_rcache_plan *plan)
 {
     const char *days;
     int i;
 
     if (!ranges) {
-        days = days_sql(p, a, a->from, a->to);
+        days = days_sql(p, a, plan, day_or_open(a->from), day_or_open(a->to));
     } else {
         days = "(0";
         for (i = 0; i < ranges->nelts; ++i) {
@@ -250,9 +240,7 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
                 &APR_ARRAY_IDX(ranges, i, imc_rcache_range);
 
             days = apr_pstrcat(p, days, " OR ",
-                               days_sql(p, a, imc_rcache_day_text(p, rg->first),
-                                        imc_rcache_day_text(p, rg->last)),
-                               NULL);
+                               days_sql(p, a, plan, rg->first, rg->last), NULL);
         }
         days = apr_pstrcat(p, days, ")", NULL);
     }
@@ -265,40 +253,129 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
         " GROUP BY day, site ORDER BY day, site FORMAT TabSeparated", NULL);
 }
 
-/* Splits a TabSeparated line into at most n fields; returns how many. */
+/* The next line of a TabSeparated answer at *pos, cut at its '\n' in
+ * place; NULL at the answer's end, or when its last line has no '\n' (it
+ * was cut short: *cut is then set). */
+static char *next_line(char **pos, int *cut)
+{
+    char *line = *pos, *nl;
+
+    if (!*line) {
+        return NULL;
+    }
+    if (!(nl = strchr(line, '\n'))) {
+        *cut = 1;
+        return NULL;
+    }
+    *nl = '\0';
+    *pos = nl + 1;
+    return line;
+}
+
+/* Splits a TabSeparated line in place into its fields, empty ones
+ * included, keeping at most n; returns how many it has. */
 static int split_tabs(char *line, char **fields, int n)
 {
-    char *last, *f;
+    char *tab;
     int i = 0;
 
-    for (f = apr_strtok(line, "\t", &last); f && i < n;
-         f = apr_strtok(NULL, "\t", &last)) {
-        fields[i++] = f;
+    for (;;) {
+        if (i < n) {
+            fields[i] = line;
+        }
+        ++i;
+        if (!(tab = strchr(line, '\t'))) {
+            return i;
+        }
+        *tab = '\0';
+        line = tab + 1;
     }
-    return i;
+}
+
+/* A decimal number of at most max into *out; 0 unless s is only digits. */
+static int parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
+{
+    apr_uint64_t v = 0;
+
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; ++s) {
+        if (*s < '0' || *s > '9' || v > (max - (apr_uint64_t)(*s - '0')) / 10) {
+            return 0;
+        }
+        v = v * 10 + (apr_uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* A site_id as ClickHouse writes a UUID: 36 lower-case hex digits and
+ * dashes. */
+static int parse_site(const char *s)
+{
+    apr_size_t i;
+
+    for (i = 0; s[i]; ++i) {
+        if (!(i == 8 || i == 13 || i == 18 || i == 23
+                  ? s[i] == '-'
+                  : apr_isdigit(s[i]) || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return i == IMC_RCACHE_SITE_LEN;
+}
+
+/* An answer of ClickHouse that is not what the query asks for: a line
+ * that does not parse, as when an exception is written into a 200 answer
+ * after its first rows, or an answer cut short. Never shown, never kept. */
+#define EMALFORMED (APR_OS_START_USERERR + 40)
+
+/* Logs the malformed line lineno of an answer (its text with the tabs
+ * split_tabs took out, for the log only) and returns EMALFORMED. */
+static apr_status_t malformed(request_rec *r, const char *what, int lineno,
+                              char *line, const char *end)
+{
+    char *c;
+
+    for (c = line; end && c < end; ++c) {
+        if (!*c) {
+            *c = '\t';
+        }
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                  IMC_LOGNO(00420) "report: malformed line %d in "
+                                   "ClickHouse's answer to the %s: %.200s",
+                  lineno, what, line ? line : "(cut short)");
+    return EMALFORMED;
 }
 
 /* Parses ClickHouse's TabSeparated answer: day (a number), site, served,
- * solved. */
-static apr_array_header_t *parse_rows(apr_pool_t *p, char *body)
+ * solved, into *rows. Any line that does not parse fails it all. */
+static apr_status_t parse_rows(request_rec *r, char *body,
+                               apr_array_header_t **rows)
 {
-    apr_array_header_t *rows = apr_array_make(p, 64, sizeof(imc_rcache_row));
-    char *line, *last, *f[4];
+    char *pos = body, *line, *f[4];
+    int lineno = 0, cut = 0;
+    apr_uint64_t day;
 
-    for (line = apr_strtok(body, "\n", &last); line;
-         line = apr_strtok(NULL, "\n", &last)) {
-        imc_rcache_row *row;
+    *rows = apr_array_make(r->pool, 64, sizeof(imc_rcache_row));
+    while ((line = next_line(&pos, &cut)) != NULL) {
+        imc_rcache_row *row = apr_array_push(*rows);
+        char *end = line + strlen(line);
 
-        if (split_tabs(line, f, 4) != 4) {
-            continue;
+        ++lineno;
+        if (split_tabs(line, f, 4) != 4 || !parse_uint(f[0], 65535, &day) ||
+            !parse_site(f[1]) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &row->served) ||
+            !parse_uint(f[3], APR_UINT64_MAX, &row->solved)) {
+            return malformed(r, "report query", lineno, line, end);
         }
-        row = apr_array_push(rows);
-        row->day = atoi(f[0]);
+        row->day = (int)day;
         row->site = f[1];
-        row->served = (apr_uint64_t)apr_strtoi64(f[2], NULL, 10);
-        row->solved = (apr_uint64_t)apr_strtoi64(f[3], NULL, 10);
     }
-    return rows;
+    return cut ? malformed(r, "report query", lineno + 1, NULL, NULL)
+               : APR_SUCCESS;
 }
 
 static const char *rate(apr_pool_t *p, apr_uint64_t served, apr_uint64_t solved,
@@ -356,15 +433,20 @@ static void render_csv(request_rec *r, apr_array_header_t *rows)
 static int clickhouse_error(request_rec *r, apr_status_t rv,
                             const imc_clickhouse_result *res)
 {
+    int status;
+
+    if (rv == EMALFORMED) { /* logged by malformed() */
+        return imc_http_error(r, HTTP_BAD_GATEWAY,
+                              "the database's answer could not be read");
+    }
     /* ClickHouse ends a query at max_execution_time with TIMEOUT_EXCEEDED:
      * the same "not in time" as curl giving up. */
-    int status =
-        APR_STATUS_IS_TIMEUP(rv) || (rv == IMC_CLICKHOUSE_EREJECTED &&
-                                     res->code == IMC_CH_TIMEOUT_EXCEEDED)
-            ? HTTP_GATEWAY_TIME_OUT
-        : rv == APR_ECONNREFUSED         ? HTTP_SERVICE_UNAVAILABLE
-        : rv == IMC_CLICKHOUSE_EREJECTED ? HTTP_BAD_GATEWAY
-                                         : HTTP_SERVICE_UNAVAILABLE;
+    status = APR_STATUS_IS_TIMEUP(rv) || (rv == IMC_CLICKHOUSE_EREJECTED &&
+                                          res->code == IMC_CH_TIMEOUT_EXCEEDED)
+                 ? HTTP_GATEWAY_TIME_OUT
+             : rv == APR_ECONNREFUSED         ? HTTP_SERVICE_UNAVAILABLE
+             : rv == IMC_CLICKHOUSE_EREJECTED ? HTTP_BAD_GATEWAY
+                                              : HTTP_SERVICE_UNAVAILABLE;
 
     ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
                   IMC_LOGNO(00401) "report query failed (HTTP %d, code %d): "
@@ -377,20 +459,21 @@ static int clickhouse_error(request_rec *r, apr_status_t rv,
                                      : "the database is unreachable");
 }
 
-/* Runs the report's query over ranges (NULL: from / to) into *rows. */
+/* Runs the report's query over ranges (NULL: from / to) into *rows; plan
+ * (when not NULL) learns which days it covered. */
 static apr_status_t query_rows(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
                                const char *where,
                                const apr_array_header_t *ranges,
-                               apr_array_header_t **rows,
+                               imc_rcache_plan *plan, apr_array_header_t **rows,
                                imc_clickhouse_result *res)
 {
     apr_status_t rv = imc_clickhouse_query(
-        ch, r->pool, build_sql(r->pool, c, a, where, ranges), NULL, res);
+        ch, r->pool, build_sql(r->pool, c, a, where, ranges, plan), NULL, res);
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
     if (rv == APR_SUCCESS) {
-        *rows = parse_rows(r->pool, (char *)res->body);
+        rv = parse_rows(r, (char *)res->body, rows);
     }
     return rv;
 }
@@ -413,11 +496,13 @@ static int mentions(const char *s, const char *word)
 /* The events table's active parts, with the days of their first and last
  * events in the report's zone, into *parts. A part's first and last times
  * are those of the partition key's time column, so they are the events'
- * only with a key on time alone (conf/schema.sql: toYYYYMM(time)). *parts
+ * only with a key on time alone (conf/schema.sql: toYYYYMM(time)): the
+ * partition key alone decides (a part at the epoch, or one a mutation
+ * emptied, has a first time of 0 and is one like any other). *parts
  * is NULL when the cache cannot tell the days apart: another partition
  * key, no parts here (an empty table, or a Distributed one, whose parts
  * are on the shards), or ClickHouse refused to list them. The report then
- * runs without the cache. */
+ * runs without the cache. A line that does not parse fails the report. */
 static apr_status_t table_parts(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
                                 apr_array_header_t **parts,
@@ -427,19 +512,23 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     const char *sql = apr_pstrcat(
         r->pool, "SELECT toUInt16(toDate(min_time, '", a->tz,
         "')), toUInt16(toDate(max_time, '", a->tz,
-        "')), cityHash64(name, rows, modification_time), toUInt32(min_time), "
+        "')), cityHash64(name, rows, modification_time), "
         "modification_time >= now(), "
         "(SELECT partition_key FROM system.tables WHERE database = '",
         db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
         "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
     apr_array_header_t *list;
-    char *line, *last, *f[6];
+    char *pos, *line, *f[5];
+    int lineno = 0, cut = 0, usable = 1;
     apr_status_t rv;
 
     *parts = NULL;
     rv = imc_clickhouse_query(ch, r->pool, sql, NULL, res);
     imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
-    if (rv == IMC_CLICKHOUSE_EREJECTED) {
+    /* A refusal (no grant on system.parts, say) leaves the cache out; an
+     * exception after a 200 began is a broken answer and fails the report,
+     * like a malformed line. */
+    if (rv == IMC_CLICKHOUSE_EREJECTED && res->http_status != HTTP_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r,
                       IMC_LOGNO(00402) "report: no parts list (HTTP %d, "
                                        "code %d), no cache",
@@ -449,22 +538,30 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     if (rv != APR_SUCCESS) {
         return rv;
     }
+    pos = (char *)res->body;
     list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    for (line = apr_strtok((char *)res->body, "\n", &last); line;
-         line = apr_strtok(NULL, "\n", &last)) {
-        imc_rcache_part *part;
+    while ((line = next_line(&pos, &cut)) != NULL) {
+        imc_rcache_part *part = apr_array_push(list);
+        char *end = line + strlen(line);
+        apr_uint64_t first, last;
 
-        if (split_tabs(line, f, 6) != 6 || !strcmp(f[3], "0") ||
-            !mentions(f[5], "time") || mentions(f[5], "received_at")) {
-            return APR_SUCCESS;
+        ++lineno;
+        if (split_tabs(line, f, 5) != 5 || !parse_uint(f[0], 65535, &first) ||
+            !parse_uint(f[1], 65535, &last) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
+            (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
+            return malformed(r, "parts list", lineno, line, end);
         }
-        part = apr_array_push(list);
-        part->first = atoi(f[0]);
-        part->last = atoi(f[1]);
-        part->id = (apr_uint64_t)strtoull(f[2], NULL, 10); /* a UInt64 */
-        part->recent = !strcmp(f[4], "1");
+        part->first = (int)first;
+        part->last = (int)last;
+        part->recent = !strcmp(f[3], "1");
+        usable =
+            usable && mentions(f[4], "time") && !mentions(f[4], "received_at");
     }
-    *parts = list->nelts ? list : NULL;
+    if (cut) {
+        return malformed(r, "parts list", lineno + 1, NULL, NULL);
+    }
+    *parts = usable && list->nelts ? list : NULL;
     return APR_SUCCESS;
 }
 
@@ -519,7 +616,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     }
     fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
     if ((!ranges || ranges->nelts) &&
-        (rv = query_rows(r, c, a, ch, where, ranges, &fresh, res)) !=
+        (rv = query_rows(r, c, a, ch, where, ranges, plan, &fresh, res)) !=
             APR_SUCCESS) {
         return rv;
     }
@@ -677,6 +774,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     imc_filter_error ferr;
     imc_clickhouse_result res;
     idle_client *client;
+    imc_slot slot;
     apr_array_header_t *rows = NULL;
     const char *where;
     apr_status_t rv = APR_SUCCESS;
@@ -693,17 +791,29 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
     if ((rc = imc_tenant_narrow(r, &where)) != DECLINED) {
         return rc;
     }
+    if (imc_slots_take(r->server, &slot) != APR_SUCCESS) {
+        apr_table_setn(r->headers_out, "Retry-After", "1");
+        return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
+                              "too many reports are running: retry later");
+    }
     if (!(client = client_take(c))) {
+        imc_slots_give_back(&slot);
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
+    }
+    if (!imc_zones_known(r->pool, c, client->ch, a->tz)) {
+        client_give_back(client);
+        imc_slots_give_back(&slot);
+        return bad_zone(r);
     }
     if (cache) {
         rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
     }
     if (rv == APR_SUCCESS && !rows) {
-        rv = query_rows(r, c, a, client->ch, where, NULL, &rows, &res);
+        rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
     }
     client_give_back(client);
+    imc_slots_give_back(&slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
     }
@@ -732,6 +842,7 @@ static apr_status_t clients_cleanup(void *data)
 
 void imc_report_child_init(apr_pool_t *pchild)
 {
+    imc_zones_child_init(pchild); /* on failure, zones are not remembered */
     if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
         cache = NULL;
     }

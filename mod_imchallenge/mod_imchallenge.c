@@ -32,6 +32,7 @@
 #include "imc_metrics.h"
 #include "imc_report.h"
 #include "imc_tenant.h"
+#include "imc_slots.h"
 
 /* The spool directories must exist and belong to the user the children run
  * as; the parent is still root here. */
@@ -116,7 +117,8 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      IMC_LOGNO(00003) "cannot initialise libcurl");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (imc_metrics_post_config(pconf, s) != APR_SUCCESS) {
+    if (imc_metrics_post_config(pconf, s) != APR_SUCCESS ||
+        imc_slots_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (imc_tenant_post_config(pconf, s) != APR_SUCCESS) {

@@ -193,3 +193,18 @@ def stored_raw(ch, site, db="imchallenge"):
 def stored_count(ch, site, db="imchallenge"):
     return int(ch.scalar("SELECT count() FROM %s.events WHERE site_id = "
                          "toUUID('%s')" % (db, site)))
+
+
+def children_connected_to(h, port):
+    """Children of h holding an established connection to port (a relay
+    in front of ClickHouse): those with a request in ClickHouse."""
+    import stack
+
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if (int(fields[2].split(":")[1], 16) == port
+                    and fields[3] == "01"):  # ESTABLISHED
+                inodes.add(fields[9])
+    return stack.socket_holders(h.children(), inodes)

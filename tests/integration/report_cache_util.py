@@ -8,7 +8,10 @@
   its parts cover as the module computes them;
 - `Reports`: reports over a `Client`, each compared with report_util.model;
 - `days_metric()`: imchallenge_report_days_total by source;
-- `CountingRelay`: a TCP relay to ClickHouse counting its connections.
+- `CountingRelay`: a TCP relay to ClickHouse counting its connections;
+- `SpoilingRelay`: an HTTP relay to ClickHouse that writes an exception
+  into the 200 answer of chosen queries, as ClickHouse does when a query
+  fails after its first rows went out.
 """
 
 import datetime
@@ -22,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 import stack
+from faults_util import HttpProxy
 from observe_util import parse_prometheus, sample
 from report_util import assert_report, instant, model, report_path
 
@@ -195,13 +199,12 @@ class Table:
         and to: the days a report through the cache asks about."""
         text = self.ch.query(
             "SELECT toString(toDate(min_time, '%s')), "
-            "toString(toDate(max_time, '%s')), toUInt32(min_time) "
+            "toString(toDate(max_time, '%s')) "
             "FROM system.parts WHERE database = '%s' AND table = 'events' "
             "AND active FORMAT TabSeparated" % (tz, tz, self.db))
         days = set()
         for line in text.splitlines():
-            first, last, t = line.split("\t")
-            assert t != "0", "a part without times: no cache"
+            first, last = line.split("\t")
             days.update(self._days(first, last))
         return sorted(d for d in days
                       if (not frm or d >= frm) and (not to or d <= to))
@@ -351,3 +354,55 @@ class CountingRelay:
     def close(self):
         self.closing = True
         self.sock.close()
+
+
+EXCEPTION = (b"Code: 241. DB::Exception: Memory limit (for query) exceeded: "
+             b"would use 9.31 GiB, maximum: 9.31 GiB\n")
+
+
+def _dechunk(body):
+    """The payload of a chunked HTTP body."""
+    out, rest = b"", body
+    while rest:
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, rest = out + rest[:size], rest[size + 2:]
+    return out
+
+
+class SpoilingRelay(HttpProxy):
+    """An HTTP relay to ClickHouse (faults_util.HttpProxy) that spoils the
+    200 answers of queries whose SQL holds `self.target` (None: none):
+    `self.how` "append" adds ClickHouse's exception text after the last
+    row, "cut" cuts the last row in the middle first. `self.spoiled`
+    counts the answers spoiled."""
+
+    def __init__(self, upstream):
+        super().__init__(upstream)
+        self.target = None
+        self.how = "append"
+        self.spoiled = 0
+
+    def _forward(self, req):
+        answer = super()._forward(req)
+        target = self.target
+        if (answer is None or target is None or target not in req.sql
+                or not answer.startswith(b"HTTP/1.1 200")):
+            return answer
+        head, body = answer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        if any(x.lower() == b"transfer-encoding: chunked" for x in lines):
+            body = _dechunk(body)
+        if self.how == "cut":
+            assert body.count(b"\n") >= 2, body
+            last = body[:-1].rfind(b"\n") + 1
+            body = body[:last + (len(body) - last) // 2]
+        body += EXCEPTION
+        lines = [x for x in lines if not x.lower().startswith(
+            (b"transfer-encoding:", b"content-length:"))]
+        lines.append(b"Content-Length: %d" % len(body))
+        with self.lock:
+            self.spoiled += 1
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body

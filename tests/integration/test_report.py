@@ -8,12 +8,15 @@ The dataset is loaded through the module into a database of its own
 """
 
 import json
+import re
 import time
 import uuid
 
 import pytest
 
 import stack
+from faults_util import HttpProxy
+from report_cache_util import Client
 from report_util import (COLUMNS, CSV_HEADER, Dataset, assert_clean_error,
                          assert_report, csv_lines, event, expected_answer,
                          get_report, model, post_events, raw_get,
@@ -275,6 +278,72 @@ def test_daylight_saving_days(httpd):
 def test_unknown_time_zone_is_400(rs, tz):
     body = assert_clean_error(get_report(rs.h, tz=tz), 400)
     assert "tz" in body["error"]
+
+
+def zone_requests(relay):
+    """(probes, zone questions) the module sent through relay: whether
+    system.time_zones exists, and whether it lists a zone (their SQL)."""
+    with relay.lock:
+        sqls = [x.sql for x in relay.requests]
+    probes = [q for q in sqls if "system.tables" in q and "time_zones" in q]
+    asks = [q for q in sqls if "system.time_zones" in q]
+    return probes, asks
+
+
+def test_zones_are_those_the_server_lists(rs, make_httpd):
+    # A server with system.time_zones (faked by the relay: 18.16 has none)
+    # that knows Europe/Paris but not Asia/Tokyo, which this machine's
+    # zone database has: Tokyo is a 400, and the server is asked whether
+    # system.time_zones exists once, and about a zone it knows once.
+    def policy(req):
+        if "system.tables" in req.sql and "time_zones" in req.sql:
+            return ("answer", 200, "1\n")
+        m = re.search(r"system\.time_zones WHERE time_zone = '([^']*)'",
+                      req.sql)
+        if m:
+            return ("answer", 200,
+                    "1\n" if m.group(1) == "Europe/Paris" else "0\n")
+        return "forward"
+
+    with HttpProxy(rs.ch, policy) as relay:
+        h = make_httpd(clickhouse=relay.url, directives=(
+            "IMChallengeDatabase %s\nIMChallengeCreateSchema Off" % rs.db))
+        with Client(h) as c:  # one connection: one child process
+            for _ in range(3):
+                assert_report(c.report(tz="Europe/Paris"),
+                              model(rs.events, tz="Europe/Paris"))
+            assert_report(c.report(), model(rs.events))  # UTC: not asked
+            # A 400 ends the connection: the last request on it.
+            body = assert_clean_error(c.report(tz="Asia/Tokyo"), 400)
+            assert "tz" in body["error"]
+        probes, asks = zone_requests(relay)
+        assert len(probes) == 1, probes
+        assert len(asks) == 2 and "'Europe/Paris'" in asks[0] and \
+            "'Asia/Tokyo'" in asks[1], asks
+        # A zone the server does not know is asked about each time.
+        for n in range(2):
+            assert_clean_error(get_report(h, tz="Asia/Tokyo"), 400)
+        probes, asks = zone_requests(relay)
+        assert 1 <= len(probes) <= len(h.children()), probes
+        assert sum("'Europe/Paris'" in q for q in asks) == 1, asks
+        assert sum("'Asia/Tokyo'" in q for q in asks) == 3, asks
+
+
+def test_zones_without_system_time_zones_are_this_machines(rs, make_httpd):
+    # ClickHouse 18.16 has no system.time_zones: asked once, then the
+    # machine's zone database decides, without asking again.
+    with HttpProxy(rs.ch) as relay:
+        h = make_httpd(clickhouse=relay.url, directives=(
+            "IMChallengeDatabase %s\nIMChallengeCreateSchema Off" % rs.db))
+        with Client(h) as c:  # one connection: one child process
+            for tz in ["Asia/Tokyo", "America/New_York", "Asia/Tokyo"] * 2:
+                assert_report(c.report(tz=tz), model(rs.events, tz=tz))
+        probes, asks = zone_requests(relay)
+        assert len(probes) == 1 and not asks, (probes, asks)
+        for tz in ("Mars/Olympus", "leapseconds", "Europe"):
+            assert_clean_error(get_report(h, tz=tz), 400)
+        probes, asks = zone_requests(relay)
+        assert 1 <= len(probes) <= len(h.children()) and not asks, probes
 
 
 @pytest.mark.parametrize("params", [

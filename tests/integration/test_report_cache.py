@@ -25,17 +25,20 @@ import datetime
 import random
 import time
 import uuid
+import zoneinfo
 from types import SimpleNamespace
 
 import pytest
 
 import stack
-from report_cache_util import (Client, CountingRelay, Reports, Table,
-                               days_metric, delta)
-from report_util import assert_report, csv_lines, event, model, post_events
+from report_cache_util import (Client, CountingRelay, Reports,
+                               SpoilingRelay, Table, days_metric, delta)
+from report_util import (assert_clean_error, assert_report, csv_lines,
+                         event, instant, model, post_events)
 
 BATCH_DELAY = "200ms"
 KATHMANDU = "Asia/Kathmandu"  # UTC+05:45
+KIRITIMATI = "Pacific/Kiritimati"  # UTC+14
 
 
 @pytest.fixture(scope="module")
@@ -517,6 +520,143 @@ def test_random_operations_against_the_model(rc, table):
                     raise
 
 
+# ---------------------------------------------------------------- bounds
+
+EPOCH = "1970-01-01"
+LAST_DAY = "2105-12-31"  # the last day an event may carry (day 49,672)
+# East of UTC-2 a bound written as toDateTime('1970-01-01 00:00:00', tz)
+# - 7200 wrapped around to 2106 and matched nothing.
+BOUND_ZONES = ["Asia/Tokyo", KIRITIMATI, "America/Los_Angeles",
+               "UTC"]
+
+
+def clickhouse_model(events, tz="UTC", **kw):
+    """model() as ClickHouse can count it: its Date starts at 1970-01-01,
+    so an event of 1969-12-31 in a zone west of UTC (the first hours
+    after the epoch) is counted on 1970-01-01."""
+    first = datetime.datetime(1970, 1, 1, tzinfo=zoneinfo.ZoneInfo(tz))
+    start = first.astimezone(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    moved = [dict(e, time=start) if instant(e["time"]).timestamp()
+             < first.timestamp() else e for e in events]
+    return model(moved, tz=tz, **kw)
+
+
+def check_ch(rep, events, **how):
+    """Reports.check against clickhouse_model."""
+    params = {k: v for k, v in (("tz", how.get("tz")),
+                                ("from", how.get("frm")),
+                                ("to", how.get("to"))) if v}
+    r = rep.client.report(how.get("flt"), **params)
+    assert_report(r, clickhouse_model(
+        events, tz=how.get("tz") or "UTC", keep=how.get("keep"),
+        frm=how.get("frm"), to=how.get("to")))
+    return r
+
+
+def edge_events(A, B):
+    """Events on the first and last seconds an event may carry, and a
+    day in between."""
+    return [at(EPOCH, "00:00:01", "serve", new_id(), A),
+            at(EPOCH, "12:00:00", "serve", new_id(), B),
+            at(LAST_DAY, "23:59:59", "serve", new_id(), A),
+            at(LAST_DAY, "10:00:00", "solve", new_id(), B)] + \
+        procedures("2025-02-14", A, 2, 1)
+
+
+@pytest.mark.parametrize("tz", BOUND_ZONES)
+def test_epoch_and_last_day_in_every_zone(rc, table, tz):
+    A, B = new_id(), new_id()
+    events = edge_events(A, B)
+    post_events(rc.h, events)  # through the module: it accepts them
+    table.settle()
+    flt = "site_id IN ('%s','%s')" % (A, B)
+    keep = lambda d, s, t: s in (A, B)  # noqa: E731
+    with Reports(rc.h) as rep:  # one connection: one cache
+        for _ in range(2):  # cold, then from the cache
+            for how in ({"frm": EPOCH}, {}, {"to": LAST_DAY},
+                        {"frm": EPOCH, "to": EPOCH},
+                        {"frm": LAST_DAY}, {"frm": EPOCH, "to": LAST_DAY}):
+                r = check_ch(rep, events, tz=tz, **how)
+                assert r.json()["rows"], how
+                check_ch(rep, events, tz=tz, flt=flt, keep=keep, **how)
+        # Rows of 1970, 2025 and 2105 (2106 in zones east of UTC).
+        years = {x["day"][:4] for x in rep.client.report(
+            tz=tz, **{"from": EPOCH}).json()["rows"]}
+        assert {"1970", "2025"} < years <= {"1970", "2025", "2105", "2106"}
+
+
+def test_report_without_from_to_after_one_with_them(rc, table):
+    # The dashboard asks for a window first, then for every day: the days
+    # the window left out (the epoch among them) come as day ranges.
+    A = new_id()
+    D = days("2025-03-20", 9)
+    events = table.insert_days([EPOCH] + D, lambda day: procedures(
+        day, A, 2, 1, "12:00:00"))
+    table.settle()
+    for tz in ("Asia/Tokyo", "UTC"):
+        with Reports(rc.h) as rep:  # one connection: one cache
+            check_ch(rep, events, tz=tz, frm=D[3], to=D[5])
+            m0 = days_metric(rc.h)
+            r = check_ch(rep, events, tz=tz)
+            assert len(r.json()["rows"]) == len(D) + 1
+            assert delta(m0, days_metric(rc.h)) == {"cache": 3,
+                                                    "clickhouse": 7}
+            check_ch(rep, events, tz=tz)
+            check_ch(rep, events, tz=tz, frm=EPOCH)
+
+
+def test_epoch_event_and_17_late_days(rc, table):
+    # Late events on 17 days apart and one at the epoch, on a warm cache:
+    # more ranges than one query holds, joined into one from day 0.
+    A, B = new_id(), new_id()
+    D = days("2025-06-01", 34)
+    events = table.insert_days(D, lambda day: procedures(day, A, 1, 1))
+    table.settle()
+    with Reports(rc.h) as rep:  # one connection: one cache
+        for tz in ("Asia/Tokyo", "UTC"):
+            check_ch(rep, events, tz=tz)
+        late = [at(EPOCH, "00:00:01", "serve", new_id(), B)]
+        post_events(rc.h, late)
+        events += late
+        events += table.insert_days(D[::2], lambda day: [
+            at(day, "13:00:00", "serve", new_id(), B)])
+        assert len(D[::2]) == 17
+        table.settle()
+        for tz in ("Asia/Tokyo", "UTC"):
+            m0 = days_metric(rc.h)
+            r = check_ch(rep, events, tz=tz)
+            assert r.json()["rows"][0]["day"] == EPOCH
+            d = delta(m0, days_metric(rc.h))
+            assert d["clickhouse"] >= 18, d
+            check_ch(rep, events, tz=tz)  # and from the cache
+
+
+def test_an_event_at_the_epoch_keeps_the_cache_on(rc, table):
+    # A part whose first event is at 1970-01-01T00:00:00Z lists min_time
+    # 0: the cache is still used, for every day (the partition key alone
+    # decides).
+    A = new_id()
+    D = days("2025-07-14", 3)
+    events = table.insert_days(D, lambda day: procedures(day, A, 2, 1))
+    epoch = [at(EPOCH, "00:00:00", "serve", new_id(), A)]
+    post_events(rc.h, epoch)
+    events += epoch
+    assert rc.ch.scalar(
+        "SELECT min(toUInt32(min_time)) FROM system.parts WHERE database = "
+        "'%s' AND table = 'events' AND active" % rc.db) == "0"
+    table.settle()
+    with Reports(rc.h) as rep:  # one connection: one cache
+        for tz in ("UTC", "Asia/Tokyo"):
+            m0 = days_metric(rc.h)
+            check_ch(rep, events, tz=tz)
+            m1 = days_metric(rc.h)
+            assert delta(m0, m1) == {"cache": 0, "clickhouse": len(D) + 1}
+            check_ch(rep, events, tz=tz)
+            assert delta(m1, days_metric(rc.h)) == {"cache": len(D) + 1,
+                                                    "clickhouse": 0}
+
+
 # ---------------------------------------------------------------- fallback
 
 
@@ -574,6 +714,50 @@ def test_other_tables_report_without_the_cache(rc, table, make_httpd, kind):
         assert sum(delta(m1, days_metric(rc.h)).values()) == len(D)
     finally:
         rc.ch.query("DROP DATABASE IF EXISTS %s" % db2)
+
+
+# ---------------------------------------------------------------- answers
+
+MALFORMED_LOG = r"\[imchallenge:error\].*IMC00(420|401)"
+
+
+@pytest.mark.error_log_allow(MALFORMED_LOG)
+@pytest.mark.parametrize("target,how", [("system.parts", "append"),
+                                        ("uniqExactIf", "append"),
+                                        ("uniqExactIf", "cut")])
+def test_an_exception_in_a_200_answer_fails_the_report(rc, table, make_httpd,
+                                                        target, how):
+    # ClickHouse writes an exception into the body of a 200 answer when a
+    # query fails after its first rows went out: the report must fail
+    # (502, nothing of ClickHouse's text) and keep nothing of it.
+    A, B = new_id(), new_id()
+    D = days("2025-12-15", 3)
+    events = table.insert_days(D, lambda day: procedures(
+        day, A, 2, 1) + procedures(day, B, 1, 1))
+    table.settle()
+    relay = SpoilingRelay(rc.ch.url)
+    try:
+        h2 = make_httpd(clickhouse=relay.url, batch_delay=BATCH_DELAY,
+                        directives="IMChallengeDatabase %s\n"
+                        "IMChallengeCreateSchema Off" % rc.db)
+        with Client(h2) as c:  # one connection: one child, one cache
+            relay.target, relay.how = target, how
+            for params in ({}, {"tz": KATHMANDU}):
+                assert_clean_error(c.report(**params), 502)
+            assert relay.spoiled == 2
+            relay.target = None
+            m0 = days_metric(h2)
+            for params in ({}, {"tz": KATHMANDU}):
+                assert_report(c.report(**params), model(events, **params))
+            # Nothing of the spoiled answers was kept.
+            assert delta(m0, days_metric(h2)) == {"cache": 0,
+                                                  "clickhouse": 2 * len(D)}
+            assert_report(c.report(), model(events))
+            assert delta(m0, days_metric(h2)) == {"cache": len(D),
+                                                  "clickhouse": 2 * len(D)}
+        assert "IMC00420" in h2.error_log() or "IMC00401" in h2.error_log()
+    finally:
+        relay.close()
 
 
 # ---------------------------------------------------------------- clients

@@ -77,6 +77,7 @@ def test_configtest_accepts_the_shipped_conf(httpd):
     "IMChallengeSiteAccess /nonexistent/sites.txt",
     "IMChallengeRateLimit fast",
     "IMChallengeRateLimit 10 0",
+    "IMChallengeMaxReports 0",
 ])
 def test_configtest_rejects_bad_directive_value(httpd, directive):
     rc, out = httpd.configtest(directive)

@@ -101,6 +101,7 @@ START_TEST(defaults)
     ck_assert_int_eq(imc_config_max_batch_events(c), 10000);
     ck_assert_int_eq(imc_config_create_schema(c), 1);
     ck_assert_ptr_null(imc_config_cors(c));
+    ck_assert_int_eq(imc_config_max_reports(c), 8);
 }
 END_TEST
 
@@ -117,6 +118,7 @@ START_TEST(values)
     ck_assert_ptr_null(directive(s, "IMChallengeSpoolSync", "On"));
     ck_assert_ptr_null(directive(s, "IMChallengeCreateSchema", "Off"));
     ck_assert_ptr_null(directive(s, "IMChallengeSpoolDir", "spool"));
+    ck_assert_ptr_null(directive(s, "IMChallengeMaxReports", "3"));
     ck_assert_int_eq(imc_config_spool_limit(c), 256 * 1024 * 1024);
     ck_assert_int_eq(imc_config_batch_delay(c), 250000);
     ck_assert_int_eq(imc_config_timeout(c), apr_time_from_sec(120));
@@ -125,6 +127,7 @@ START_TEST(values)
     ck_assert_int_eq(imc_config_spool_sync(c), 1);
     ck_assert_int_eq(imc_config_create_schema(c), 0);
     ck_assert_str_eq(imc_config_spool_dir(c), "/srv/root/spool");
+    ck_assert_int_eq(imc_config_max_reports(c), 3);
 }
 END_TEST
 
@@ -141,6 +144,9 @@ START_TEST(bad_values)
         {"IMChallengeBatchSize", "0"},
         {"IMChallengeBatchSize", "1000001"},
         {"IMChallengeMaxBatchEvents", "many"},
+        {"IMChallengeMaxReports", "0"},
+        {"IMChallengeMaxReports", "4097"},
+        {"IMChallengeMaxReports", "8x"},
         {"IMChallengeClickHouse", "ftp://127.0.0.1/"},
         {"IMChallengeClickHouse", "http://user:pw@127.0.0.1:8123/"},
         {"IMChallengeClickHouse", "127.0.0.1:8123"},

@@ -51,20 +51,26 @@ static imc_rcache_part part(int first, int last, apr_uint64_t id)
 
 /* The database's answer for a plan: rows "day site served solved" for
  * every day of its ranges from the table of all rows, as ClickHouse would
- * give them. */
+ * give them; the plan learns that the query covered those ranges. */
 typedef struct {
     int day;
     const char *site;
     int served, solved;
 } fixture_row;
 
-static apr_array_header_t *answer_in(apr_pool_t *p, const imc_rcache_plan *plan,
+static apr_array_header_t *answer_in(apr_pool_t *p, imc_rcache_plan *plan,
                                      const fixture_row *all, int n)
 {
     const apr_array_header_t *ranges = imc_rcache_plan_ranges(plan);
     apr_array_header_t *out = apr_array_make(p, 8, sizeof(imc_rcache_row));
     int i, k;
 
+    for (k = 0; k < ranges->nelts; ++k) {
+        const imc_rcache_range *rg =
+            &APR_ARRAY_IDX(ranges, k, imc_rcache_range);
+
+        imc_rcache_plan_covers(plan, rg->first, rg->last);
+    }
     for (i = 0; i < n; ++i) {
         for (k = 0; k < ranges->nelts; ++k) {
             const imc_rcache_range *rg =
@@ -83,8 +89,8 @@ static apr_array_header_t *answer_in(apr_pool_t *p, const imc_rcache_plan *plan,
     return out;
 }
 
-static apr_array_header_t *answer(const imc_rcache_plan *plan,
-                                  const fixture_row *all, int n)
+static apr_array_header_t *answer(imc_rcache_plan *plan, const fixture_row *all,
+                                  int n)
 {
     return answer_in(pool, plan, all, n);
 }
@@ -176,6 +182,48 @@ START_TEST(day_round_trip)
     ck_assert_int_eq(imc_rcache_day_number("2100-03-01") -
                          imc_rcache_day_number("2100-02-28"),
                      1);
+}
+END_TEST
+
+START_TEST(day_bounds_never_wrap)
+{
+    const apr_int64_t m = IMC_RCACHE_ZONE_MARGIN, max = IMC_RCACHE_TIME_MAX;
+    const int last = imc_rcache_day_number("2105-12-31");
+    apr_int64_t lo, hi;
+
+    /* Day 0: its start in a zone east of UTC is before the epoch. */
+    imc_rcache_day_bounds(0, 0, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, 86400 + m);
+    /* The last day an event may have, and the day after it in a zone east
+     * of UTC (2106-01-01 in Pacific/Kiritimati). */
+    ck_assert_int_eq(last, 49672);
+    imc_rcache_day_bounds(last, last + 1, &lo, &hi);
+    ck_assert_int_eq(lo, (apr_int64_t)last * 86400 - m);
+    ck_assert_int_eq(hi, (apr_int64_t)(last + 2) * 86400 + m);
+    ck_assert_int_le(hi, max);
+    /* 2106-02-07, DateTime's last day, and days after it are clamped. */
+    imc_rcache_day_bounds(49710, 49710, &lo, &hi);
+    ck_assert_int_eq(lo, 49710LL * 86400 - m);
+    ck_assert_int_eq(hi, max);
+    imc_rcache_day_bounds(65535, 65535, &lo, &hi);
+    ck_assert_int_eq(lo, max);
+    ck_assert_int_eq(hi, max);
+    /* Days before 1970, and open ends. */
+    imc_rcache_day_bounds(-400, -1, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, m);
+    imc_rcache_day_bounds(NO, NO, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, max);
+    imc_rcache_day_bounds(20000, NO, &lo, &hi);
+    ck_assert_int_eq(lo, 20000LL * 86400 - m);
+    ck_assert_int_eq(hi, max);
+    /* Every instant of a day in any zone lies within its bounds: UTC-12
+     * (Etc/GMT+12) and UTC+14 (Pacific/Kiritimati). */
+    imc_rcache_day_bounds(100, 100, &lo, &hi);
+    ck_assert_int_le(lo, 100LL * 86400 - 14 * 3600);
+    ck_assert_int_ge(hi, 101LL * 86400 + 12 * 3600);
 }
 END_TEST
 
@@ -412,6 +460,47 @@ START_TEST(a_row_that_is_no_uuid_is_not_kept)
 }
 END_TEST
 
+START_TEST(an_answer_no_query_covered_is_not_kept)
+{
+    imc_rcache_part parts[] = {part(10, 11, 1), part(13, 13, 2)};
+    imc_rcache_plan *plan;
+    apr_array_header_t *fresh;
+    const char *ranges;
+    int i;
+
+    /* An answer to a query that recorded no range (its bounds were not
+     * the report's): shown, never kept. */
+    plan = imc_rcache_plan_make(cache, pool, KEY, parts, 2, NO, NO);
+    fresh = apr_array_make(pool, 4, sizeof(imc_rcache_row));
+    for (i = 0; i < 4; ++i) {
+        *(imc_rcache_row *)apr_array_push(fresh) = (imc_rcache_row){
+            rows1[i].day, rows1[i].site, (apr_uint64_t)rows1[i].served,
+            (apr_uint64_t)rows1[i].solved};
+    }
+    ck_assert_str_eq(text(imc_rcache_complete(cache, plan, fresh)),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    report(KEY, parts, 2, NO, NO, rows1, 4, &ranges);
+    ck_assert_str_eq(ranges, "10-13 ");
+    /* A query that covered days 13 and after only: day 13 is kept, days
+     * 10 and 11 (zero rows, as a query bounded wrongly answers) are not. */
+    plan = imc_rcache_plan_make(cache, pool, KEY "2", parts, 2, NO, NO);
+    imc_rcache_plan_covers(plan, 13, NO);
+    fresh = apr_array_make(pool, 1, sizeof(imc_rcache_row));
+    *(imc_rcache_row *)apr_array_push(fresh) = (imc_rcache_row){13, S2, 2, 1};
+    ck_assert_str_eq(text(imc_rcache_complete(cache, plan, fresh)),
+                     "13 7c9e 2 1;");
+    ck_assert_str_eq(report(KEY "2", parts, 2, NO, NO, rows1, 4, &ranges),
+                     "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
+    ck_assert_str_eq(ranges, "10-11 ");
+    /* Open at the start: days up to 11 covered. */
+    plan = imc_rcache_plan_make(cache, pool, KEY "3", parts, 2, NO, NO);
+    imc_rcache_plan_covers(plan, NO, 11);
+    imc_rcache_complete(cache, plan, apr_array_make(pool, 1, sizeof(int)));
+    report(KEY "3", parts, 2, NO, NO, rows1, 4, &ranges);
+    ck_assert_str_eq(ranges, "13-13 ");
+}
+END_TEST
+
 /* ------------------------------------------------------------ budget */
 
 /* One report without its rows' text (for big ones); returns the ranges
@@ -535,6 +624,7 @@ Suite *imc_unit_suite(void)
     tcase_add_checked_fixture(budget, setup, teardown);
     tcase_add_test(days, day_numbers);
     tcase_add_test(days, day_round_trip);
+    tcase_add_test(days, day_bounds_never_wrap);
     tcase_add_test(plans, first_report_asks_for_every_covered_day);
     tcase_add_test(plans, same_parts_are_answered_by_the_cache);
     tcase_add_test(plans, a_new_part_makes_only_its_days_stale);
@@ -546,6 +636,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(plans, fresh_rows_of_an_unplanned_day_are_reported_not_kept);
     tcase_add_test(plans, days_of_a_part_of_this_second_are_not_kept);
     tcase_add_test(plans, a_row_that_is_no_uuid_is_not_kept);
+    tcase_add_test(plans, an_answer_no_query_covered_is_not_kept);
     tcase_add_test(budget, least_recently_used_reports_are_evicted);
     tcase_add_test(budget, a_report_over_half_the_budget_is_not_kept);
     tcase_add_test(budget, threads_share_the_cache);

@@ -1,0 +1,40 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_zones: which time zone names a report accepts. Only names the
+ * ClickHouse server knows: each distinct zone makes it build and keep a
+ * table of that zone, so the names are never left to clients. Where the
+ * server lists its zones (system.time_zones; ClickHouse 18.16 has no such
+ * table) a name must be there; elsewhere it must be a compiled zone of
+ * this machine's zone database. Whether the table exists is asked once per
+ * server configuration and process; the last zones found are remembered
+ * (a few per configuration), so a report asks again only for a new one.
+ * No httpd headers.
+ */
+#ifndef IMC_ZONES_H
+#define IMC_ZONES_H
+
+#include <apr_pools.h>
+
+#include "imc_clickhouse.h"
+
+/* The longest zone name accepted. */
+#define IMC_ZONES_MAX_NAME 64
+
+/* Call once per process (child_init); without it nothing is remembered. */
+apr_status_t imc_zones_child_init(apr_pool_t *pchild);
+
+/* Whether tz is a zone name of safe characters only (it is quoted into
+ * SQL): letters, digits, "/_+-", no "..", not absolute, not right/. */
+int imc_zones_well_formed(const char *tz);
+
+/*
+ * Whether the server ch reaches (for the configuration key) knows tz,
+ * which must be well formed. ClickHouse is asked, through ch, only when
+ * key's probe or this zone is not remembered; when it cannot answer, the
+ * machine's zone database decides.
+ */
+int imc_zones_known(apr_pool_t *p, const void *key, imc_clickhouse *ch,
+                    const char *tz);
+
+#endif /* IMC_ZONES_H */
