@@ -16,7 +16,8 @@ BUILD   := build
 SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
-           imc_report.c imc_health.c imc_home.c imc_metrics.c
+           imc_report.c imc_health.c imc_home.c imc_metrics.c \
+           imc_zone.c imc_bucket.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -28,7 +29,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config event filter rcache spool
+UNIT_TESTS   := units config event filter rcache spool zone bucket
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 
 .PHONY: all install uninstall clean run test deps unit integration bench \
@@ -114,6 +115,12 @@ $(BUILD)/test_rcache: tests/unit/test_rcache.c $(MOD)/imc_rcache.c $(HDRS) | $(B
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_zone: tests/unit/test_zone.c $(MOD)/imc_zone.c \
+                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_bucket: tests/unit/test_bucket.c $(MOD)/imc_bucket.c \
+                      $(MOD)/imc_zone.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)
