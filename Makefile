@@ -146,7 +146,7 @@ test: deps
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := event filter spool
+FUZZ_TARGETS := event filter spool zone
 FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
@@ -157,6 +157,9 @@ $(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c $(HDRS) | $(B
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c $(MOD)/imc_zone.c \
+                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 # Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to
