@@ -17,7 +17,8 @@ SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_health.c imc_home.c imc_metrics.c \
-           imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c
+           imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
+           imc_zone.c imc_bucket.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -30,7 +31,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
-                clickhouse
+                clickhouse zone bucket
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -131,6 +132,12 @@ $(BUILD)/test_clickhouse: tests/unit/test_clickhouse.c $(CHECK_MAIN) $(MOD)/imc_
 $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
+                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_bucket: tests/unit/test_bucket.c $(CHECK_MAIN) $(MOD)/imc_bucket.c \
+                      $(MOD)/imc_zone.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -155,7 +162,7 @@ test: deps
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := event filter spool access
+FUZZ_TARGETS := event filter spool access zone
 FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
@@ -169,6 +176,9 @@ $(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c $(MOD)/imc_access.c \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c $(MOD)/imc_zone.c \
+                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 # Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to
