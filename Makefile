@@ -17,6 +17,7 @@ SOURCES := mod_imchallenge.c imc_config.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_health.c imc_home.c imc_metrics.c
+SOURCES += imc_spool_dir.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -113,7 +114,8 @@ $(BUILD)/test_filter: tests/unit/test_filter.c $(MOD)/imc_filter.c $(HDRS) | $(B
 $(BUILD)/test_rcache: tests/unit/test_rcache.c $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(MOD)/imc_spool.c \
-                     $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+                     $(MOD)/imc_spool_deliver.c $(MOD)/imc_spool_dir.c \
+                     $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)

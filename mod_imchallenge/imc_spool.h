@@ -35,9 +35,12 @@
 #include <apr_tables.h>
 #include <apr_file_io.h>
 #include <apr_time.h>
+#include <sys/types.h>
 
 /* The spool holds its limit of pending bytes (imc_spool_set_limit). */
 #define IMC_SPOOL_EOVERLIMIT (APR_OS_START_USERERR + 11)
+/* The way to the spool directory could be changed by others than root. */
+#define IMC_SPOOL_EUNSAFE (APR_OS_START_USERERR + 12)
 
 /* A writer: one per process, shared by its threads. */
 typedef struct imc_spool imc_spool;
@@ -72,6 +75,27 @@ typedef struct {
     apr_off_t ready_end;  /* end of the last complete record: bytes in
                              [done, ready_end) may be delivered */
 } imc_spool_segment;
+
+/* ---- the directory (imc_spool_dir.c) -------------------------------- */
+
+/*
+ * As root: make dir (absolute; mode 0750, missing parents 0755) and give
+ * it to uid:gid, through a descriptor opened without following symbolic
+ * links. IMC_SPOOL_EUNSAFE, with *why (from p) saying what, when dir is a
+ * symbolic link or not a directory, or when a directory on the way (or a
+ * symbolic link followed on the way) could be changed by others than root;
+ * the rule is described in imc_spool_dir.c. Nothing is changed then.
+ */
+apr_status_t imc_spool_dir_prepare(apr_pool_t *p, const char *dir, uid_t uid,
+                                   gid_t gid, const char **why);
+
+/*
+ * What names the directory dir itself: its device and inode, so that two
+ * spellings of one directory (a trailing slash, a symbolic link) are one
+ * key; its path without repeated or trailing slashes while it does not
+ * exist.
+ */
+const char *imc_spool_dir_key(apr_pool_t *p, const char *dir);
 
 /* ---- writer ---------------------------------------------------------- */
 

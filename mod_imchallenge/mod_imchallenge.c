@@ -30,31 +30,44 @@
 #include "imc_ingest.h"
 #include "imc_metrics.h"
 #include "imc_report.h"
+#include "imc_spool.h"
 
 /* The spool directories must exist and belong to the user the children run
- * as; the parent is still root here. */
-static void prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
+ * as; the parent is still root here. It never follows a symbolic link that
+ * others could have planted (imc_spool_dir_prepare): an unsafe spool stops
+ * start-up, as a bad directive does. */
+static int prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
 {
     for (; s; s = s->next) {
-        const char *dir = imc_config_spool_dir(imc_config_get(s));
-        apr_status_t rv =
-            apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+        const char *dir = imc_config_spool_dir(imc_config_get(s)), *why;
+        apr_status_t rv;
 
-        if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        if (geteuid() != 0) {
+            rv = apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+            rv = APR_STATUS_IS_EEXIST(rv) ? APR_SUCCESS : rv;
+        } else {
+            rv = imc_spool_dir_prepare(ptemp, dir, ap_unixd_config.user_id,
+                                       ap_unixd_config.group_id, &why);
+        }
+        if (rv == IMC_SPOOL_EUNSAFE) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         IMC_LOGNO(00900) "IMChallengeSpoolDir %s is not "
+                                          "safe to hand to the server's "
+                                          "user: %s; choose a directory "
+                                          "that only root can change on "
+                                          "the way to it",
+                         dir, why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                          IMC_LOGNO(00001) "cannot create the spool "
-                                          "directory %s",
-                         dir);
-            continue;
-        }
-        if (geteuid() == 0 && chown(dir, ap_unixd_config.user_id,
-                                    ap_unixd_config.group_id) != 0) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, APR_FROM_OS_ERROR(errno), s,
-                         IMC_LOGNO(00002) "cannot hand the spool directory "
-                                          "%s to the server's user",
+                                          "directory %s or hand it to the "
+                                          "server's user",
                          dir);
         }
     }
+    return OK;
 }
 
 /* Where a server's events go: its spool's deliverer serves the first
@@ -117,8 +130,7 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (imc_metrics_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    prepare_spool_dirs(ptemp, s);
-    return OK;
+    return prepare_spool_dirs(ptemp, s);
 }
 
 static void imc_child_init(apr_pool_t *pchild, server_rec *s)

@@ -1236,6 +1236,151 @@ START_TEST(new_segments_while_listing)
 }
 END_TEST
 
+/* ---- the directory: made and handed over without following links ---- */
+
+#define NOBODY ((uid_t)65534)
+
+static uid_t owner_of(const char *path)
+{
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0);
+    return st.st_uid;
+}
+
+static apr_status_t prepare(const char *spool, const char **why)
+{
+    return imc_spool_dir_prepare(pool, spool, NOBODY, NOBODY, why);
+}
+
+/* Made with its missing parents, given to the user; again at a restart. */
+START_TEST(dir_made_and_handed_over)
+{
+    const char *spool = path_of("a/b/spool"), *why = "x";
+    struct stat st;
+
+    if (geteuid() != 0) {
+        return; /* only root hands directories over */
+    }
+    ck_assert_int_eq(prepare(spool, &why), APR_SUCCESS);
+    ck_assert_ptr_null(why);
+    ck_assert_int_eq(stat(spool, &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    ck_assert_int_eq(st.st_uid, NOBODY);
+    ck_assert_int_eq(st.st_mode & 07777, 0750);
+    ck_assert_int_eq(owner_of(path_of("a/b")), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, spool, "/", NULL), &why),
+                     APR_SUCCESS);
+}
+END_TEST
+
+/* A symbolic link at the spool's path, to a file or a directory: refused,
+ * and what it points to keeps its owner. */
+START_TEST(dir_symlink_refused)
+{
+    const char *file = path_of("shadow"), *sub = path_of("etc");
+    const char *spool = path_of("spool"), *why = NULL;
+    int fd;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    fd = open(file, O_WRONLY | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(symlink(file, spool), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "symbolic link"));
+    ck_assert_int_eq(owner_of(file), 0);
+    ck_assert_int_eq(unlink(spool), 0);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    ck_assert_int_eq(symlink(sub, spool), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_int_eq(owner_of(sub), 0);
+}
+END_TEST
+
+/* A parent that others may write (plainly, sticky, by group, or owned by
+ * someone else) is refused, and nothing below it changes owner. */
+START_TEST(dir_unsafe_parent_refused)
+{
+    const char *parent = path_of("p"), *spool = path_of("p/spool"), *why;
+    static const mode_t modes[] = {0777, 01777, 0775};
+    size_t i;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    ck_assert_int_eq(mkdir(parent, 0755), 0);
+    ck_assert_int_eq(mkdir(spool, 0750), 0);
+    ck_assert_int_eq(chown(parent, 0, 100), 0); /* group users */
+    for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        why = NULL;
+        ck_assert_int_eq(chmod(parent, modes[i]), 0);
+        ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+        ck_assert_ptr_nonnull(strstr(why, "written by others"));
+        ck_assert_int_eq(owner_of(spool), 0);
+    }
+    ck_assert_int_eq(chmod(parent, 0755), 0);
+    ck_assert_int_eq(chown(parent, NOBODY, 0), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "not to root"));
+    ck_assert_int_eq(owner_of(spool), 0);
+    /* the same, but the way there is safe: handed over */
+    ck_assert_int_eq(chown(parent, 0, 0), 0);
+    ck_assert_int_eq(prepare(spool, &why), APR_SUCCESS);
+    ck_assert_int_eq(owner_of(spool), NOBODY);
+}
+END_TEST
+
+/* Sticky directories higher up (as /tmp above the test's directory) and
+ * root's own symbolic links on the way are fine; a link of another user
+ * is not. */
+START_TEST(dir_sticky_above_and_root_links)
+{
+    const char *sticky = path_of("tmp"), *mine = path_of("tmp/mine");
+    const char *link = path_of("tmp/link"), *why = NULL;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    ck_assert_int_eq(mkdir(sticky, 01777), 0);
+    ck_assert_int_eq(chmod(sticky, 01777), 0);
+    ck_assert_int_eq(mkdir(mine, 0755), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, mine, "/spool", NULL), &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(symlink("mine", link), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, link, "//./spool", NULL), &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(lchown(link, NOBODY, NOBODY), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, link, "/spool", NULL), &why),
+                     IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "symbolic link of uid"));
+    /* a directory of another user in the sticky one */
+    ck_assert_int_eq(chown(mine, NOBODY, NOBODY), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, mine, "/spool", NULL), &why),
+                     IMC_SPOOL_EUNSAFE);
+}
+END_TEST
+
+/* One directory, however it is written, is one key. */
+START_TEST(dir_key_names_the_directory)
+{
+    const char *a = path_of("d"), *link = path_of("l");
+    const char *key;
+
+    ck_assert_int_eq(mkdir(a, 0750), 0);
+    ck_assert_int_eq(symlink(a, link), 0);
+    key = imc_spool_dir_key(pool, a);
+    ck_assert_str_eq(imc_spool_dir_key(pool, apr_pstrcat(pool, a, "/", NULL)),
+                     key);
+    ck_assert_str_eq(imc_spool_dir_key(pool, link), key);
+    ck_assert_str_ne(imc_spool_dir_key(pool, dir), key);
+    /* not there yet: by its path, slashes aside */
+    ck_assert_str_eq(imc_spool_dir_key(pool, "/nonexistent//imc/"),
+                     imc_spool_dir_key(pool, "/nonexistent/imc"));
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -1263,6 +1408,11 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, kill9_writers_lose_nothing);
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
+    tcase_add_test(tc, dir_made_and_handed_over);
+    tcase_add_test(tc, dir_symlink_refused);
+    tcase_add_test(tc, dir_unsafe_parent_refused);
+    tcase_add_test(tc, dir_sticky_above_and_root_links);
+    tcase_add_test(tc, dir_key_names_the_directory);
     suite_add_tcase(s, tc);
     return s;
 }
