@@ -71,6 +71,8 @@ typedef struct {
 typedef struct {
     server_rec *s; /* the first server that names this spool directory */
     const char *dir, *db, *table;
+    const char *stamp;   /* of this destination (imc_spool_stamp) */
+    apr_hash_t *foreign; /* stamps of other destinations, told once */
     int batch_size, create_schema;
     apr_interval_time_t batch_delay, timeout;
     imc_clickhouse_conf chconf;
@@ -538,6 +540,57 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
     d->next_gauges = now + PING_INTERVAL;
 }
 
+/*
+ * Leaves out of segs the segments stamped for another destination: accepted
+ * when this spool delivered to another database or ClickHouse, they are
+ * kept for it and never sent here. Told once per destination. Segments
+ * from before stamps are this destination's.
+ */
+static void keep_own(deliverer_t *d, apr_pool_t *p, apr_array_header_t *segs)
+{
+    apr_hash_t *counts = NULL;
+    apr_hash_index_t *hi;
+    int i, kept = 0;
+
+    for (i = 0; i < segs->nelts; ++i) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        int *n;
+
+        if (!*seg->stamp || !strcmp(seg->stamp, d->stamp)) {
+            APR_ARRAY_IDX(segs, kept++, imc_spool_segment) = *seg;
+            continue;
+        }
+        if (apr_hash_get(d->foreign, seg->stamp, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        counts = counts ? counts : apr_hash_make(p);
+        if (!(n = apr_hash_get(counts, seg->stamp, APR_HASH_KEY_STRING))) {
+            n = apr_pcalloc(p, sizeof(*n));
+            apr_hash_set(counts, seg->stamp, APR_HASH_KEY_STRING, n);
+        }
+        ++*n;
+    }
+    segs->nelts = kept;
+    for (hi = counts ? apr_hash_first(p, counts) : NULL; hi;
+         hi = apr_hash_next(hi)) {
+        const char *stamp = apr_hash_this_key(hi);
+
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                     IMC_LOGNO(00901) "%d segments of %s were accepted for "
+                                      "another destination (stamp %s; this "
+                                      "server delivers to database %s, stamp "
+                                      "%s): kept, not delivered here; set "
+                                      "that IMChallengeDatabase and "
+                                      "IMChallengeClickHouse again, or move "
+                                      "the files named *-%s.seg* into the "
+                                      "spool of a server that delivers there",
+                     *(int *)apr_hash_this_val(hi), d->dir, stamp, d->db,
+                     d->stamp, stamp);
+        apr_hash_set(d->foreign, apr_pstrdup(d->pool, stamp),
+                     APR_HASH_KEY_STRING, d->foreign);
+    }
+}
+
 /* The queue's gauges, when no pass published them within a second. */
 static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
@@ -547,6 +600,7 @@ static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
         imc_spool_list(p, d->dir, &segs) != APR_SUCCESS) {
         return;
     }
+    keep_own(d, p, segs);
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
 }
@@ -629,6 +683,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
     if ((rv = imc_spool_list(p, d->dir, &segs)) != APR_SUCCESS) {
         return spool_failed(d, rv);
     }
+    keep_own(d, p, segs);
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
     d->started = 1;
@@ -791,6 +846,8 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->dir = imc_config_spool_dir(c);
     d->db = imc_config_database(c);
     d->table = apr_pstrcat(pool, d->db, ".events", NULL);
+    d->stamp = imc_spool_stamp(pool, d->db, imc_config_clickhouse(c));
+    d->foreign = apr_hash_make(pool);
     d->batch_size = imc_config_batch_size(c);
     d->batch_delay = imc_config_batch_delay(c);
     d->timeout = imc_config_timeout(c);
@@ -831,13 +888,14 @@ void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s)
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c);
+        const char *key = imc_spool_dir_key(pchild, dir); /* /x is /x/ */
         deliverer_t *d;
         apr_status_t rv;
 
-        if (apr_hash_get(dirs, dir, APR_HASH_KEY_STRING)) {
+        if (apr_hash_get(dirs, key, APR_HASH_KEY_STRING)) {
             continue;
         }
-        apr_hash_set(dirs, dir, APR_HASH_KEY_STRING, dir);
+        apr_hash_set(dirs, key, APR_HASH_KEY_STRING, dir);
         d = deliverer_make(pchild, s, c);
         rv = d ? deliverer_start(pchild, d) : APR_ENOMEM;
         if (rv != APR_SUCCESS) {

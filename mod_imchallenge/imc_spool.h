@@ -11,7 +11,8 @@
  * it is sealed (no live writer) and fully delivered.
  *
  * Files in the spool directory DIR:
- *   <16 hex digits creation usec>-<pid>-<seq>.seg  a segment
+ *   <16 hex digits creation usec>-<pid>-<seq>[-<stamp>].seg  a segment;
+ *                         the stamp names its destination (imc_spool_stamp)
  *   <segment>.pos         "<done> <intent_end>\n": delivery progress; made
  *                         ("0 0") with the segment, so that it can always
  *                         be rewritten, in place when the disk is full
@@ -74,6 +75,8 @@ typedef struct {
     apr_time_t created;   /* from the name */
     apr_off_t ready_end;  /* end of the last complete record: bytes in
                              [done, ready_end) may be delivered */
+    const char *stamp;    /* its destination's stamp (imc_spool_stamp), ""
+                             for a segment made before stamps */
 } imc_spool_segment;
 
 /* ---- the directory (imc_spool_dir.c) -------------------------------- */
@@ -130,6 +133,20 @@ void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
  */
 apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
                               imc_spool_pos *pos);
+
+/*
+ * The stamp of a destination: 16 hex digits naming a database and a set of
+ * ClickHouse URLs (their order, case and trailing slashes aside). Segments
+ * carry the stamp of the destination they were accepted for in their name,
+ * <16 hex>-<pid>-<seq>-<stamp>.seg, so that a deliverer can tell its own
+ * from those of another destination.
+ */
+const char *imc_spool_stamp(apr_pool_t *p, const char *database,
+                            const apr_array_header_t *urls);
+
+/* Name the writer's next segments with stamp (NULL or "": no stamp). Call
+ * it before the first append. */
+void imc_spool_set_stamp(imc_spool *sp, const char *stamp);
 
 /* Writes and fdatasync calls so far (group commit makes syncs < writes). */
 void imc_spool_counters(imc_spool *sp, apr_uint64_t *writes,

@@ -284,6 +284,7 @@ static apr_status_t segment_inspect(apr_pool_t *p, const char *dir,
     int *fd, found;
     memset(seg, 0, sizeof(*seg));
     seg->name = name;
+    seg->stamp = imc_spool_seg_stamp(p, name);
     imc_spool_seg_name_parse(name, &seg->created);
     rv = imc_spool_fd_open(&fd, p, apr_pstrcat(p, dir, "/", name, NULL),
                            O_RDONLY, 0);

@@ -71,8 +71,8 @@ static int prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
 }
 
 /* Where a server's events go: its spool's deliverer serves the first
- * server that names the spool directory, and a spool's records do not say
- * where they go. */
+ * server that names the spool directory (segments carry the stamp of a
+ * database and URLs, not of a user). */
 static const char *destination(apr_pool_t *p, const imc_config *c)
 {
     const char *user = imc_config_user(c);
@@ -95,10 +95,12 @@ static int imc_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c), *to = destination(ptemp, c);
-        const char *first = apr_hash_get(seen, dir, APR_HASH_KEY_STRING);
+        /* one directory however it is written: /x, /x/, a link to it */
+        const char *key = imc_spool_dir_key(ptemp, dir);
+        const char *first = apr_hash_get(seen, key, APR_HASH_KEY_STRING);
 
         if (!first) {
-            apr_hash_set(seen, dir, APR_HASH_KEY_STRING, to);
+            apr_hash_set(seen, key, APR_HASH_KEY_STRING, to);
         } else if (strcmp(first, to) != 0) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                          IMC_LOGNO(00004) "IMChallengeSpoolDir %s is shared "

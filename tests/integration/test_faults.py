@@ -13,10 +13,13 @@ Run with -s to see the figures.
 import json
 import os
 import re
+import signal
 import time
 import uuid
 
 import pytest
+
+import stack
 
 from faults_util import (HttpProxy, LoadGen, answered_status, deliverer_pid,
                          metric, new_id, poll, report_totals,
@@ -854,3 +857,78 @@ def test_dead_writers_segment_with_torn_tail(make_clickhouse, make_httpd):
     assert stored == want and not stored & torn
     print("\n[torn tail] acknowledged %d + adopted %d stored, %d torn "
           "dropped" % (len(acked), len(adopted), len(torn)))
+
+
+# ------------------------------------------------------------ destinations
+
+
+STRANDED = (r"IMC00901: \d+ segments of \S+ were accepted for another "
+            r"destination")
+
+
+def _kill_all(h):
+    """SIGKILL the parent, then its children: the spool stays as it is,
+    with nothing drained."""
+    kids = h.children()
+    os.kill(h.proc.pid, signal.SIGKILL)
+    h.proc.wait()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    poll("the children to die",
+         lambda: not any(stack.pid_alive(p) for p in kids), 10)
+    h.proc = None
+
+
+def _stored(ch, db, site):
+    try:
+        return int(ch.scalar("SELECT count() FROM %s.events WHERE site_id = "
+                             "toUUID('%s')" % (db, site)))
+    except stack.StackError:  # no such database (yet)
+        return 0
+
+
+@pytest.mark.error_log_allow(STRANDED)
+def test_backlog_stays_with_the_database_it_was_accepted_for(make_httpd,
+                                                             clickhouse):
+    """Events queued for one database, then a restart with another
+    IMChallengeDatabase (same spool): the backlog is not sent to the new
+    database, it is kept and said once; back with the old database, it is
+    delivered there."""
+    other = "imc_other_%s" % uuid.uuid4().hex[:8]
+    h = make_httpd(batch_delay="10m", directives=FAST)  # nothing leaves
+    time.sleep(0.5)  # the deliverer's first pass, before the events
+    site = new_id()
+    for _ in range(5):
+        r = h.post("api/event", data=json.dumps({
+            "time": "2026-11-28T12:00:00Z", "type": "serve",
+            "correlation_id": new_id(), "site_id": site}),
+            headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 202, r.text
+    segs = spool_files(h)
+    assert segs
+    _kill_all(h)
+    h.directives = FAST + "\nIMChallengeDatabase %s" % other
+    h.batch_delay = "100ms"
+    offset = h.error_log_size()
+    h.start()
+    poll("the backlog kept (in the error log) or sent",
+         lambda: re.search(STRANDED, h.error_log(offset)) or _stored(
+             clickhouse, other, site), 20)
+    time.sleep(2)  # many delivery passes
+    assert _stored(clickhouse, other, site) == 0
+    assert re.search(STRANDED, h.error_log(offset))
+    assert _stored(clickhouse, "imchallenge", site) == 0
+    assert set(segs) <= set(spool_files(h))
+    # said once per destination, not once per pass
+    assert len(re.findall(STRANDED, h.error_log(offset))) <= len(
+        h.children()) + 1
+    h.stop()
+    h.directives = FAST
+    h.start()
+    poll("the backlog in its own database",
+         lambda: _stored(clickhouse, "imchallenge", site) == 5, 30)
+    assert _stored(clickhouse, other, site) == 0
+    clickhouse.query("DROP DATABASE IF EXISTS %s" % other)

@@ -1381,6 +1381,54 @@ START_TEST(dir_key_names_the_directory)
 }
 END_TEST
 
+/* Segments carry their destination's stamp; list tells it, and segments
+ * from before stamps still list. */
+START_TEST(segments_carry_their_stamp)
+{
+    apr_array_header_t *a = apr_array_make(pool, 2, sizeof(char *));
+    apr_array_header_t *b = apr_array_make(pool, 2, sizeof(char *));
+    apr_array_header_t *segs;
+    const char *stamp;
+    imc_spool *sp;
+    int fd, i, stamped = 0, plain = 0;
+
+    APR_ARRAY_PUSH(a, const char *) = "http://ch1:8123/";
+    APR_ARRAY_PUSH(a, const char *) = "http://ch2:8123/";
+    APR_ARRAY_PUSH(b, const char *) = "HTTP://CH2:8123";
+    APR_ARRAY_PUSH(b, const char *) = "http://ch1:8123";
+    stamp = imc_spool_stamp(pool, "imchallenge", a);
+    ck_assert_int_eq(strlen(stamp), 16);
+    ck_assert_str_eq(imc_spool_stamp(pool, "imchallenge", b), stamp);
+    ck_assert_str_ne(imc_spool_stamp(pool, "other", a), stamp);
+    apr_array_pop(b);
+    ck_assert_str_ne(imc_spool_stamp(pool, "imchallenge", b), stamp);
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 0, 0), APR_SUCCESS);
+    imc_spool_set_stamp(sp, stamp);
+    ck_assert_int_eq(imc_spool_append(sp, "{\"a\":1}\n", 8, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    fd = open(path_of("0000000000000001-1-0.seg"), O_WRONLY | O_CREAT, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "{\"b\":2}\n\n", 9), 9);
+    close(fd);
+    ck_assert_int_eq(imc_spool_list(pool, dir, &segs), APR_SUCCESS);
+    ck_assert_int_eq(segs->nelts, 2);
+    for (i = 0; i < segs->nelts; i++) {
+        const imc_spool_segment *seg =
+            &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        if (*seg->stamp) {
+            ck_assert_str_eq(seg->stamp, stamp);
+            ck_assert_ptr_nonnull(strstr(seg->name, stamp));
+            stamped++;
+        } else {
+            plain++;
+        }
+    }
+    ck_assert_int_eq(stamped, 1);
+    ck_assert_int_eq(plain, 1);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -1408,6 +1456,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, kill9_writers_lose_nothing);
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
+    tcase_add_test(tc, segments_carry_their_stamp);
     tcase_add_test(tc, dir_made_and_handed_over);
     tcase_add_test(tc, dir_symlink_refused);
     tcase_add_test(tc, dir_unsafe_parent_refused);
