@@ -11,12 +11,13 @@
  * of a dead one within a second.
  */
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <apr_hash.h>
 #include <apr_strings.h>
-#include <apr_thread_cond.h>
-#include <apr_thread_mutex.h>
 #include <apr_thread_proc.h>
 #include <mpm_common.h>
 #include <unistd.h>
@@ -79,8 +80,8 @@ typedef struct {
 
     apr_pool_t *pool; /* the thread's own, not a child of pchild */
     apr_thread_t *thread;
-    apr_thread_mutex_t *mutex;
-    apr_thread_cond_t *cond;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;    /* waits on CLOCK_MONOTONIC */
     int stopping, finished; /* under mutex */
 
     apr_time_t stop_by; /* set with stopping (atomic): end of the patience */
@@ -91,6 +92,7 @@ typedef struct {
     int schema_ok, features_ok, failures, started;
     int schema_failures, failing, spool_failing;
     int ping_failed; /* the last ping got no answer */
+    /* on imc_deliver_clock(), as first_seen */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
     apr_time_t next_gauges;
     apr_pool_t *state_pool;
@@ -98,17 +100,48 @@ typedef struct {
     apr_uint32_t rand;
 } deliverer_t;
 
+/*
+ * Intervals (pings, back-off, batch delay, the minute between backlog
+ * lines, waits) are measured on CLOCK_MONOTONIC: a step of the wall clock
+ * (NTP, an administrator) neither stalls delivery for as long as the step
+ * back nor hurries it. The ages of events stay on the wall clock, as their
+ * segments' creation times are. apr_thread_cond_timedwait() waits for a
+ * wall-clock deadline, hence a pthread condition on the monotonic clock.
+ */
+apr_time_t imc_deliver_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
+}
+
+/* Waits on d->cond (mutex held) up to t. */
+static void cond_wait_for(deliverer_t *d, apr_interval_time_t t)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(t / APR_USEC_PER_SEC);
+    ts.tv_nsec += (long)(t % APR_USEC_PER_SEC) * 1000;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&d->cond, &d->mutex, &ts);
+}
+
 /* Sleeps up to t, or until asked to stop. Returns 1 when stopping. */
 static int pause_for(deliverer_t *d, apr_interval_time_t t)
 {
     int stopping;
 
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     if (!d->stopping && t > 0) {
-        apr_thread_cond_timedwait(d->cond, d->mutex, t);
+        cond_wait_for(d, t);
     }
     stopping = d->stopping;
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_mutex_unlock(&d->mutex);
     return stopping;
 }
 
@@ -145,7 +178,7 @@ static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     imc_metrics_set(rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK
                                       : IMC_G_CLICKHOUSE_FAIL,
-                    apr_time_now());
+                    imc_deliver_clock());
     d->next_ping = now + PING_INTERVAL;
     /* ClickHouse is back after an outage: deliver now rather than wait
      * out a back-off of up to BACKOFF_MAX. Once per recovery, so a server
@@ -219,7 +252,7 @@ static apr_status_t spool_failed(deliverer_t *d, apr_status_t rv)
 static void log_failure(deliverer_t *d, apr_status_t rv,
                         const imc_clickhouse_result *res, int lines)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
     int loud = !d->failing || now >= d->next_log;
 
     if (loud) {
@@ -417,7 +450,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     rv = imc_clickhouse_insert(d->ch, p, d->table, buf, len, token, &res);
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     if (rv == APR_SUCCESS) {
-        imc_metrics_set(IMC_G_CLICKHOUSE_OK, apr_time_now());
+        imc_metrics_set(IMC_G_CLICKHOUSE_OK, imc_deliver_clock());
         imc_metrics_add(IMC_M_BATCHES_SENT, 1);
         imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
         log_recovery(d, &res);
@@ -498,10 +531,11 @@ static apr_status_t deliver_next(deliverer_t *d, apr_pool_t *p,
 }
 
 /* Counts the new complete lines of every segment and publishes the
- * queue's gauges. */
+ * queue's gauges (now on imc_deliver_clock(); ages on the wall clock). */
 static void update_gauges(deliverer_t *d, apr_pool_t *p,
                           apr_array_header_t *segs, apr_time_t now)
 {
+    apr_time_t wall = apr_time_now();
     apr_int64_t lines = 0, bytes = 0;
     apr_time_t oldest = 0, head;
     int i;
@@ -519,7 +553,7 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
             }
             /* rows there when the segment is first seen: of unknown age,
              * taken as old as the segment */
-            add_mark(st, seg->ready_end, st->seen ? now : seg->created);
+            add_mark(st, seg->ready_end, st->seen ? wall : seg->created);
             st->counted = seg->ready_end;
             st->lines += (apr_int64_t)n;
         }
@@ -536,7 +570,7 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
     imc_metrics_set(IMC_G_QUEUED_EVENTS, lines);
     imc_metrics_set(IMC_G_SPOOL_BYTES, bytes);
     imc_metrics_set(IMC_G_OLDEST_AGE_MS,
-                    oldest ? apr_time_as_msec(now - oldest) : 0);
+                    oldest ? apr_time_as_msec(wall - oldest) : 0);
     d->next_gauges = now + PING_INTERVAL;
 }
 
@@ -673,7 +707,7 @@ static int oldest_due(deliverer_t *d, apr_array_header_t *segs,
  */
 static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
     apr_array_header_t *segs;
     apr_pool_t *bp;
     apr_status_t rv;
@@ -698,7 +732,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
             &more);
         over[i] = !more;
         if (++sent % 16 == 0) { /* a long backlog: keep the gauges current */
-            update_gauges(d, p, segs, apr_time_now());
+            update_gauges(d, p, segs, imc_deliver_clock());
         }
     }
     apr_pool_destroy(bp);
@@ -711,7 +745,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 /* The deliverer's turn: ping, schema, and a pass when not backing off. */
 static void deliver_turn(deliverer_t *d, apr_pool_t *p)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
 
     if (now >= d->next_ping) {
         ping(d, p, now);
@@ -730,7 +764,7 @@ static void deliver_turn(deliverer_t *d, apr_pool_t *p)
         d->failures = 0;
     } else {
         ++d->failures;
-        d->next_try = apr_time_now() + backoff(d);
+        d->next_try = imc_deliver_clock() + backoff(d);
     }
 }
 
@@ -772,10 +806,10 @@ static void *APR_THREAD_FUNC deliver_main(apr_thread_t *thread, void *data)
         apr_file_close(d->lock);
     }
     apr_pool_destroy(p);
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     d->finished = 1;
-    apr_thread_cond_broadcast(d->cond);
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mutex);
     /* A plain return, not apr_thread_exit(): pthread_exit() skips the
      * compiler's end of this frame, which ASan then reports. */
     (void)thread;
@@ -806,19 +840,20 @@ static apr_status_t deliver_stop(void *data)
 {
     deliverer_t *d = data;
     apr_time_t stop_by = apr_time_now() + stop_patience(d);
+    apr_time_t wait_by = imc_deliver_clock() + stop_patience(d) + STOP_MARGIN;
     apr_status_t trv;
     int finished;
 
     imc_clickhouse_abort_at(d->ch, stop_by);
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     __atomic_store_n(&d->stop_by, stop_by, __ATOMIC_RELEASE);
     d->stopping = 1;
-    apr_thread_cond_broadcast(d->cond);
-    while (!d->finished && apr_time_now() < stop_by + STOP_MARGIN) {
-        apr_thread_cond_timedwait(d->cond, d->mutex, apr_time_from_msec(100));
+    pthread_cond_broadcast(&d->cond);
+    while (!d->finished && imc_deliver_clock() < wait_by) {
+        cond_wait_for(d, apr_time_from_msec(100));
     }
     finished = d->finished;
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_mutex_unlock(&d->mutex);
     if (finished) {
         apr_thread_join(&trv, d->thread);
         apr_pool_destroy(d->pool);
@@ -864,16 +899,44 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     return d;
 }
 
+static apr_status_t sync_cleanup(void *data)
+{
+    deliverer_t *d = data;
+
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->mutex);
+    return APR_SUCCESS;
+}
+
+/* d->mutex and d->cond, the condition on CLOCK_MONOTONIC. */
+static apr_status_t sync_create(deliverer_t *d)
+{
+    pthread_condattr_t attr;
+    int e;
+
+    if ((e = pthread_condattr_init(&attr)) != 0) {
+        return APR_FROM_OS_ERROR(e);
+    }
+    if ((e = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)) == 0 &&
+        (e = pthread_cond_init(&d->cond, &attr)) == 0 &&
+        (e = pthread_mutex_init(&d->mutex, NULL)) != 0) {
+        pthread_cond_destroy(&d->cond);
+    }
+    pthread_condattr_destroy(&attr);
+    if (e == 0) {
+        apr_pool_cleanup_register(d->pool, d, sync_cleanup,
+                                  apr_pool_cleanup_null);
+    }
+    return e ? APR_FROM_OS_ERROR(e) : APR_SUCCESS;
+}
+
 static apr_status_t deliverer_start(apr_pool_t *pchild, deliverer_t *d)
 {
     apr_threadattr_t *attr;
     apr_status_t rv;
 
     if ((rv = imc_clickhouse_create(&d->ch, d->pool, &d->chconf)) ||
-        (rv = apr_thread_mutex_create(&d->mutex, APR_THREAD_MUTEX_DEFAULT,
-                                      d->pool)) ||
-        (rv = apr_thread_cond_create(&d->cond, d->pool)) ||
-        (rv = apr_threadattr_create(&attr, d->pool)) ||
+        (rv = sync_create(d)) || (rv = apr_threadattr_create(&attr, d->pool)) ||
         (rv = apr_thread_create(&d->thread, attr, deliver_main, d, d->pool))) {
         return rv;
     }

@@ -28,7 +28,7 @@ static int spool_writable(request_rec *r)
 
 static int ready(request_rec *r)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
 
     if (!spool_writable(r)) {
         return imc_http_json(r, HTTP_SERVICE_UNAVAILABLE,
@@ -45,7 +45,7 @@ static int ready(request_rec *r)
 
 static int status(request_rec *r)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
     apr_int64_t queued = imc_metrics_get(IMC_G_QUEUED_EVENTS);
     const char *age =
         queued > 0 ? apr_psprintf(r->pool, "%.3f",

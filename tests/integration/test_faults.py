@@ -14,6 +14,8 @@ import json
 import os
 import re
 import signal
+import struct
+import subprocess
 import time
 import uuid
 
@@ -932,3 +934,57 @@ def test_backlog_stays_with_the_database_it_was_accepted_for(make_httpd,
          lambda: _stored(clickhouse, "imchallenge", site) == 5, 30)
     assert _stored(clickhouse, other, site) == 0
     clickhouse.query("DROP DATABASE IF EXISTS %s" % other)
+
+
+# ------------------------------------------------------------ clocks
+
+
+CLOCK_SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "clockshift.c")
+
+
+def _clock_shim(workbase):
+    """The LD_PRELOAD library of clockshift.c, built once per session."""
+    lib = workbase / "clockshift.so"
+    if not lib.exists():
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
+                        "-o", str(lib), CLOCK_SHIM], check=True)
+        os.chmod(lib, 0o755)
+    return lib
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_wall_clock_step_back_does_not_stall_delivery(make_clickhouse,
+                                                      make_httpd, workbase):
+    """ClickHouse down, events queued, the deliverer backing off; then the
+    wall clock of httpd steps back an hour (NTP, an administrator) and
+    ClickHouse comes back: delivery resumes within seconds, not in an hour
+    (pings, back-off and batch delay run on the monotonic clock)."""
+    shift = workbase / ("clock-%s" % uuid.uuid4().hex[:8])
+    shift.write_bytes(struct.pack("=q", 0))
+    os.chmod(shift, 0o644)
+    preload = " ".join(filter(None, [os.environ.get("IMC_HTTPD_PRELOAD"),
+                                     str(_clock_shim(workbase))]))
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms", directives=FAST,
+                   env={"LD_PRELOAD": preload,
+                        "IMC_CLOCK_SHIFT_FILE": str(shift)})
+    ch.stop()
+    site = new_id()
+    for _ in range(5):
+        r = h.post("api/event", data=json.dumps({
+            "time": "2026-11-28T12:00:00Z", "type": "serve",
+            "correlation_id": new_id(), "site_id": site}),
+            headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 202, r.text
+    wait_failed_batch(h, 2)  # a few failures: backing off
+    with open(shift, "r+b") as f:  # in place: the shim maps the file
+        f.write(struct.pack("=q", -3600 * 10 ** 6))
+    ch.start()
+    t0 = time.monotonic()
+    poll("the queued events stored after the step",
+         lambda: _stored(ch, "imchallenge", site) == 5, 30, 0.25)
+    took = time.monotonic() - t0
+    print("\ndelivered %.1f s after ClickHouse came back, the wall clock "
+          "an hour behind" % took)
+    assert status(h)["clickhouse_reachable"]
