@@ -73,6 +73,9 @@ typedef struct {
     server_rec *s; /* the first server that names this spool directory */
     const char *dir, *db, *table;
     const char *stamp;   /* of this destination (imc_spool_stamp) */
+    const char *key;     /* the spool's imc_spool_dir_key */
+    int slot;            /* of its gauges (imc_metrics_spool_slot) */
+    apr_int64_t queued;  /* events queued, as last counted */
     apr_hash_t *foreign; /* stamps of other destinations, told once */
     int batch_size, create_schema;
     apr_interval_time_t batch_delay, timeout;
@@ -170,15 +173,21 @@ static apr_interval_time_t backoff(deliverer_t *d)
     return t / 2 + (apr_interval_time_t)(d->rand % (apr_uint32_t)(t / 2 + 1));
 }
 
+/* This spool's gauges, not another's. */
+static void gauge_set(deliverer_t *d, imc_metric_gauge g, apr_int64_t v)
+{
+    imc_metrics_spool_set(d->slot, d->key, g, v);
+}
+
 static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
 {
     imc_clickhouse_result res;
     apr_status_t rv = imc_clickhouse_ping(d->ch, p, &res);
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
-    imc_metrics_set(rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK
-                                      : IMC_G_CLICKHOUSE_FAIL,
-                    imc_deliver_clock());
+    gauge_set(d,
+              rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK : IMC_G_CLICKHOUSE_FAIL,
+              imc_deliver_clock());
     d->next_ping = now + PING_INTERVAL;
     /* ClickHouse is back after an outage: deliver now rather than wait
      * out a back-off of up to BACKOFF_MAX. Once per recovery, so a server
@@ -259,17 +268,16 @@ static void log_failure(deliverer_t *d, apr_status_t rv,
         d->next_log = now + BACKLOG_LOG;
     }
     d->failing = 1;
-    ap_log_error(APLOG_MARK, loud ? APLOG_WARNING : APLOG_DEBUG, log_status(rv),
-                 d->s,
-                 IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
-                                  "%d, code %d); %" APR_INT64_T_FMT
-                                  " events (%" APR_INT64_T_FMT
-                                  " bytes) queued, the oldest %.1f s old; "
-                                  "retrying with back-off",
-                 lines, res->url ? res->url : "ClickHouse", res->http_status,
-                 res->code, imc_metrics_get(IMC_G_QUEUED_EVENTS),
-                 imc_metrics_get(IMC_G_SPOOL_BYTES),
-                 (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+    ap_log_error(
+        APLOG_MARK, loud ? APLOG_WARNING : APLOG_DEBUG, log_status(rv), d->s,
+        IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
+                         "%d, code %d); %" APR_INT64_T_FMT
+                         " events (%" APR_INT64_T_FMT
+                         " bytes) queued, the oldest %.1f s old; "
+                         "retrying with back-off",
+        lines, res->url ? res->url : "ClickHouse", res->http_status, res->code,
+        d->queued, imc_metrics_spool_get(d->slot, IMC_G_SPOOL_BYTES),
+        (double)imc_metrics_spool_get(d->slot, IMC_G_OLDEST_AGE_MS) / 1000.0);
 }
 
 static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
@@ -280,8 +288,7 @@ static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
             APLOG_MARK, APLOG_NOTICE, 0, d->s,
             IMC_LOGNO(00307) "delivery to %s works again; %" APR_INT64_T_FMT
                              " events queued",
-            res->url ? res->url : "ClickHouse",
-            imc_metrics_get(IMC_G_QUEUED_EVENTS));
+            res->url ? res->url : "ClickHouse", d->queued);
     }
 }
 
@@ -450,7 +457,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     rv = imc_clickhouse_insert(d->ch, p, d->table, buf, len, token, &res);
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     if (rv == APR_SUCCESS) {
-        imc_metrics_set(IMC_G_CLICKHOUSE_OK, imc_deliver_clock());
+        gauge_set(d, IMC_G_CLICKHOUSE_OK, imc_deliver_clock());
         imc_metrics_add(IMC_M_BATCHES_SENT, 1);
         imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
         log_recovery(d, &res);
@@ -567,10 +574,11 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
             }
         }
     }
-    imc_metrics_set(IMC_G_QUEUED_EVENTS, lines);
-    imc_metrics_set(IMC_G_SPOOL_BYTES, bytes);
-    imc_metrics_set(IMC_G_OLDEST_AGE_MS,
-                    oldest ? apr_time_as_msec(wall - oldest) : 0);
+    d->queued = lines;
+    gauge_set(d, IMC_G_QUEUED_EVENTS, lines);
+    gauge_set(d, IMC_G_SPOOL_BYTES, bytes);
+    gauge_set(d, IMC_G_OLDEST_AGE_MS,
+              oldest ? apr_time_as_msec(wall - oldest) : 0);
     d->next_gauges = now + PING_INTERVAL;
 }
 
@@ -662,7 +670,7 @@ static void probe_features(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     }
     d->next_probe = now + PING_INTERVAL;
     refresh_gauges(d, p, now);
-    if ((queued = imc_metrics_get(IMC_G_QUEUED_EVENTS)) > 0) {
+    if ((queued = d->queued) > 0) {
         log_failure(d, rv, &res, (int)queued);
     }
 }
@@ -777,7 +785,7 @@ static void drain(deliverer_t *d, apr_pool_t *p)
         if (deliver_pass(d, p, 1) != APR_SUCCESS) {
             break;
         }
-        if (imc_metrics_get(IMC_G_QUEUED_EVENTS) == 0) {
+        if (d->queued == 0) { /* this spool's: not another's */
             break;
         }
     }
@@ -882,6 +890,8 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->db = imc_config_database(c);
     d->table = apr_pstrcat(pool, d->db, ".events", NULL);
     d->stamp = imc_spool_stamp(pool, d->db, imc_config_clickhouse(c));
+    d->key = imc_spool_dir_key(pool, d->dir);
+    d->slot = imc_metrics_spool_slot(d->key);
     d->foreign = apr_hash_make(pool);
     d->batch_size = imc_config_batch_size(c);
     d->batch_delay = imc_config_batch_delay(c);

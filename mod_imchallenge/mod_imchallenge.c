@@ -132,7 +132,12 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (imc_metrics_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    return prepare_spool_dirs(ptemp, s);
+    if (prepare_spool_dirs(ptemp, s) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* the directories exist now: their keys are their inodes */
+    imc_metrics_spools(ptemp, s);
+    return OK;
 }
 
 static void imc_child_init(apr_pool_t *pchild, server_rec *s)
