@@ -97,7 +97,7 @@ typedef struct {
     int ping_failed; /* the last ping got no answer */
     /* on imc_deliver_clock(), as first_seen */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
-    apr_time_t next_gauges;
+    apr_time_t next_gauges, next_failed; /* next count of DIR/failed */
     apr_pool_t *state_pool;
     apr_hash_t *state; /* segment name -> seg_state_t */
     apr_uint32_t rand;
@@ -385,6 +385,7 @@ static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
                  lines, seg->name, code, d->dir);
     imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
     rv = imc_spool_quarantine(p, d->dir, seg, from, end);
+    d->next_failed = 0; /* counted again with the next gauges */
     return rv ? spool_failed(d, rv) : APR_SUCCESS;
 }
 
@@ -573,6 +574,15 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
                 oldest = head;
             }
         }
+    }
+    if (now >= d->next_failed) { /* a directory scan: once a second */
+        apr_int64_t files, qbytes;
+
+        if (imc_spool_quarantined(p, d->dir, &files, &qbytes) == APR_SUCCESS) {
+            gauge_set(d, IMC_G_QUARANTINED_FILES, files);
+            gauge_set(d, IMC_G_QUARANTINED_BYTES, qbytes);
+        }
+        d->next_failed = now + PING_INTERVAL;
     }
     d->queued = lines;
     gauge_set(d, IMC_G_QUEUED_EVENTS, lines);

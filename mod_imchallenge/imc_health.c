@@ -80,10 +80,14 @@ static int status(request_rec *r)
                      ",\"spool_bytes\":%" APR_INT64_T_FMT
                      ",\"oldest_queued_age_seconds\":%s"
                      ",\"clickhouse_reachable\":%s"
-                     ",\"spool_writable\":%s}",
+                     ",\"spool_writable\":%s"
+                     ",\"quarantined_batches\":%" APR_INT64_T_FMT
+                     ",\"quarantined_bytes\":%" APR_INT64_T_FMT "}",
                      queued, gauge(slot, IMC_G_SPOOL_BYTES), age,
                      clickhouse_reachable(slot, now) ? "true" : "false",
-                     spool_writable(r) ? "true" : "false"));
+                     spool_writable(r) ? "true" : "false",
+                     gauge(slot, IMC_G_QUARANTINED_FILES),
+                     gauge(slot, IMC_G_QUARANTINED_BYTES)));
 }
 
 int imc_health_handler(request_rec *r)

@@ -251,7 +251,8 @@ apr_int64_t imc_metrics_get(imc_metric_gauge g)
             continue;
         }
         v = imc_metrics_spool_get(i, g);
-        if (g == IMC_G_QUEUED_EVENTS || g == IMC_G_SPOOL_BYTES) {
+        if (g == IMC_G_QUEUED_EVENTS || g == IMC_G_SPOOL_BYTES ||
+            g == IMC_G_QUARANTINED_FILES || g == IMC_G_QUARANTINED_BYTES) {
             total += v;
         } else if (g == IMC_G_CLICKHOUSE_OK) {
             total = first || v < total ? v : total;
@@ -457,6 +458,14 @@ static void print_gauges(request_rec *r)
            "Age of the oldest event not yet delivered.");
     ap_rprintf(r, "imchallenge_oldest_queued_age_seconds %.3f\n",
                (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+    family(r, "imchallenge_quarantined_batches", "gauge",
+           "Batches ClickHouse refused for good, kept in spool/failed.");
+    ap_rprintf(r, "imchallenge_quarantined_batches %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_QUARANTINED_FILES));
+    family(r, "imchallenge_quarantined_bytes", "gauge",
+           "Bytes in spool/failed (not counted in IMChallengeSpoolLimit).");
+    ap_rprintf(r, "imchallenge_quarantined_bytes %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_QUARANTINED_BYTES));
     family(r, "imchallenge_clickhouse_up", "gauge",
            "1 when ClickHouse answered the last ping.");
     ap_rprintf(r, "imchallenge_clickhouse_up %d\n", ok != 0 && ok >= fail);

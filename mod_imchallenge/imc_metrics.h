@@ -31,11 +31,13 @@ typedef enum {
 } imc_metric_counter;
 
 typedef enum {
-    IMC_G_QUEUED_EVENTS,   /* events in the spool not yet delivered */
-    IMC_G_SPOOL_BYTES,     /* bytes in the spool not yet delivered */
-    IMC_G_OLDEST_AGE_MS,   /* age of the oldest queued event, ms */
-    IMC_G_CLICKHOUSE_OK,   /* imc_deliver_clock() of the last answer */
-    IMC_G_CLICKHOUSE_FAIL, /* imc_deliver_clock() of the last failed ping */
+    IMC_G_QUEUED_EVENTS,     /* events in the spool not yet delivered */
+    IMC_G_SPOOL_BYTES,       /* bytes in the spool not yet delivered */
+    IMC_G_OLDEST_AGE_MS,     /* age of the oldest queued event, ms */
+    IMC_G_CLICKHOUSE_OK,     /* imc_deliver_clock() of the last answer */
+    IMC_G_CLICKHOUSE_FAIL,   /* imc_deliver_clock() of the last failed ping */
+    IMC_G_QUARANTINED_FILES, /* batches in spool/failed, never retried */
+    IMC_G_QUARANTINED_BYTES, /* their bytes, not counted in the limit */
     IMC_G_GAUGES
 } imc_metric_gauge;
 

@@ -285,8 +285,38 @@ static void tickets_resolve(ticket *t, apr_status_t rv)
 }
 
 /*
+ * After a failed fdatasync (mutex held): cut off what was written since
+ * the last good one, as none of it is acknowledged, unless the deliverer
+ * has already taken some of it (its .pos is past durable): those rows may
+ * be in ClickHouse, and cutting them off could not take them back but
+ * would leave the spool behind its own progress file. They stay then, and
+ * their requests are refused all the same (at least once: a client that
+ * sends one again is counted once by the report).
+ */
+static void cut_unsynced(imc_spool *sp)
+{
+    char path[4096], buf[64];
+    apr_off_t done = 0, intent = 0;
+    ssize_t n = -1;
+    int fd;
+    apr_snprintf(path, sizeof(path), "%s/%s" POS_EXT, sp->dir, sp->name);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+        n = pread(fd, buf, sizeof(buf), 0);
+        close(fd);
+    }
+    if (n > 0 && pos_parse(buf, (apr_size_t)n, &done, &intent) &&
+        (done > sp->durable || intent > sp->durable)) {
+        return; /* taken by the deliverer: leave it */
+    }
+    if (ftruncate(sp->fd, sp->durable) != 0) {
+        /* left without terminator: never delivered */
+    }
+}
+
+/*
  * Close the current segment (mutex held, nobody syncing). With sync, the
- * writes still waiting are flushed first; if that fails they are cut off.
+ * writes still waiting are flushed first; if that fails they are cut off
+ * (cut_unsynced).
  */
 static void segment_close(imc_spool *sp)
 {
@@ -298,9 +328,7 @@ static void segment_close(imc_spool *sp)
         sp->syncs++;
         if (fdatasync(sp->fd) != 0) {
             rv = os_error();
-            if (ftruncate(sp->fd, sp->durable) != 0) {
-                /* left without terminator: never delivered */
-            }
+            cut_unsynced(sp);
         }
         tickets_resolve(sp->waiting, rv);
         sp->waiting = NULL;
@@ -458,9 +486,7 @@ static apr_status_t sync_wait(imc_spool *sp, ticket *me)
             /* nothing past durable was acknowledged: cut it off, seal */
             tickets_resolve(sp->waiting, rv);
             sp->waiting = NULL;
-            if (ftruncate(sp->fd, sp->durable) != 0) {
-                /* left without terminator: never delivered */
-            }
+            cut_unsynced(sp);
             segment_close(sp);
         }
         apr_thread_cond_broadcast(sp->cond);

@@ -226,6 +226,11 @@ apr_status_t imc_spool_quarantine(apr_pool_t *p, const char *dir,
                                   imc_spool_segment *seg, apr_off_t from,
                                   apr_off_t to);
 
+/* What DIR/failed holds: *files quarantined batches of *bytes in all.
+ * Never retried, and not counted against the limit. */
+apr_status_t imc_spool_quarantined(apr_pool_t *p, const char *dir,
+                                   apr_int64_t *files, apr_int64_t *bytes);
+
 /* *rows = number of rows (non-empty lines) in [from, to) of seg. */
 apr_status_t imc_spool_count_lines(apr_pool_t *p, const char *dir,
                                    const imc_spool_segment *seg, apr_off_t from,

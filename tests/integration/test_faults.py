@@ -483,6 +483,14 @@ def test_quarantine_of_a_batch_clickhouse_never_takes(drifted):
     for cid in later:
         assert d.post([(cid, "serve")]).status_code == 201
     assert list(d.failed_files().values()) == [[(bad, "solve")]]
+    # What spool/failed holds shows (never retried, outside the limit).
+    size = sum(f.stat().st_size
+               for f in (d.h.spool_dir / "failed").iterdir())
+    poll("spool/failed in /api/status", lambda: status(d.h)[
+        "quarantined_batches"] == 1)
+    assert status(d.h)["quarantined_bytes"] == size > 0
+    assert metric(d.h, "imchallenge_quarantined_batches") == 1
+    assert metric(d.h, "imchallenge_quarantined_bytes") == size
     assert re.search(r"\[(\w+:)?error\].*IMC00303: ClickHouse rejected 1 "
                      r"events",
                      d.h.error_log())

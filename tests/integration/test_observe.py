@@ -31,7 +31,8 @@ COUNTERS = {
     "imchallenge_report_days_total": ("source", {"cache", "clickhouse"}),
 }
 GAUGES = ("imchallenge_events_queued", "imchallenge_spool_bytes",
-          "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up")
+          "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up",
+          "imchallenge_quarantined_batches", "imchallenge_quarantined_bytes")
 # Per spool directory, labelled spool="<IMChallengeSpoolDir>".
 SPOOL_GAUGES = ("imchallenge_spool_events_queued",
                 "imchallenge_spool_pending_bytes",
@@ -418,8 +419,10 @@ def test_healthz_and_status_shapes(httpd):
     st = status(httpd)
     assert set(st) == {"queued_events", "spool_bytes",
                        "oldest_queued_age_seconds", "clickhouse_reachable",
-                       "spool_writable"}
-    for k in ("queued_events", "spool_bytes"):
+                       "spool_writable", "quarantined_batches",
+                       "quarantined_bytes"}
+    for k in ("queued_events", "spool_bytes", "quarantined_batches",
+              "quarantined_bytes"):
         assert type(st[k]) is int and st[k] >= 0, (k, st[k])
     age = st["oldest_queued_age_seconds"]
     assert age is None or (type(age) in (int, float) and age >= 0)

@@ -41,12 +41,27 @@ static char dir[64];
  */
 static volatile int sync_delay_us;
 static apr_uint32_t sync_calls;
+/* The next fdatasync fails with EIO, after running sync_fail_first (when
+ * set; its own fdatasync calls succeed). */
+static volatile int sync_fail_next;
+static void (*sync_fail_first)(void);
 
 int fdatasync(int fd)
 {
+    static __thread int in_first;
     apr_atomic_inc32(&sync_calls);
     if (sync_delay_us > 0) {
         usleep((useconds_t)sync_delay_us);
+    }
+    if (sync_fail_next && !in_first) {
+        sync_fail_next = 0;
+        if (sync_fail_first) {
+            in_first = 1;
+            sync_fail_first();
+            in_first = 0;
+        }
+        errno = EIO;
+        return -1;
     }
     return (int)syscall(SYS_fdatasync, fd);
 }
@@ -1429,6 +1444,74 @@ START_TEST(segments_carry_their_stamp)
 }
 END_TEST
 
+/* The deliverer sends and commits everything ready, as it may between a
+ * write and its fdatasync. */
+static void deliver_everything(void)
+{
+    apr_array_header_t *segs;
+    int i;
+
+    ck_assert_int_eq(imc_spool_list(pool, dir, &segs), APR_SUCCESS);
+    for (i = 0; i < segs->nelts; i++) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        ck_assert_int_eq(imc_spool_commit(pool, dir, seg, seg->ready_end),
+                         APR_SUCCESS);
+    }
+}
+
+/* The "<done> <intent>" of a segment's .pos. */
+static void pos_of(const char *name, apr_off_t *done, apr_off_t *intent)
+{
+    long long d = -1, i = -1;
+    FILE *f = fopen(path_of(apr_pstrcat(pool, name, ".pos", NULL)), "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%lld %lld", &d, &i), 2);
+    fclose(f);
+    *done = (apr_off_t)d;
+    *intent = (apr_off_t)i;
+}
+
+static apr_off_t size_of(const char *name)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(path_of(name), &st), 0);
+    return st.st_size;
+}
+
+/* SpoolSync On and a failed fdatasync: the requests it covers are refused;
+ * their rows are cut off, unless the deliverer already took them (then
+ * cutting would not take them back from ClickHouse and would leave the
+ * segment shorter than its .pos). */
+START_TEST(failed_sync_cuts_only_what_was_not_taken)
+{
+    static const char a[] = "{\"a\":1}\n", b[] = "{\"b\":2}\n";
+    imc_spool_pos pa, pb;
+    imc_spool *sp;
+    apr_off_t done, intent;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 0, 1), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, a, sizeof(a) - 1, &pa), APR_SUCCESS);
+    /* not taken: cut off */
+    sync_fail_first = NULL;
+    sync_fail_next = 1;
+    ck_assert_int_eq(imc_spool_append(sp, b, sizeof(b) - 1, &pb),
+                     APR_FROM_OS_ERROR(EIO));
+    ck_assert_int_eq(size_of(pa.segment), (apr_off_t)sizeof(a));
+    /* taken by the deliverer before the failure: kept */
+    ck_assert_int_eq(imc_spool_append(sp, a, sizeof(a) - 1, &pa), APR_SUCCESS);
+    sync_fail_first = deliver_everything;
+    sync_fail_next = 1;
+    ck_assert_int_eq(imc_spool_append(sp, b, sizeof(b) - 1, &pb),
+                     APR_FROM_OS_ERROR(EIO));
+    sync_fail_first = NULL;
+    ck_assert_str_eq(pb.segment, pa.segment);
+    ck_assert_int_eq(size_of(pa.segment), (apr_off_t)(2 * sizeof(a)));
+    pos_of(pa.segment, &done, &intent);
+    ck_assert_int_eq(done, size_of(pa.segment));
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -1457,6 +1540,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
     tcase_add_test(tc, segments_carry_their_stamp);
+    tcase_add_test(tc, failed_sync_cuts_only_what_was_not_taken);
     tcase_add_test(tc, dir_made_and_handed_over);
     tcase_add_test(tc, dir_symlink_refused);
     tcase_add_test(tc, dir_unsafe_parent_refused);
