@@ -18,7 +18,7 @@ SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
-           imc_zone.c imc_bucket.c
+           imc_zone.c imc_bucket.c imc_spool_dir.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -130,7 +130,8 @@ $(BUILD)/test_clickhouse: tests/unit/test_clickhouse.c $(CHECK_MAIN) $(MOD)/imc_
                           $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
-                     $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+                     $(MOD)/imc_spool_deliver.c $(MOD)/imc_spool_dir.c \
+                     $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
                     $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)

@@ -11,12 +11,13 @@
  * of a dead one within a second.
  */
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <apr_hash.h>
 #include <apr_strings.h>
-#include <apr_thread_cond.h>
-#include <apr_thread_mutex.h>
 #include <apr_thread_proc.h>
 #include <mpm_common.h>
 #include <unistd.h>
@@ -71,14 +72,19 @@ typedef struct {
 typedef struct {
     server_rec *s; /* the first server that names this spool directory */
     const char *dir, *db, *table;
+    const char *stamp;   /* of this destination (imc_spool_stamp) */
+    const char *key;     /* the spool's imc_spool_dir_key */
+    int slot;            /* of its gauges (imc_metrics_spool_slot) */
+    apr_int64_t queued;  /* events queued, as last counted */
+    apr_hash_t *foreign; /* stamps of other destinations, told once */
     int batch_size, create_schema;
     apr_interval_time_t batch_delay, timeout;
     imc_clickhouse_conf chconf;
 
     apr_pool_t *pool; /* the thread's own, not a child of pchild */
     apr_thread_t *thread;
-    apr_thread_mutex_t *mutex;
-    apr_thread_cond_t *cond;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;    /* waits on CLOCK_MONOTONIC */
     int stopping, finished; /* under mutex */
 
     apr_time_t stop_by; /* set with stopping (atomic): end of the patience */
@@ -91,24 +97,56 @@ typedef struct {
     int ping_failed;  /* the last ping got no answer */
     int ping_refused; /* the last ping was refused (told once a streak) */
     int probe_told;   /* a refused feature probe was logged */
+    /* on imc_deliver_clock(), as first_seen */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
-    apr_time_t next_gauges;
+    apr_time_t next_gauges, next_failed; /* next count of DIR/failed */
     apr_pool_t *state_pool;
     apr_hash_t *state; /* segment name -> seg_state_t */
     apr_uint32_t rand;
 } deliverer_t;
+
+/*
+ * Intervals (pings, back-off, batch delay, the minute between backlog
+ * lines, waits) are measured on CLOCK_MONOTONIC: a step of the wall clock
+ * (NTP, an administrator) neither stalls delivery for as long as the step
+ * back nor hurries it. The ages of events stay on the wall clock, as their
+ * segments' creation times are. apr_thread_cond_timedwait() waits for a
+ * wall-clock deadline, hence a pthread condition on the monotonic clock.
+ */
+apr_time_t imc_deliver_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
+}
+
+/* Waits on d->cond (mutex held) up to t. */
+static void cond_wait_for(deliverer_t *d, apr_interval_time_t t)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(t / APR_USEC_PER_SEC);
+    ts.tv_nsec += (long)(t % APR_USEC_PER_SEC) * 1000;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&d->cond, &d->mutex, &ts);
+}
 
 /* Sleeps up to t, or until asked to stop. Returns 1 when stopping. */
 static int pause_for(deliverer_t *d, apr_interval_time_t t)
 {
     int stopping;
 
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     if (!d->stopping && t > 0) {
-        apr_thread_cond_timedwait(d->cond, d->mutex, t);
+        cond_wait_for(d, t);
     }
     stopping = d->stopping;
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_mutex_unlock(&d->mutex);
     return stopping;
 }
 
@@ -137,6 +175,12 @@ static apr_interval_time_t backoff(deliverer_t *d)
     return t / 2 + (apr_interval_time_t)(d->rand % (apr_uint32_t)(t / 2 + 1));
 }
 
+/* This spool's gauges, not another's. */
+static void gauge_set(deliverer_t *d, imc_metric_gauge g, apr_int64_t v)
+{
+    imc_metrics_spool_set(d->slot, d->key, g, v);
+}
+
 /* Whether ClickHouse answers the module's user: an authenticated query,
  * since /ping takes no credentials and answers while every insert is
  * refused. Readiness follows it. */
@@ -158,9 +202,9 @@ static void ping(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     d->ping_refused = rv == IMC_CLICKHOUSE_EREJECTED;
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
-    imc_metrics_set(rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK
-                                      : IMC_G_CLICKHOUSE_FAIL,
-                    apr_time_now());
+    gauge_set(d,
+              rv == APR_SUCCESS ? IMC_G_CLICKHOUSE_OK : IMC_G_CLICKHOUSE_FAIL,
+              imc_deliver_clock());
     d->next_ping = now + PING_INTERVAL;
     /* ClickHouse is back after an outage: deliver now rather than wait
      * out a back-off of up to BACKOFF_MAX. Once per recovery, so a server
@@ -240,24 +284,23 @@ static apr_status_t spool_failed(deliverer_t *d, apr_status_t rv)
 static void log_failure(deliverer_t *d, apr_status_t rv,
                         const imc_clickhouse_result *res, int lines)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
     int loud = !d->failing || now >= d->next_log;
 
     if (loud) {
         d->next_log = now + BACKLOG_LOG;
     }
     d->failing = 1;
-    ap_log_error(APLOG_MARK, loud ? APLOG_WARNING : APLOG_DEBUG, log_status(rv),
-                 d->s,
-                 IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
-                                  "%d, code %d); %" APR_INT64_T_FMT
-                                  " events (%" APR_INT64_T_FMT
-                                  " bytes) queued, the oldest %.1f s old; "
-                                  "retrying with back-off",
-                 lines, res->url ? res->url : "ClickHouse", res->http_status,
-                 res->code, imc_metrics_get(IMC_G_QUEUED_EVENTS),
-                 imc_metrics_get(IMC_G_SPOOL_BYTES),
-                 (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+    ap_log_error(
+        APLOG_MARK, loud ? APLOG_WARNING : APLOG_DEBUG, log_status(rv), d->s,
+        IMC_LOGNO(00304) "delivery of %d events to %s failed (HTTP "
+                         "%d, code %d); %" APR_INT64_T_FMT
+                         " events (%" APR_INT64_T_FMT
+                         " bytes) queued, the oldest %.1f s old; "
+                         "retrying with back-off",
+        lines, res->url ? res->url : "ClickHouse", res->http_status, res->code,
+        d->queued, imc_metrics_spool_get(d->slot, IMC_G_SPOOL_BYTES),
+        (double)imc_metrics_spool_get(d->slot, IMC_G_OLDEST_AGE_MS) / 1000.0);
 }
 
 static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
@@ -268,8 +311,7 @@ static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
             APLOG_MARK, APLOG_NOTICE, 0, d->s,
             IMC_LOGNO(00307) "delivery to %s works again; %" APR_INT64_T_FMT
                              " events queued",
-            res->url ? res->url : "ClickHouse",
-            imc_metrics_get(IMC_G_QUEUED_EVENTS));
+            res->url ? res->url : "ClickHouse", d->queued);
     }
 }
 
@@ -366,6 +408,7 @@ static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
                  lines, seg->name, code, d->dir);
     imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
     rv = imc_spool_quarantine(p, d->dir, seg, from, end);
+    d->next_failed = 0; /* counted again with the next gauges */
     return rv ? spool_failed(d, rv) : APR_SUCCESS;
 }
 
@@ -442,7 +485,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         d->features.async_insert ? "&async_insert=0" : NULL, &res);
     imc_metrics_observe(IMC_H_CLICKHOUSE, res.elapsed);
     if (rv == APR_SUCCESS) {
-        imc_metrics_set(IMC_G_CLICKHOUSE_OK, apr_time_now());
+        gauge_set(d, IMC_G_CLICKHOUSE_OK, imc_deliver_clock());
         imc_metrics_add(IMC_M_BATCHES_SENT, 1);
         imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
         log_recovery(d, &res);
@@ -526,10 +569,11 @@ static apr_status_t deliver_next(deliverer_t *d, apr_pool_t *p,
 }
 
 /* Counts the new complete lines of every segment and publishes the
- * queue's gauges. */
+ * queue's gauges (now on imc_deliver_clock(); ages on the wall clock). */
 static void update_gauges(deliverer_t *d, apr_pool_t *p,
                           apr_array_header_t *segs, apr_time_t now)
 {
+    apr_time_t wall = apr_time_now();
     apr_int64_t lines = 0, bytes = 0;
     apr_time_t oldest = 0, head;
     int i;
@@ -547,7 +591,7 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
             }
             /* rows there when the segment is first seen: of unknown age,
              * taken as old as the segment */
-            add_mark(st, seg->ready_end, st->seen ? now : seg->created);
+            add_mark(st, seg->ready_end, st->seen ? wall : seg->created);
             st->counted = seg->ready_end;
             st->lines += (apr_int64_t)n;
         }
@@ -561,11 +605,72 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
             }
         }
     }
-    imc_metrics_set(IMC_G_QUEUED_EVENTS, lines);
-    imc_metrics_set(IMC_G_SPOOL_BYTES, bytes);
-    imc_metrics_set(IMC_G_OLDEST_AGE_MS,
-                    oldest ? apr_time_as_msec(now - oldest) : 0);
+    if (now >= d->next_failed) { /* a directory scan: once a second */
+        apr_int64_t files, qbytes;
+
+        if (imc_spool_quarantined(p, d->dir, &files, &qbytes) == APR_SUCCESS) {
+            gauge_set(d, IMC_G_QUARANTINED_FILES, files);
+            gauge_set(d, IMC_G_QUARANTINED_BYTES, qbytes);
+        }
+        d->next_failed = now + PING_INTERVAL;
+    }
+    d->queued = lines;
+    gauge_set(d, IMC_G_QUEUED_EVENTS, lines);
+    gauge_set(d, IMC_G_SPOOL_BYTES, bytes);
+    gauge_set(d, IMC_G_OLDEST_AGE_MS,
+              oldest ? apr_time_as_msec(wall - oldest) : 0);
     d->next_gauges = now + PING_INTERVAL;
+}
+
+/*
+ * Leaves out of segs the segments stamped for another destination: accepted
+ * when this spool delivered to another database or ClickHouse, they are
+ * kept for it and never sent here. Told once per destination. Segments
+ * from before stamps are this destination's.
+ */
+static void keep_own(deliverer_t *d, apr_pool_t *p, apr_array_header_t *segs)
+{
+    apr_hash_t *counts = NULL;
+    apr_hash_index_t *hi;
+    int i, kept = 0;
+
+    for (i = 0; i < segs->nelts; ++i) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        int *n;
+
+        if (!*seg->stamp || !strcmp(seg->stamp, d->stamp)) {
+            APR_ARRAY_IDX(segs, kept++, imc_spool_segment) = *seg;
+            continue;
+        }
+        if (apr_hash_get(d->foreign, seg->stamp, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        counts = counts ? counts : apr_hash_make(p);
+        if (!(n = apr_hash_get(counts, seg->stamp, APR_HASH_KEY_STRING))) {
+            n = apr_pcalloc(p, sizeof(*n));
+            apr_hash_set(counts, seg->stamp, APR_HASH_KEY_STRING, n);
+        }
+        ++*n;
+    }
+    segs->nelts = kept;
+    for (hi = counts ? apr_hash_first(p, counts) : NULL; hi;
+         hi = apr_hash_next(hi)) {
+        const char *stamp = apr_hash_this_key(hi);
+
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                     IMC_LOGNO(00901) "%d segments of %s were accepted for "
+                                      "another destination (stamp %s; this "
+                                      "server delivers to database %s, stamp "
+                                      "%s): kept, not delivered here; set "
+                                      "that IMChallengeDatabase and "
+                                      "IMChallengeClickHouse again, or move "
+                                      "the files named *-%s.seg* into the "
+                                      "spool of a server that delivers there",
+                     *(int *)apr_hash_this_val(hi), d->dir, stamp, d->db,
+                     d->stamp, stamp);
+        apr_hash_set(d->foreign, apr_pstrdup(d->pool, stamp),
+                     APR_HASH_KEY_STRING, d->foreign);
+    }
 }
 
 /* The queue's gauges, when no pass published them within a second. */
@@ -577,6 +682,7 @@ static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
         imc_spool_list(p, d->dir, &segs) != APR_SUCCESS) {
         return;
     }
+    keep_own(d, p, segs);
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
 }
@@ -605,7 +711,7 @@ static void probe_features(deliverer_t *d, apr_pool_t *p, apr_time_t now)
     }
     d->next_probe = now + PING_INTERVAL;
     refresh_gauges(d, p, now);
-    if ((queued = imc_metrics_get(IMC_G_QUEUED_EVENTS)) > 0) {
+    if ((queued = d->queued) > 0) {
         log_failure(d, rv, &res, (int)queued);
     }
 }
@@ -650,7 +756,7 @@ static int oldest_due(deliverer_t *d, apr_array_header_t *segs,
  */
 static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
     apr_array_header_t *segs;
     apr_pool_t *bp;
     apr_status_t rv;
@@ -660,6 +766,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
     if ((rv = imc_spool_list(p, d->dir, &segs)) != APR_SUCCESS) {
         return spool_failed(d, rv);
     }
+    keep_own(d, p, segs);
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
     d->started = 1;
@@ -674,7 +781,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
             &more);
         over[i] = !more;
         if (++sent % 16 == 0) { /* a long backlog: keep the gauges current */
-            update_gauges(d, p, segs, apr_time_now());
+            update_gauges(d, p, segs, imc_deliver_clock());
         }
     }
     apr_pool_destroy(bp);
@@ -687,7 +794,7 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
 /* The deliverer's turn: ping, schema, and a pass when not backing off. */
 static void deliver_turn(deliverer_t *d, apr_pool_t *p)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
 
     if (now >= d->next_ping) {
         ping(d, p, now);
@@ -706,7 +813,7 @@ static void deliver_turn(deliverer_t *d, apr_pool_t *p)
         d->failures = 0;
     } else {
         ++d->failures;
-        d->next_try = apr_time_now() + backoff(d);
+        d->next_try = imc_deliver_clock() + backoff(d);
     }
 }
 
@@ -719,7 +826,7 @@ static void drain(deliverer_t *d, apr_pool_t *p)
         if (deliver_pass(d, p, 1) != APR_SUCCESS) {
             break;
         }
-        if (imc_metrics_get(IMC_G_QUEUED_EVENTS) == 0) {
+        if (d->queued == 0) { /* this spool's: not another's */
             break;
         }
     }
@@ -748,10 +855,10 @@ static void *APR_THREAD_FUNC deliver_main(apr_thread_t *thread, void *data)
         apr_file_close(d->lock);
     }
     apr_pool_destroy(p);
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     d->finished = 1;
-    apr_thread_cond_broadcast(d->cond);
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mutex);
     /* A plain return, not apr_thread_exit(): pthread_exit() skips the
      * compiler's end of this frame, which ASan then reports. */
     (void)thread;
@@ -782,19 +889,20 @@ static apr_status_t deliver_stop(void *data)
 {
     deliverer_t *d = data;
     apr_time_t stop_by = apr_time_now() + stop_patience(d);
+    apr_time_t wait_by = imc_deliver_clock() + stop_patience(d) + STOP_MARGIN;
     apr_status_t trv;
     int finished;
 
     imc_clickhouse_abort_at(d->ch, stop_by);
-    apr_thread_mutex_lock(d->mutex);
+    pthread_mutex_lock(&d->mutex);
     __atomic_store_n(&d->stop_by, stop_by, __ATOMIC_RELEASE);
     d->stopping = 1;
-    apr_thread_cond_broadcast(d->cond);
-    while (!d->finished && apr_time_now() < stop_by + STOP_MARGIN) {
-        apr_thread_cond_timedwait(d->cond, d->mutex, apr_time_from_msec(100));
+    pthread_cond_broadcast(&d->cond);
+    while (!d->finished && imc_deliver_clock() < wait_by) {
+        cond_wait_for(d, apr_time_from_msec(100));
     }
     finished = d->finished;
-    apr_thread_mutex_unlock(d->mutex);
+    pthread_mutex_unlock(&d->mutex);
     if (finished) {
         apr_thread_join(&trv, d->thread);
         apr_pool_destroy(d->pool);
@@ -822,6 +930,10 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->dir = imc_config_spool_dir(c);
     d->db = imc_config_database(c);
     d->table = apr_pstrcat(pool, d->db, ".events", NULL);
+    d->stamp = imc_spool_stamp(pool, d->db, imc_config_clickhouse(c));
+    d->key = imc_spool_dir_key(pool, d->dir);
+    d->slot = imc_metrics_spool_slot(d->key);
+    d->foreign = apr_hash_make(pool);
     d->batch_size = imc_config_batch_size(c);
     d->batch_delay = imc_config_batch_delay(c);
     d->timeout = imc_config_timeout(c);
@@ -838,16 +950,44 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     return d;
 }
 
+static apr_status_t sync_cleanup(void *data)
+{
+    deliverer_t *d = data;
+
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->mutex);
+    return APR_SUCCESS;
+}
+
+/* d->mutex and d->cond, the condition on CLOCK_MONOTONIC. */
+static apr_status_t sync_create(deliverer_t *d)
+{
+    pthread_condattr_t attr;
+    int e;
+
+    if ((e = pthread_condattr_init(&attr)) != 0) {
+        return APR_FROM_OS_ERROR(e);
+    }
+    if ((e = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)) == 0 &&
+        (e = pthread_cond_init(&d->cond, &attr)) == 0 &&
+        (e = pthread_mutex_init(&d->mutex, NULL)) != 0) {
+        pthread_cond_destroy(&d->cond);
+    }
+    pthread_condattr_destroy(&attr);
+    if (e == 0) {
+        apr_pool_cleanup_register(d->pool, d, sync_cleanup,
+                                  apr_pool_cleanup_null);
+    }
+    return e ? APR_FROM_OS_ERROR(e) : APR_SUCCESS;
+}
+
 static apr_status_t deliverer_start(apr_pool_t *pchild, deliverer_t *d)
 {
     apr_threadattr_t *attr;
     apr_status_t rv;
 
     if ((rv = imc_clickhouse_create(&d->ch, d->pool, &d->chconf)) ||
-        (rv = apr_thread_mutex_create(&d->mutex, APR_THREAD_MUTEX_DEFAULT,
-                                      d->pool)) ||
-        (rv = apr_thread_cond_create(&d->cond, d->pool)) ||
-        (rv = apr_threadattr_create(&attr, d->pool)) ||
+        (rv = sync_create(d)) || (rv = apr_threadattr_create(&attr, d->pool)) ||
         (rv = apr_thread_create(&d->thread, attr, deliver_main, d, d->pool))) {
         return rv;
     }
@@ -862,13 +1002,14 @@ void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s)
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c);
+        const char *key = imc_spool_dir_key(pchild, dir); /* /x is /x/ */
         deliverer_t *d;
         apr_status_t rv;
 
-        if (apr_hash_get(dirs, dir, APR_HASH_KEY_STRING)) {
+        if (apr_hash_get(dirs, key, APR_HASH_KEY_STRING)) {
             continue;
         }
-        apr_hash_set(dirs, dir, APR_HASH_KEY_STRING, dir);
+        apr_hash_set(dirs, key, APR_HASH_KEY_STRING, dir);
         d = deliverer_make(pchild, s, c);
         rv = d ? deliverer_start(pchild, d) : APR_ENOMEM;
         if (rv != APR_SUCCESS) {

@@ -18,6 +18,10 @@
 
 void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s);
 
+/* Now on CLOCK_MONOTONIC, in microseconds: the clock of the deliverer's
+ * intervals and of the ClickHouse gauges (IMC_G_CLICKHOUSE_OK / _FAIL). */
+apr_time_t imc_deliver_clock(void);
+
 /* ClickHouse answered within this long: ready. */
 #define IMC_DELIVER_READY_WINDOW apr_time_from_sec(5)
 

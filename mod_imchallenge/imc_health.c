@@ -10,11 +10,27 @@
 #include "imc_health.h"
 #include "imc_http.h"
 #include "imc_metrics.h"
+#include "imc_spool.h"
 
-/* ClickHouse answered a ping or an insert within the ready window. */
-static int clickhouse_reachable(apr_time_t now)
+/* The slot of the gauges of r's server's spool; -1 when it has none (the
+ * totals over all spools are used then). */
+static int spool_slot(request_rec *r)
 {
-    apr_time_t ok = imc_metrics_get(IMC_G_CLICKHOUSE_OK);
+    const char *dir = imc_config_spool_dir(imc_config_get(r->server));
+
+    return imc_metrics_spool_slot(imc_spool_dir_key(r->pool, dir));
+}
+
+static apr_int64_t gauge(int slot, imc_metric_gauge g)
+{
+    return slot >= 0 ? imc_metrics_spool_get(slot, g) : imc_metrics_get(g);
+}
+
+/* The spool's ClickHouse answered a ping or an insert within the ready
+ * window. */
+static int clickhouse_reachable(int slot, apr_time_t now)
+{
+    apr_time_t ok = gauge(slot, IMC_G_CLICKHOUSE_OK);
 
     return ok != 0 && now - ok <= IMC_DELIVER_READY_WINDOW;
 }
@@ -26,16 +42,18 @@ static int spool_writable(request_rec *r)
     return access(dir, W_OK | X_OK) == 0;
 }
 
+/* Ready: the spool of the request's server (virtual host) takes events
+ * and its ClickHouse answers. */
 static int ready(request_rec *r)
 {
-    apr_time_t now = apr_time_now();
+    apr_time_t now = imc_deliver_clock();
 
     if (!spool_writable(r)) {
         return imc_http_json(r, HTTP_SERVICE_UNAVAILABLE,
                              "{\"status\":\"not ready\",\"reason\":\"the "
                              "spool directory is not writable\"}");
     }
-    if (!clickhouse_reachable(now)) {
+    if (!clickhouse_reachable(spool_slot(r), now)) {
         return imc_http_json(r, HTTP_SERVICE_UNAVAILABLE,
                              "{\"status\":\"not ready\",\"reason\":"
                              "\"ClickHouse has not answered the module's "
@@ -44,15 +62,17 @@ static int ready(request_rec *r)
     return imc_http_json(r, HTTP_OK, "{\"status\":\"ready\"}");
 }
 
+/* The status of the request's server's spool. */
 static int status(request_rec *r)
 {
-    apr_time_t now = apr_time_now();
-    apr_int64_t queued = imc_metrics_get(IMC_G_QUEUED_EVENTS);
+    apr_time_t now = imc_deliver_clock();
+    int slot = spool_slot(r);
+    apr_int64_t queued = gauge(slot, IMC_G_QUEUED_EVENTS);
     const char *age =
-        queued > 0 ? apr_psprintf(r->pool, "%.3f",
-                                  (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) /
-                                      1000.0)
-                   : "null";
+        queued > 0
+            ? apr_psprintf(r->pool, "%.3f",
+                           (double)gauge(slot, IMC_G_OLDEST_AGE_MS) / 1000.0)
+            : "null";
 
     return imc_http_json(
         r, HTTP_OK,
@@ -61,10 +81,14 @@ static int status(request_rec *r)
                      ",\"spool_bytes\":%" APR_INT64_T_FMT
                      ",\"oldest_queued_age_seconds\":%s"
                      ",\"clickhouse_reachable\":%s"
-                     ",\"spool_writable\":%s}",
-                     queued, imc_metrics_get(IMC_G_SPOOL_BYTES), age,
-                     clickhouse_reachable(now) ? "true" : "false",
-                     spool_writable(r) ? "true" : "false"));
+                     ",\"spool_writable\":%s"
+                     ",\"quarantined_batches\":%" APR_INT64_T_FMT
+                     ",\"quarantined_bytes\":%" APR_INT64_T_FMT "}",
+                     queued, gauge(slot, IMC_G_SPOOL_BYTES), age,
+                     clickhouse_reachable(slot, now) ? "true" : "false",
+                     spool_writable(r) ? "true" : "false",
+                     gauge(slot, IMC_G_QUARANTINED_FILES),
+                     gauge(slot, IMC_G_QUARANTINED_BYTES)));
 }
 
 int imc_health_handler(request_rec *r)

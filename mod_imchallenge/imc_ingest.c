@@ -51,6 +51,9 @@ void imc_ingest_child_init(apr_pool_t *pchild, server_rec *s)
             continue;
         }
         imc_spool_set_limit(sp, imc_config_spool_limit(c));
+        /* so that its deliverer never sends them elsewhere */
+        imc_spool_set_stamp(sp, imc_spool_stamp(pchild, imc_config_database(c),
+                                                imc_config_clickhouse(c)));
         apr_hash_set(writers, dir, APR_HASH_KEY_STRING, sp);
     }
 }

@@ -1,12 +1,15 @@
 /* Licensed under the Apache License, Version 2.0. */
 
+#include <apr_hash.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
 
 #include "imc_private.h"
+#include "imc_config.h"
 #include "imc_http.h"
 #include "imc_metrics.h"
+#include "imc_spool.h"
 
 /* The segment belongs to the parent's process pool and is found again
  * through retained data, so the numbers survive graceful and hard restarts
@@ -34,13 +37,22 @@ typedef struct {
     apr_uint64_t sum_usec;
 } histogram_t;
 
+#define SPOOL_NAME 256
+
+/* One spool's gauges. */
 typedef struct {
-    apr_uint64_t counters[IMC_M_COUNTERS];
+    apr_uint64_t key;     /* hash of its imc_spool_dir_key; 0: free */
+    char dir[SPOOL_NAME]; /* its IMChallengeSpoolDir, for the label */
     apr_int64_t gauges[IMC_G_GAUGES];
     /* When the oldest queued event was queued, derived from the age the
      * deliverer last published: the age read later keeps growing even
      * while the deliverer is busy or backing off. */
     apr_time_t oldest_since;
+} spool_gauges_t;
+
+typedef struct {
+    apr_uint64_t counters[IMC_M_COUNTERS];
+    spool_gauges_t spools[IMC_METRICS_SPOOLS];
     histogram_t histograms[IMC_H_HISTOGRAMS];
 } shared_t;
 
@@ -99,42 +111,157 @@ void imc_metrics_add(imc_metric_counter c, apr_uint64_t n)
     }
 }
 
-void imc_metrics_set(imc_metric_gauge g, apr_int64_t v)
+/* FNV-1a of a spool key; never 0, the mark of a free slot. */
+static apr_uint64_t key_hash(const char *key)
 {
+    apr_uint64_t h = APR_UINT64_C(14695981039346656037);
+
+    for (; *key; ++key) {
+        h = (h ^ (unsigned char)*key) * APR_UINT64_C(1099511628211);
+    }
+    return h ? h : 1;
+}
+
+int imc_metrics_spool_slot(const char *key)
+{
+    apr_uint64_t h = key_hash(key);
+    int i;
+
+    for (i = 0; shared && i < IMC_METRICS_SPOOLS; ++i) {
+        if (__atomic_load_n(&shared->spools[i].key, __ATOMIC_ACQUIRE) == h) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Frees the slots of spools no longer configured and gives the new ones
+ * a slot each (the parent, before children exist). */
+apr_status_t imc_metrics_spools(apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *want = apr_hash_make(ptemp);
+    apr_hash_index_t *hi;
+    server_rec *main_s = s;
+    int i;
+
     if (!shared) {
+        return APR_SUCCESS;
+    }
+    for (; s; s = s->next) {
+        const char *dir = imc_config_spool_dir(imc_config_get(s));
+        const char *key = imc_spool_dir_key(ptemp, dir);
+
+        if (!apr_hash_get(want, key, APR_HASH_KEY_STRING)) {
+            apr_hash_set(want, key, APR_HASH_KEY_STRING, dir);
+        }
+    }
+    for (i = 0; i < IMC_METRICS_SPOOLS; ++i) {
+        spool_gauges_t *g = &shared->spools[i];
+        int kept = 0;
+
+        for (hi = apr_hash_first(ptemp, want); hi && g->key;
+             hi = apr_hash_next(hi)) {
+            kept = kept || key_hash(apr_hash_this_key(hi)) == g->key;
+        }
+        if (g->key && !kept) {
+            memset(g, 0, sizeof(*g));
+        }
+    }
+    for (hi = apr_hash_first(ptemp, want); hi; hi = apr_hash_next(hi)) {
+        const char *key = apr_hash_this_key(hi);
+
+        if (imc_metrics_spool_slot(key) >= 0) {
+            continue;
+        }
+        for (i = 0; i < IMC_METRICS_SPOOLS && shared->spools[i].key; ++i) {
+        }
+        if (i == IMC_METRICS_SPOOLS) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, main_s,
+                         IMC_LOGNO(00902) "more than %d spool directories: "
+                                          "the gauges of %s are not kept",
+                         IMC_METRICS_SPOOLS,
+                         (const char *)apr_hash_this_val(hi));
+            continue;
+        }
+        memset(&shared->spools[i], 0, sizeof(shared->spools[i]));
+        apr_cpystrn(shared->spools[i].dir, apr_hash_this_val(hi), SPOOL_NAME);
+        __atomic_store_n(&shared->spools[i].key, key_hash(key),
+                         __ATOMIC_RELEASE);
+    }
+    return APR_SUCCESS;
+}
+
+static spool_gauges_t *slot_of(int slot)
+{
+    return shared && slot >= 0 && slot < IMC_METRICS_SPOOLS
+               ? &shared->spools[slot]
+               : NULL;
+}
+
+void imc_metrics_spool_set(int slot, const char *key, imc_metric_gauge g,
+                           apr_int64_t v)
+{
+    spool_gauges_t *sg = slot_of(slot);
+
+    if (!sg || __atomic_load_n(&sg->key, __ATOMIC_ACQUIRE) != key_hash(key)) {
         return;
     }
     if (g == IMC_G_OLDEST_AGE_MS) {
-        __atomic_store_n(&shared->oldest_since,
+        __atomic_store_n(&sg->oldest_since,
                          apr_time_now() - apr_time_from_msec(v),
                          __ATOMIC_RELAXED);
     }
-    __atomic_store_n(&shared->gauges[g], v, __ATOMIC_RELAXED);
+    __atomic_store_n(&sg->gauges[g], v, __ATOMIC_RELAXED);
 }
 
 /* The oldest queued event's age now, in ms; 0 when nothing is queued. */
-static apr_int64_t oldest_age_ms(void)
+static apr_int64_t oldest_age_ms(const spool_gauges_t *sg)
 {
-    apr_time_t since = __atomic_load_n(&shared->oldest_since, __ATOMIC_RELAXED);
+    apr_time_t since = __atomic_load_n(&sg->oldest_since, __ATOMIC_RELAXED);
     apr_time_t now = apr_time_now();
 
-    if (__atomic_load_n(&shared->gauges[IMC_G_QUEUED_EVENTS],
-                        __ATOMIC_RELAXED) <= 0 ||
+    if (__atomic_load_n(&sg->gauges[IMC_G_QUEUED_EVENTS], __ATOMIC_RELAXED) <=
+            0 ||
         since <= 0 || since > now) {
         return 0;
     }
     return apr_time_as_msec(now - since);
 }
 
-apr_int64_t imc_metrics_get(imc_metric_gauge g)
+apr_int64_t imc_metrics_spool_get(int slot, imc_metric_gauge g)
 {
-    if (!shared) {
+    spool_gauges_t *sg = slot_of(slot);
+
+    if (!sg) {
         return 0;
     }
     if (g == IMC_G_OLDEST_AGE_MS) {
-        return oldest_age_ms();
+        return oldest_age_ms(sg);
     }
-    return __atomic_load_n(&shared->gauges[g], __ATOMIC_RELAXED);
+    return __atomic_load_n(&sg->gauges[g], __ATOMIC_RELAXED);
+}
+
+apr_int64_t imc_metrics_get(imc_metric_gauge g)
+{
+    apr_int64_t total = 0, v;
+    int i, first = 1;
+
+    for (i = 0; shared && i < IMC_METRICS_SPOOLS; ++i) {
+        if (!__atomic_load_n(&shared->spools[i].key, __ATOMIC_ACQUIRE)) {
+            continue;
+        }
+        v = imc_metrics_spool_get(i, g);
+        if (g == IMC_G_QUEUED_EVENTS || g == IMC_G_SPOOL_BYTES ||
+            g == IMC_G_QUARANTINED_FILES || g == IMC_G_QUARANTINED_BYTES) {
+            total += v;
+        } else if (g == IMC_G_CLICKHOUSE_OK) {
+            total = first || v < total ? v : total;
+        } else if (v > total) { /* oldest age, last failed ping */
+            total = v;
+        }
+        first = 0;
+    }
+    return total;
 }
 
 void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t)
@@ -254,6 +381,68 @@ static void print_report_counters(request_rec *r)
                    sources, sizeof(sources) / sizeof(sources[0]));
 }
 
+/* A label value: backslash, double quote and line feed escaped. */
+static const char *label_value(apr_pool_t *p, const char *v)
+{
+    char *out = apr_palloc(p, 2 * strlen(v) + 1), *q = out;
+
+    for (; *v; ++v) {
+        if (*v == '\\' || *v == '"' || *v == '\n') {
+            *q++ = '\\';
+            *q++ = *v == '\n' ? 'n' : *v;
+        } else {
+            *q++ = *v;
+        }
+    }
+    *q = '\0';
+    return out;
+}
+
+/* The gauges of each spool, labelled with its directory. */
+static void print_spool_gauges(request_rec *r)
+{
+    static const struct {
+        const char *name, *help;
+        imc_metric_gauge g;
+    } fams[] = {{"imchallenge_spool_events_queued",
+                 "Events not yet delivered, per spool.", IMC_G_QUEUED_EVENTS},
+                {"imchallenge_spool_pending_bytes",
+                 "Bytes not yet delivered, per spool.", IMC_G_SPOOL_BYTES},
+                {"imchallenge_spool_oldest_queued_age_seconds",
+                 "Age of the oldest event not yet delivered, per spool.",
+                 IMC_G_OLDEST_AGE_MS},
+                {"imchallenge_spool_clickhouse_up",
+                 "1 when the spool's ClickHouse answered the last ping.",
+                 IMC_G_CLICKHOUSE_OK}};
+    apr_size_t f;
+    int i;
+
+    for (f = 0; f < sizeof(fams) / sizeof(fams[0]); ++f) {
+        family(r, fams[f].name, "gauge", fams[f].help);
+        for (i = 0; i < IMC_METRICS_SPOOLS; ++i) {
+            const spool_gauges_t *sg = &shared->spools[i];
+            apr_int64_t v = imc_metrics_spool_get(i, fams[f].g), fail;
+            const char *dir;
+
+            if (!__atomic_load_n(&sg->key, __ATOMIC_ACQUIRE)) {
+                continue;
+            }
+            dir = label_value(r->pool, sg->dir);
+            if (fams[f].g == IMC_G_OLDEST_AGE_MS) {
+                ap_rprintf(r, "%s{spool=\"%s\"} %.3f\n", fams[f].name, dir,
+                           (double)v / 1000.0);
+            } else if (fams[f].g == IMC_G_CLICKHOUSE_OK) {
+                fail = imc_metrics_spool_get(i, IMC_G_CLICKHOUSE_FAIL);
+                ap_rprintf(r, "%s{spool=\"%s\"} %d\n", fams[f].name, dir,
+                           v != 0 && v >= fail);
+            } else {
+                ap_rprintf(r, "%s{spool=\"%s\"} %" APR_INT64_T_FMT "\n",
+                           fams[f].name, dir, v);
+            }
+        }
+    }
+}
+
 static void print_gauges(request_rec *r)
 {
     apr_time_t ok = imc_metrics_get(IMC_G_CLICKHOUSE_OK);
@@ -271,6 +460,14 @@ static void print_gauges(request_rec *r)
            "Age of the oldest event not yet delivered.");
     ap_rprintf(r, "imchallenge_oldest_queued_age_seconds %.3f\n",
                (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
+    family(r, "imchallenge_quarantined_batches", "gauge",
+           "Batches ClickHouse refused for good, kept in spool/failed.");
+    ap_rprintf(r, "imchallenge_quarantined_batches %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_QUARANTINED_FILES));
+    family(r, "imchallenge_quarantined_bytes", "gauge",
+           "Bytes in spool/failed (not counted in IMChallengeSpoolLimit).");
+    ap_rprintf(r, "imchallenge_quarantined_bytes %" APR_INT64_T_FMT "\n",
+               imc_metrics_get(IMC_G_QUARANTINED_BYTES));
     family(r, "imchallenge_clickhouse_up", "gauge",
            "1 when ClickHouse answered the last ping.");
     ap_rprintf(r, "imchallenge_clickhouse_up %d\n", ok != 0 && ok >= fail);
@@ -297,6 +494,7 @@ int imc_metrics_handler(request_rec *r)
                   IMC_M_ACCEPTED);
     print_labelled_counters(r);
     print_gauges(r);
+    print_spool_gauges(r);
     print_report_counters(r);
     print_histogram(r, "imchallenge_clickhouse_request_seconds",
                     "ClickHouse request latency.", IMC_H_CLICKHOUSE);

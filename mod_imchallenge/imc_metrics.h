@@ -33,11 +33,13 @@ typedef enum {
 } imc_metric_counter;
 
 typedef enum {
-    IMC_G_QUEUED_EVENTS,   /* events in the spool not yet delivered */
-    IMC_G_SPOOL_BYTES,     /* bytes in the spool not yet delivered */
-    IMC_G_OLDEST_AGE_MS,   /* age of the oldest queued event, ms */
-    IMC_G_CLICKHOUSE_OK,   /* apr_time_t of the last answered ping */
-    IMC_G_CLICKHOUSE_FAIL, /* apr_time_t of the last failed ping */
+    IMC_G_QUEUED_EVENTS,     /* events in the spool not yet delivered */
+    IMC_G_SPOOL_BYTES,       /* bytes in the spool not yet delivered */
+    IMC_G_OLDEST_AGE_MS,     /* age of the oldest queued event, ms */
+    IMC_G_CLICKHOUSE_OK,     /* imc_deliver_clock() of the last answer */
+    IMC_G_CLICKHOUSE_FAIL,   /* imc_deliver_clock() of the last failed ping */
+    IMC_G_QUARANTINED_FILES, /* batches in spool/failed, never retried */
+    IMC_G_QUARANTINED_BYTES, /* their bytes, not counted in the limit */
     IMC_G_GAUGES
 } imc_metric_gauge;
 
@@ -51,7 +53,31 @@ typedef enum {
 apr_status_t imc_metrics_post_config(apr_pool_t *pconf, server_rec *s);
 
 void imc_metrics_add(imc_metric_counter c, apr_uint64_t n);
-void imc_metrics_set(imc_metric_gauge g, apr_int64_t v);
+
+/*
+ * The gauges are per spool directory: each spool's deliverer publishes its
+ * own, in a slot of the shared memory named by the spool's key
+ * (imc_spool_dir_key). The parent gives every spool of the configuration a
+ * slot at each (re)start (imc_metrics_spools, after the directories exist)
+ * and frees the slots of spools no longer configured; there are
+ * IMC_METRICS_SPOOLS of them (-1: none, the spool's gauges are not kept).
+ */
+#define IMC_METRICS_SPOOLS 32
+
+apr_status_t imc_metrics_spools(apr_pool_t *ptemp, server_rec *s);
+
+/* The slot of the spool whose key is key, -1 when it has none. */
+int imc_metrics_spool_slot(const char *key);
+
+/* A spool's gauge; setting one of a slot that is not key's does
+ * nothing (a process of an older generation whose spool went away). */
+void imc_metrics_spool_set(int slot, const char *key, imc_metric_gauge g,
+                           apr_int64_t v);
+apr_int64_t imc_metrics_spool_get(int slot, imc_metric_gauge g);
+
+/* Over all spools: queued events and bytes summed, the oldest age the
+ * largest, the last ClickHouse answer the least recent (all reachable),
+ * the last failed ping the most recent. */
 apr_int64_t imc_metrics_get(imc_metric_gauge g);
 void imc_metrics_observe(imc_metric_histogram h, apr_interval_time_t t);
 

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
 #include <apr_thread_cond.h>
@@ -56,6 +58,7 @@ struct imc_spool {
     unsigned generation;     /* fork_generation when pid was noted */
     apr_uint32_t seq;        /* per-process segment counter */
     apr_time_t last_created; /* keeps names increasing */
+    char stamp[20];          /* "-<stamp>" in segment names, or "" */
     int closed;
     int broken;  /* torn bytes at its end: take no more records */
     int syncing; /* a thread is in fdatasync outside the mutex */
@@ -156,21 +159,74 @@ apr_status_t imc_spool_sync_dir(const char *dir)
     return rv;
 }
 
-/* "<16 hex>-<digits>-<digits>.seg"; *created from the hex part. */
+/* "<16 hex>-<digits>-<digits>[-<16 hex>].seg"; *created from the first
+ * hex part. */
 int imc_spool_seg_name_parse(const char *name, apr_time_t *created)
 {
-    static const char digits[] = "0123456789";
-    apr_size_t n = strnlen(name, NAME_MAX_), a, b;
+    static const char digits[] = "0123456789", hex[] = "0123456789abcdef";
+    apr_size_t n = strnlen(name, NAME_MAX_), a, b, end;
     if (n >= NAME_MAX_ || !ends_with(name, n, SEG_EXT) ||
-        strspn(name, "0123456789abcdef") != 16 || name[16] != '-' ||
+        strspn(name, hex) != 16 || name[16] != '-' ||
         (a = strspn(name + 17, digits)) == 0 || name[17 + a] != '-' ||
-        (b = strspn(name + 18 + a, digits)) == 0 || 18 + a + b != n - 4) {
+        (b = strspn(name + 18 + a, digits)) == 0) {
+        return 0;
+    }
+    end = 18 + a + b;
+    if (end != n - 4 && !(end + 17 == n - 4 && name[end] == '-' &&
+                          strspn(name + end + 1, hex) == 16)) {
         return 0;
     }
     if (created) {
         *created = (apr_time_t)apr_strtoi64(name, NULL, 16);
     }
     return 1;
+}
+
+const char *imc_spool_seg_stamp(apr_pool_t *p, const char *name)
+{
+    apr_size_t n = strlen(name);
+    const char *dash;
+    /* the stamp is the fourth part: after the third '-' */
+    if (!imc_spool_seg_name_parse(name, NULL) ||
+        !(dash = strchr(name + 17, '-')) || !(dash = strchr(dash + 1, '-'))) {
+        return "";
+    }
+    return apr_pstrndup(p, dash + 1, (apr_size_t)(name + n - 4 - dash - 1));
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* FNV-1a, 64 bits, over the database and the sorted, normalised URLs. */
+const char *imc_spool_stamp(apr_pool_t *p, const char *database,
+                            const apr_array_header_t *urls)
+{
+    apr_array_header_t *norm = apr_array_make(p, urls->nelts, sizeof(char *));
+    apr_uint64_t h = APR_UINT64_C(14695981039346656037);
+    const char *s;
+    int i;
+    for (i = 0; i < urls->nelts; i++) {
+        char *u = apr_pstrdup(p, APR_ARRAY_IDX(urls, i, const char *)), *q;
+        apr_size_t n = strlen(u);
+        while (n > 0 && u[n - 1] == '/') {
+            u[--n] = '\0';
+        }
+        for (q = u; *q; q++) {
+            *q = (char)apr_tolower(*q);
+        }
+        APR_ARRAY_PUSH(norm, char *) = u;
+    }
+    qsort(norm->elts, (size_t)norm->nelts, sizeof(char *), str_cmp);
+    for (i = -1; i < norm->nelts; i++) {
+        s = i < 0 ? database : APR_ARRAY_IDX(norm, i, const char *);
+        for (; *s; s++) {
+            h = (h ^ (unsigned char)*s) * APR_UINT64_C(1099511628211);
+        }
+        h = (h ^ '\n') * APR_UINT64_C(1099511628211);
+    }
+    return apr_psprintf(p, "%016" APR_UINT64_T_HEX_FMT, h);
 }
 
 /* "<done> <intent_end>\n" with two non-negative numbers. */
@@ -229,8 +285,38 @@ static void tickets_resolve(ticket *t, apr_status_t rv)
 }
 
 /*
+ * After a failed fdatasync (mutex held): cut off what was written since
+ * the last good one, as none of it is acknowledged, unless the deliverer
+ * has already taken some of it (its .pos is past durable): those rows may
+ * be in ClickHouse, and cutting them off could not take them back but
+ * would leave the spool behind its own progress file. They stay then, and
+ * their requests are refused all the same (at least once: a client that
+ * sends one again is counted once by the report).
+ */
+static void cut_unsynced(imc_spool *sp)
+{
+    char path[4096], buf[64];
+    apr_off_t done = 0, intent = 0;
+    ssize_t n = -1;
+    int fd;
+    apr_snprintf(path, sizeof(path), "%s/%s" POS_EXT, sp->dir, sp->name);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+        n = pread(fd, buf, sizeof(buf), 0);
+        close(fd);
+    }
+    if (n > 0 && pos_parse(buf, (apr_size_t)n, &done, &intent) &&
+        (done > sp->durable || intent > sp->durable)) {
+        return; /* taken by the deliverer: leave it */
+    }
+    if (ftruncate(sp->fd, sp->durable) != 0) {
+        /* left without terminator: never delivered */
+    }
+}
+
+/*
  * Close the current segment (mutex held, nobody syncing). With sync, the
- * writes still waiting are flushed first; if that fails they are cut off.
+ * writes still waiting are flushed first; if that fails they are cut off
+ * (cut_unsynced).
  */
 static void segment_close(imc_spool *sp)
 {
@@ -242,9 +328,7 @@ static void segment_close(imc_spool *sp)
         sp->syncs++;
         if (fdatasync(sp->fd) != 0) {
             rv = os_error();
-            if (ftruncate(sp->fd, sp->durable) != 0) {
-                /* left without terminator: never delivered */
-            }
+            cut_unsynced(sp);
         }
         tickets_resolve(sp->waiting, rv);
         sp->waiting = NULL;
@@ -289,8 +373,8 @@ static apr_status_t segment_create(imc_spool *sp)
     }
     for (attempt = 0; attempt < 100 && APR_STATUS_IS_EEXIST(rv); attempt++) {
         apr_snprintf(sp->name, sizeof(sp->name),
-                     "%016" APR_UINT64_T_HEX_FMT "-%ld-%u" SEG_EXT,
-                     (apr_uint64_t)now, (long)sp->pid, sp->seq++);
+                     "%016" APR_UINT64_T_HEX_FMT "-%ld-%u%s" SEG_EXT,
+                     (apr_uint64_t)now, (long)sp->pid, sp->seq++, sp->stamp);
         apr_snprintf(tmp, sizeof(tmp), "%s/%.*s" TMP_EXT, sp->dir,
                      (int)(strlen(sp->name) - 4), sp->name);
         apr_snprintf(seg, sizeof(seg), "%s/%s", sp->dir, sp->name);
@@ -402,9 +486,7 @@ static apr_status_t sync_wait(imc_spool *sp, ticket *me)
             /* nothing past durable was acknowledged: cut it off, seal */
             tickets_resolve(sp->waiting, rv);
             sp->waiting = NULL;
-            if (ftruncate(sp->fd, sp->durable) != 0) {
-                /* left without terminator: never delivered */
-            }
+            cut_unsynced(sp);
             segment_close(sp);
         }
         apr_thread_cond_broadcast(sp->cond);
@@ -511,6 +593,17 @@ apr_status_t imc_spool_open(imc_spool **sp, apr_pool_t *p, const char *dir,
     apr_pool_cleanup_register(p, s, spool_cleanup, apr_pool_cleanup_null);
     *sp = s;
     return APR_SUCCESS;
+}
+
+void imc_spool_set_stamp(imc_spool *sp, const char *stamp)
+{
+    apr_thread_mutex_lock(sp->mutex);
+    if (stamp && *stamp && strlen(stamp) == 16) {
+        apr_snprintf(sp->stamp, sizeof(sp->stamp), "-%s", stamp);
+    } else {
+        sp->stamp[0] = '\0';
+    }
+    apr_thread_mutex_unlock(sp->mutex);
 }
 
 void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes)

@@ -11,7 +11,8 @@
  * it is sealed (no live writer) and fully delivered.
  *
  * Files in the spool directory DIR:
- *   <16 hex digits creation usec>-<pid>-<seq>.seg  a segment
+ *   <16 hex digits creation usec>-<pid>-<seq>[-<stamp>].seg  a segment;
+ *                         the stamp names its destination (imc_spool_stamp)
  *   <segment>.pos         "<done> <intent_end>\n": delivery progress; made
  *                         ("0 0") with the segment, so that it can always
  *                         be rewritten, in place when the disk is full
@@ -35,9 +36,12 @@
 #include <apr_tables.h>
 #include <apr_file_io.h>
 #include <apr_time.h>
+#include <sys/types.h>
 
 /* The spool holds its limit of pending bytes (imc_spool_set_limit). */
 #define IMC_SPOOL_EOVERLIMIT (APR_OS_START_USERERR + 11)
+/* The way to the spool directory could be changed by others than root. */
+#define IMC_SPOOL_EUNSAFE (APR_OS_START_USERERR + 12)
 
 /* A writer: one per process, shared by its threads. */
 typedef struct imc_spool imc_spool;
@@ -71,7 +75,30 @@ typedef struct {
     apr_time_t created;   /* from the name */
     apr_off_t ready_end;  /* end of the last complete record: bytes in
                              [done, ready_end) may be delivered */
+    const char *stamp;    /* its destination's stamp (imc_spool_stamp), ""
+                             for a segment made before stamps */
 } imc_spool_segment;
+
+/* ---- the directory (imc_spool_dir.c) -------------------------------- */
+
+/*
+ * As root: make dir (absolute; mode 0750, missing parents 0755) and give
+ * it to uid:gid, through a descriptor opened without following symbolic
+ * links. IMC_SPOOL_EUNSAFE, with *why (from p) saying what, when dir is a
+ * symbolic link or not a directory, or when a directory on the way (or a
+ * symbolic link followed on the way) could be changed by others than root;
+ * the rule is described in imc_spool_dir.c. Nothing is changed then.
+ */
+apr_status_t imc_spool_dir_prepare(apr_pool_t *p, const char *dir, uid_t uid,
+                                   gid_t gid, const char **why);
+
+/*
+ * What names the directory dir itself: its device and inode, so that two
+ * spellings of one directory (a trailing slash, a symbolic link) are one
+ * key; its path without repeated or trailing slashes while it does not
+ * exist.
+ */
+const char *imc_spool_dir_key(apr_pool_t *p, const char *dir);
 
 /* ---- writer ---------------------------------------------------------- */
 
@@ -106,6 +133,20 @@ void imc_spool_set_limit(imc_spool *sp, apr_off_t bytes);
  */
 apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
                               imc_spool_pos *pos);
+
+/*
+ * The stamp of a destination: 16 hex digits naming a database and a set of
+ * ClickHouse URLs (their order, case and trailing slashes aside). Segments
+ * carry the stamp of the destination they were accepted for in their name,
+ * <16 hex>-<pid>-<seq>-<stamp>.seg, so that a deliverer can tell its own
+ * from those of another destination.
+ */
+const char *imc_spool_stamp(apr_pool_t *p, const char *database,
+                            const apr_array_header_t *urls);
+
+/* Name the writer's next segments with stamp (NULL or "": no stamp). Call
+ * it before the first append. */
+void imc_spool_set_stamp(imc_spool *sp, const char *stamp);
 
 /* Writes and fdatasync calls so far (group commit makes syncs < writes). */
 void imc_spool_counters(imc_spool *sp, apr_uint64_t *writes,
@@ -184,6 +225,11 @@ apr_status_t imc_spool_commit(apr_pool_t *p, const char *dir,
 apr_status_t imc_spool_quarantine(apr_pool_t *p, const char *dir,
                                   imc_spool_segment *seg, apr_off_t from,
                                   apr_off_t to);
+
+/* What DIR/failed holds: *files quarantined batches of *bytes in all.
+ * Never retried, and not counted against the limit. */
+apr_status_t imc_spool_quarantined(apr_pool_t *p, const char *dir,
+                                   apr_int64_t *files, apr_int64_t *bytes);
 
 /* *rows = number of rows (non-empty lines) in [from, to) of seg. */
 apr_status_t imc_spool_count_lines(apr_pool_t *p, const char *dir,

@@ -284,6 +284,7 @@ static apr_status_t segment_inspect(apr_pool_t *p, const char *dir,
     int *fd, found;
     memset(seg, 0, sizeof(*seg));
     seg->name = name;
+    seg->stamp = imc_spool_seg_stamp(p, name);
     imc_spool_seg_name_parse(name, &seg->created);
     rv = imc_spool_fd_open(&fd, p, apr_pstrcat(p, dir, "/", name, NULL),
                            O_RDONLY, 0);
@@ -585,6 +586,32 @@ apr_status_t imc_spool_quarantine(apr_pool_t *p, const char *dir,
         rv = imc_spool_commit(p, dir, seg, to);
     }
     return rv;
+}
+
+apr_status_t imc_spool_quarantined(apr_pool_t *p, const char *dir,
+                                   apr_int64_t *files, apr_int64_t *bytes)
+{
+    apr_finfo_t fi;
+    apr_dir_t *d;
+    apr_status_t rv;
+    *files = *bytes = 0;
+    rv = apr_dir_open(&d, apr_pstrcat(p, dir, "/" FAILED_DIR, NULL), p);
+    if (rv != APR_SUCCESS) {
+        return APR_STATUS_IS_ENOENT(rv) ? APR_SUCCESS : rv;
+    }
+    while ((rv = apr_dir_read(&fi,
+                              APR_FINFO_NAME | APR_FINFO_SIZE | APR_FINFO_TYPE,
+                              d)) == APR_SUCCESS ||
+           APR_STATUS_IS_INCOMPLETE(rv)) {
+        apr_size_t n = fi.name ? strlen(fi.name) : 0;
+        if (n > 5 && !strcmp(fi.name + n - 5, ".rows") &&
+            (fi.valid & APR_FINFO_SIZE) && fi.filetype == APR_REG) {
+            ++*files;
+            *bytes += fi.size;
+        }
+    }
+    apr_dir_close(d);
+    return APR_SUCCESS;
 }
 
 apr_status_t imc_spool_count_lines(apr_pool_t *p, const char *dir,

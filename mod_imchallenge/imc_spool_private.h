@@ -64,9 +64,12 @@ apr_status_t imc_spool_write_full(int fd, const char *buf, apr_size_t len);
 /* fsync the directory dir, so that the entries made in it are on disk. */
 apr_status_t imc_spool_sync_dir(const char *dir);
 
-/* "<16 hex>-<digits>-<digits>.seg"; *created (may be NULL) from the hex
- * part. */
+/* "<16 hex>-<digits>-<digits>[-<16 hex>].seg"; *created (may be NULL)
+ * from the first hex part. */
 int imc_spool_seg_name_parse(const char *name, apr_time_t *created);
+
+/* The stamp part of a segment name (from p); "" when it has none. */
+const char *imc_spool_seg_stamp(apr_pool_t *p, const char *name);
 
 /* Read DIR/<name>.pos. No file: *found = 0. Bogus content: 0 0. */
 apr_status_t imc_spool_pos_read(apr_pool_t *p, const char *dir,

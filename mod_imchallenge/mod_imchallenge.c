@@ -33,36 +33,49 @@
 #include "imc_report.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
+#include "imc_spool.h"
 
 /* The spool directories must exist and belong to the user the children run
- * as; the parent is still root here. */
-static void prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
+ * as; the parent is still root here. It never follows a symbolic link that
+ * others could have planted (imc_spool_dir_prepare): an unsafe spool stops
+ * start-up, as a bad directive does. */
+static int prepare_spool_dirs(apr_pool_t *ptemp, server_rec *s)
 {
     for (; s; s = s->next) {
-        const char *dir = imc_config_spool_dir(imc_config_get(s));
-        apr_status_t rv =
-            apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+        const char *dir = imc_config_spool_dir(imc_config_get(s)), *why;
+        apr_status_t rv;
 
-        if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        if (geteuid() != 0) {
+            rv = apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+            rv = APR_STATUS_IS_EEXIST(rv) ? APR_SUCCESS : rv;
+        } else {
+            rv = imc_spool_dir_prepare(ptemp, dir, ap_unixd_config.user_id,
+                                       ap_unixd_config.group_id, &why);
+        }
+        if (rv == IMC_SPOOL_EUNSAFE) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         IMC_LOGNO(00900) "IMChallengeSpoolDir %s is not "
+                                          "safe to hand to the server's "
+                                          "user: %s; choose a directory "
+                                          "that only root can change on "
+                                          "the way to it",
+                         dir, why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                          IMC_LOGNO(00001) "cannot create the spool "
-                                          "directory %s",
-                         dir);
-            continue;
-        }
-        if (geteuid() == 0 && chown(dir, ap_unixd_config.user_id,
-                                    ap_unixd_config.group_id) != 0) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, APR_FROM_OS_ERROR(errno), s,
-                         IMC_LOGNO(00002) "cannot hand the spool directory "
-                                          "%s to the server's user",
+                                          "directory %s or hand it to the "
+                                          "server's user",
                          dir);
         }
     }
+    return OK;
 }
 
 /* Where a server's events go: its spool's deliverer serves the first
- * server that names the spool directory, and a spool's records do not say
- * where they go. */
+ * server that names the spool directory (segments carry the stamp of a
+ * database and URLs, not of a user). */
 static const char *destination(apr_pool_t *p, const imc_config *c)
 {
     const char *user = imc_config_user(c);
@@ -85,10 +98,12 @@ static int imc_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c), *to = destination(ptemp, c);
-        const char *first = apr_hash_get(seen, dir, APR_HASH_KEY_STRING);
+        /* one directory however it is written: /x, /x/, a link to it */
+        const char *key = imc_spool_dir_key(ptemp, dir);
+        const char *first = apr_hash_get(seen, key, APR_HASH_KEY_STRING);
 
         if (!first) {
-            apr_hash_set(seen, dir, APR_HASH_KEY_STRING, to);
+            apr_hash_set(seen, key, APR_HASH_KEY_STRING, to);
         } else if (strcmp(first, to) != 0) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                          IMC_LOGNO(00004) "IMChallengeSpoolDir %s is shared "
@@ -124,7 +139,11 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (imc_tenant_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    prepare_spool_dirs(ptemp, s);
+    if (prepare_spool_dirs(ptemp, s) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* the directories exist now: their keys are their inodes */
+    imc_metrics_spools(ptemp, s);
     return OK;
 }
 

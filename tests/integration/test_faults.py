@@ -14,12 +14,16 @@ import json
 import os
 import re
 import threading
+import signal
+import struct
+import subprocess
 import time
 import uuid
 
 import pytest
 
 import stack
+
 from faults_util import (HttpProxy, LoadGen, answered_status, deliverer_pid,
                          metric, new_id, poll, report_totals,
                          serving_children, status, stored_pairs, tmpfs,
@@ -480,6 +484,14 @@ def test_quarantine_of_a_batch_clickhouse_never_takes(drifted):
     for cid in later:
         assert d.post([(cid, "serve")]).status_code == 201
     assert list(d.failed_files().values()) == [[(bad, "solve")]]
+    # What spool/failed holds shows (never retried, outside the limit).
+    size = sum(f.stat().st_size
+               for f in (d.h.spool_dir / "failed").iterdir())
+    poll("spool/failed in /api/status", lambda: status(d.h)[
+        "quarantined_batches"] == 1)
+    assert status(d.h)["quarantined_bytes"] == size > 0
+    assert metric(d.h, "imchallenge_quarantined_batches") == 1
+    assert metric(d.h, "imchallenge_quarantined_bytes") == size
     assert re.search(r"\[(\w+:)?error\].*IMC00303: ClickHouse rejected 1 "
                      r"events",
                      d.h.error_log())
@@ -1149,3 +1161,130 @@ def test_environment_proxy_is_not_used(clickhouse, make_httpd):
     assert r.status_code == 201, r.text
     assert sum(stored_pairs(clickhouse, site).values()) == 1
     assert h.get("api/report", timeout=30).status_code == 200
+# ------------------------------------------------------------ destinations
+
+
+STRANDED = (r"IMC00901: \d+ segments of \S+ were accepted for another "
+            r"destination")
+
+
+def _kill_all(h):
+    """SIGKILL the parent, then its children: the spool stays as it is,
+    with nothing drained."""
+    kids = h.children()
+    os.kill(h.proc.pid, signal.SIGKILL)
+    h.proc.wait()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    poll("the children to die",
+         lambda: not any(stack.pid_alive(p) for p in kids), 10)
+    h.proc = None
+
+
+def _stored(ch, db, site):
+    try:
+        return int(ch.scalar("SELECT count() FROM %s.events WHERE site_id = "
+                             "toUUID('%s')" % (db, site)))
+    except stack.StackError:  # no such database (yet)
+        return 0
+
+
+@pytest.mark.error_log_allow(STRANDED)
+def test_backlog_stays_with_the_database_it_was_accepted_for(make_httpd,
+                                                             clickhouse):
+    """Events queued for one database, then a restart with another
+    IMChallengeDatabase (same spool): the backlog is not sent to the new
+    database, it is kept and said once; back with the old database, it is
+    delivered there."""
+    other = "imc_other_%s" % uuid.uuid4().hex[:8]
+    h = make_httpd(batch_delay="10m", directives=FAST)  # nothing leaves
+    time.sleep(0.5)  # the deliverer's first pass, before the events
+    site = new_id()
+    for _ in range(5):
+        r = h.post("api/event", data=json.dumps({
+            "time": "2026-11-28T12:00:00Z", "type": "serve",
+            "correlation_id": new_id(), "site_id": site}),
+            headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 202, r.text
+    segs = spool_files(h)
+    assert segs
+    _kill_all(h)
+    h.directives = FAST + "\nIMChallengeDatabase %s" % other
+    h.batch_delay = "100ms"
+    offset = h.error_log_size()
+    h.start()
+    poll("the backlog kept (in the error log) or sent",
+         lambda: re.search(STRANDED, h.error_log(offset)) or _stored(
+             clickhouse, other, site), 20)
+    time.sleep(2)  # many delivery passes
+    assert _stored(clickhouse, other, site) == 0
+    assert re.search(STRANDED, h.error_log(offset))
+    assert _stored(clickhouse, "imchallenge", site) == 0
+    assert set(segs) <= set(spool_files(h))
+    # said once per destination, not once per pass
+    assert len(re.findall(STRANDED, h.error_log(offset))) <= len(
+        h.children()) + 1
+    h.stop()
+    h.directives = FAST
+    h.start()
+    poll("the backlog in its own database",
+         lambda: _stored(clickhouse, "imchallenge", site) == 5, 30)
+    assert _stored(clickhouse, other, site) == 0
+    clickhouse.query("DROP DATABASE IF EXISTS %s" % other)
+
+
+# ------------------------------------------------------------ clocks
+
+
+CLOCK_SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "clockshift.c")
+
+
+def _clock_shim(workbase):
+    """The LD_PRELOAD library of clockshift.c, built once per session."""
+    lib = workbase / "clockshift.so"
+    if not lib.exists():
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
+                        "-o", str(lib), CLOCK_SHIM], check=True)
+        os.chmod(lib, 0o755)
+    return lib
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_wall_clock_step_back_does_not_stall_delivery(make_clickhouse,
+                                                      make_httpd, workbase):
+    """ClickHouse down, events queued, the deliverer backing off; then the
+    wall clock of httpd steps back an hour (NTP, an administrator) and
+    ClickHouse comes back: delivery resumes within seconds, not in an hour
+    (pings, back-off and batch delay run on the monotonic clock)."""
+    shift = workbase / ("clock-%s" % uuid.uuid4().hex[:8])
+    shift.write_bytes(struct.pack("=q", 0))
+    os.chmod(shift, 0o644)
+    preload = " ".join(filter(None, [os.environ.get("IMC_HTTPD_PRELOAD"),
+                                     str(_clock_shim(workbase))]))
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms", directives=FAST,
+                   env={"LD_PRELOAD": preload,
+                        "IMC_CLOCK_SHIFT_FILE": str(shift)})
+    ch.stop()
+    site = new_id()
+    for _ in range(5):
+        r = h.post("api/event", data=json.dumps({
+            "time": "2026-11-28T12:00:00Z", "type": "serve",
+            "correlation_id": new_id(), "site_id": site}),
+            headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code == 202, r.text
+    wait_failed_batch(h, 2)  # a few failures: backing off
+    with open(shift, "r+b") as f:  # in place: the shim maps the file
+        f.write(struct.pack("=q", -3600 * 10 ** 6))
+    ch.start()
+    t0 = time.monotonic()
+    poll("the queued events stored after the step",
+         lambda: _stored(ch, "imchallenge", site) == 5, 30, 0.25)
+    took = time.monotonic() - t0
+    print("\ndelivered %.1f s after ClickHouse came back, the wall clock "
+          "an hour behind" % took)
+    assert status(h)["clickhouse_reachable"]

@@ -10,7 +10,9 @@ still accept a good event.  Raw requests go over plain sockets
 """
 
 import json
+import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -793,6 +795,64 @@ def test_password_in_other_url_forms_is_not_echoed(httpd, form):
     rc, out = httpd.configtest("IMChallengeClickHouse " + form % token)
     assert rc != 0 and "IMChallengeClickHouse" in out, out
     assert token not in out
+# ------------------------------------------------------------ the spool
+
+
+UNSAFE_SPOOL = r"IMC00900: IMChallengeSpoolDir \S+ is not safe"
+START_FAILED = r"AH00020: Configuration Failed"
+
+
+def _start_on_planted(make_httpd, plant):
+    """An httpd whose spool path plant(spool) replaced just before the
+    start (as root does: the parent prepares the spool). Returns the
+    server, not running, with its error log."""
+    h = make_httpd(start=False)
+    h.write_config()  # makes the harness's spool directory, then:
+    h.spool_dir.rmdir()
+    plant(h.spool_dir)
+    h._prepare_dirs = lambda: None  # would follow the plant itself
+    with pytest.raises(stack.StackError):
+        h.start(timeout=15)
+    return h
+
+
+@pytest.mark.error_log_allow(UNSAFE_SPOOL, START_FAILED)
+def test_planted_spool_symlink_gives_nothing_away(make_httpd, workbase):
+    """A symbolic link at the spool's path, to a file root owns: the root
+    parent refuses to start, saying why, and the file keeps its owner
+    (chown by path would hand it to the server's user)."""
+    target = workbase / ("shadow-%s" % new_id())
+    target.write_text("root:secret\n")
+    os.chmod(target, 0o600)
+    h = _start_on_planted(make_httpd, lambda p: p.symlink_to(target))
+    st = target.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600)
+    assert re.search(UNSAFE_SPOOL + r".*symbolic link", h.error_log()), \
+        h.error_log()
+
+
+@pytest.mark.error_log_allow(UNSAFE_SPOOL, START_FAILED)
+def test_spool_under_a_directory_others_can_write_is_refused(make_httpd,
+                                                             workbase):
+    """The spool's parent writable by everyone (sticky or not): anyone could
+    swap the spool for a link before the next reload. Refused, naming the
+    directive and the directory; the directory already there keeps its
+    owner."""
+    for mode in (0o777, 0o1777):
+        parent = workbase / ("open-%s" % new_id())
+        parent.mkdir()
+        os.chmod(parent, mode)
+        spool = parent / "spool"
+        h = make_httpd(start=False, spool_dir=spool)
+        h.write_config()
+        os.chown(spool, 0, 0)
+        h._prepare_dirs = lambda: None
+        with pytest.raises(stack.StackError):
+            h.start(timeout=15)
+        assert os.stat(spool).st_uid == 0
+        assert re.search(UNSAFE_SPOOL + r".*%s can be written by others"
+                         % re.escape(str(parent)), h.error_log()), \
+            h.error_log()
 
 
 # ------------------------------------------------------------ afterwards

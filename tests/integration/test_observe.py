@@ -32,7 +32,13 @@ COUNTERS = {
     "imchallenge_report_days_total": ("source", {"cache", "clickhouse"}),
 }
 GAUGES = ("imchallenge_events_queued", "imchallenge_spool_bytes",
-          "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up")
+          "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up",
+          "imchallenge_quarantined_batches", "imchallenge_quarantined_bytes")
+# Per spool directory, labelled spool="<IMChallengeSpoolDir>".
+SPOOL_GAUGES = ("imchallenge_spool_events_queued",
+                "imchallenge_spool_pending_bytes",
+                "imchallenge_spool_oldest_queued_age_seconds",
+                "imchallenge_spool_clickhouse_up")
 HISTOGRAMS = ("imchallenge_clickhouse_request_seconds",
               "imchallenge_report_seconds")
 
@@ -83,16 +89,20 @@ def test_metrics_exposition_is_complete_and_valid(httpd):
             assert got == values, (name, got)
         else:
             assert [l for _, l, _ in fams[name].samples] == [{}], name
-    for name in GAUGES:
+    for name in GAUGES + SPOOL_GAUGES:
         assert fams[name].type == "gauge", name
     assert sample(fams, "imchallenge_clickhouse_up") in (0, 1)
+    spools = {l["spool"] for _, l, _ in
+              fams["imchallenge_spool_events_queued"].samples}
+    assert spools == {str(httpd.spool_dir)}, spools
     for name in HISTOGRAMS:
         assert fams[name].type == "histogram", name
         les = [l["le"] for n, l, _ in fams[name].samples
                if n == name + "_bucket"]
         assert len(les) >= 5 and les[-1] == "+Inf", les
     # Nothing but the families this module documents.
-    assert set(fams) == set(COUNTERS) | set(GAUGES) | set(HISTOGRAMS)
+    assert set(fams) == (set(COUNTERS) | set(GAUGES) | set(SPOOL_GAUGES)
+                         | set(HISTOGRAMS))
 
 
 def test_metrics_head_and_wrong_method(httpd):
@@ -410,8 +420,10 @@ def test_healthz_and_status_shapes(httpd):
     st = status(httpd)
     assert set(st) == {"queued_events", "spool_bytes",
                        "oldest_queued_age_seconds", "clickhouse_reachable",
-                       "spool_writable"}
-    for k in ("queued_events", "spool_bytes"):
+                       "spool_writable", "quarantined_batches",
+                       "quarantined_bytes"}
+    for k in ("queued_events", "spool_bytes", "quarantined_batches",
+              "quarantined_bytes"):
         assert type(st[k]) is int and st[k] >= 0, (k, st[k])
     age = st["oldest_queued_age_seconds"]
     assert age is None or (type(age) in (int, float) and age >= 0)
@@ -571,3 +583,55 @@ def test_readiness_needs_clickhouse_to_accept_the_credentials(
     poll("the event delivered", lambda: clickhouse.scalar(
         "SELECT count() FROM imchallenge.events WHERE site_id = '%s'"
         % site) == "1", 40, 0.2)
+def test_gauges_and_readiness_per_virtual_host(make_httpd, clickhouse,
+                                               error_log_allow):
+    """Two virtual hosts, each with its own spool; the second's ClickHouse
+    never answers. Its /readyz says not ready and its /api/status shows its
+    backlog while the first's says ready with nothing queued (the two
+    deliverers used to overwrite one set of numbers); /metrics shows both
+    spools and their sum."""
+    error_log_allow.extend(CLICKHOUSE_DOWN_LOG)
+    port = stack.free_port()
+    dead = "http://127.0.0.1:%d/" % stack.free_port()
+    h = make_httpd(batch_delay="50ms", directives="IMChallengeTimeout 1s")
+    other_spool = h.workdir / "spool-down"
+    h.directives = (
+        "IMChallengeTimeout 1s\nListen 127.0.0.1:%d\n"
+        "<VirtualHost 127.0.0.1:%d>\n    ServerName down.example\n"
+        "    IMChallengeClickHouse %s\n    IMChallengeSpoolDir %s\n"
+        "</VirtualHost>\n<VirtualHost 127.0.0.1:%d>\n"
+        "    ServerName up.example\n</VirtualHost>"
+        % (port, port, dead, other_spool, h.port))
+    other_spool.mkdir(exist_ok=True)
+    h.restart()
+    down = "http://127.0.0.1:%d/" % port
+    get = lambda base, path: requests.get(  # noqa: E731
+        base + path, timeout=10, headers={"Connection": "close"},
+        proxies={"http": None, "https": None})
+    site = str(uuid.uuid4())
+    assert requests.post(down + "api/event", json=events(site, 4),
+                         timeout=10).status_code == 202
+    poll("the down host's backlog in its /api/status",
+         lambda: get(down, "api/status").json()["queued_events"] == 4, 10)
+    for _ in range(10):  # over several pings of both deliverers
+        up_st = get(h.url, "api/status").json()
+        down_st = get(down, "api/status").json()
+        assert get(h.url, "readyz").status_code == 200
+        r = get(down, "readyz")
+        assert r.status_code == 503, r.text
+        assert "ClickHouse" in r.json()["reason"]
+        assert up_st["queued_events"] == 0 and up_st["clickhouse_reachable"]
+        assert down_st["queued_events"] == 4, down_st
+        assert down_st["clickhouse_reachable"] is False
+        time.sleep(0.3)
+    fams = metrics(h)
+    assert sample(fams, "imchallenge_spool_events_queued",
+                  spool=str(other_spool)) == 4
+    assert sample(fams, "imchallenge_spool_events_queued",
+                  spool=str(h.spool_dir)) == 0
+    assert sample(fams, "imchallenge_spool_clickhouse_up",
+                  spool=str(other_spool)) == 0
+    assert sample(fams, "imchallenge_spool_clickhouse_up",
+                  spool=str(h.spool_dir)) == 1
+    assert sample(fams, "imchallenge_events_queued") == 4
+    assert sample(fams, "imchallenge_clickhouse_up") == 0

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -98,6 +99,24 @@ def test_configtest_rejects_a_spool_shared_by_two_destinations(httpd):
     rc, out = httpd.configtest(vhost % "    IMChallengeSpoolDir %s\n"
                                % (httpd.spool_dir.parent / "spool-other"))
     assert (rc, out.strip()) == (0, "Syntax OK")
+
+
+def test_configtest_knows_a_spool_by_its_inode(httpd, workbase):
+    # The same spool written otherwise (a trailing slash, a symbolic link)
+    # is still shared: refused like the plain spelling.
+    link = workbase / ("spool-link-%s" % uuid.uuid4().hex[:8])
+    link.symlink_to(httpd.spool_dir)
+    port = stack.free_port()
+    for spelling in ("%s/" % httpd.spool_dir, "%s//" % httpd.spool_dir,
+                     str(link)):
+        rc, out = httpd.configtest(
+            "Listen 127.0.0.1:%d\n<VirtualHost 127.0.0.1:%d>\n"
+            "    IMChallengeDatabase imc_other\n"
+            "    IMChallengeSpoolDir %s\n</VirtualHost>"
+            % (port, port, spelling))
+        assert rc != 0, (spelling, out)
+        assert "is shared by servers delivering to" in out, out
+    link.unlink()
 
 
 @pytest.mark.parametrize("mpm", ["event", "prefork"])

@@ -41,12 +41,27 @@ static char dir[64];
  */
 static volatile int sync_delay_us;
 static apr_uint32_t sync_calls;
+/* The next fdatasync fails with EIO, after running sync_fail_first (when
+ * set; its own fdatasync calls succeed). */
+static volatile int sync_fail_next;
+static void (*sync_fail_first)(void);
 
 int fdatasync(int fd)
 {
+    static __thread int in_first;
     apr_atomic_inc32(&sync_calls);
     if (sync_delay_us > 0) {
         usleep((useconds_t)sync_delay_us);
+    }
+    if (sync_fail_next && !in_first) {
+        sync_fail_next = 0;
+        if (sync_fail_first) {
+            in_first = 1;
+            sync_fail_first();
+            in_first = 0;
+        }
+        errno = EIO;
+        return -1;
     }
     return (int)syscall(SYS_fdatasync, fd);
 }
@@ -1236,6 +1251,267 @@ START_TEST(new_segments_while_listing)
 }
 END_TEST
 
+/* ---- the directory: made and handed over without following links ---- */
+
+#define NOBODY ((uid_t)65534)
+
+static uid_t owner_of(const char *path)
+{
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0);
+    return st.st_uid;
+}
+
+static apr_status_t prepare(const char *spool, const char **why)
+{
+    return imc_spool_dir_prepare(pool, spool, NOBODY, NOBODY, why);
+}
+
+/* Made with its missing parents, given to the user; again at a restart. */
+START_TEST(dir_made_and_handed_over)
+{
+    const char *spool = path_of("a/b/spool"), *why = "x";
+    struct stat st;
+
+    if (geteuid() != 0) {
+        return; /* only root hands directories over */
+    }
+    ck_assert_int_eq(prepare(spool, &why), APR_SUCCESS);
+    ck_assert_ptr_null(why);
+    ck_assert_int_eq(stat(spool, &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    ck_assert_int_eq(st.st_uid, NOBODY);
+    ck_assert_int_eq(st.st_mode & 07777, 0750);
+    ck_assert_int_eq(owner_of(path_of("a/b")), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, spool, "/", NULL), &why),
+                     APR_SUCCESS);
+}
+END_TEST
+
+/* A symbolic link at the spool's path, to a file or a directory: refused,
+ * and what it points to keeps its owner. */
+START_TEST(dir_symlink_refused)
+{
+    const char *file = path_of("shadow"), *sub = path_of("etc");
+    const char *spool = path_of("spool"), *why = NULL;
+    int fd;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    fd = open(file, O_WRONLY | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(symlink(file, spool), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "symbolic link"));
+    ck_assert_int_eq(owner_of(file), 0);
+    ck_assert_int_eq(unlink(spool), 0);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    ck_assert_int_eq(symlink(sub, spool), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_int_eq(owner_of(sub), 0);
+}
+END_TEST
+
+/* A parent that others may write (plainly, sticky, by group, or owned by
+ * someone else) is refused, and nothing below it changes owner. */
+START_TEST(dir_unsafe_parent_refused)
+{
+    const char *parent = path_of("p"), *spool = path_of("p/spool"), *why;
+    static const mode_t modes[] = {0777, 01777, 0775};
+    size_t i;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    ck_assert_int_eq(mkdir(parent, 0755), 0);
+    ck_assert_int_eq(mkdir(spool, 0750), 0);
+    ck_assert_int_eq(chown(parent, 0, 100), 0); /* group users */
+    for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        why = NULL;
+        ck_assert_int_eq(chmod(parent, modes[i]), 0);
+        ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+        ck_assert_ptr_nonnull(strstr(why, "written by others"));
+        ck_assert_int_eq(owner_of(spool), 0);
+    }
+    ck_assert_int_eq(chmod(parent, 0755), 0);
+    ck_assert_int_eq(chown(parent, NOBODY, 0), 0);
+    ck_assert_int_eq(prepare(spool, &why), IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "not to root"));
+    ck_assert_int_eq(owner_of(spool), 0);
+    /* the same, but the way there is safe: handed over */
+    ck_assert_int_eq(chown(parent, 0, 0), 0);
+    ck_assert_int_eq(prepare(spool, &why), APR_SUCCESS);
+    ck_assert_int_eq(owner_of(spool), NOBODY);
+}
+END_TEST
+
+/* Sticky directories higher up (as /tmp above the test's directory) and
+ * root's own symbolic links on the way are fine; a link of another user
+ * is not. */
+START_TEST(dir_sticky_above_and_root_links)
+{
+    const char *sticky = path_of("tmp"), *mine = path_of("tmp/mine");
+    const char *link = path_of("tmp/link"), *why = NULL;
+
+    if (geteuid() != 0) {
+        return;
+    }
+    ck_assert_int_eq(mkdir(sticky, 01777), 0);
+    ck_assert_int_eq(chmod(sticky, 01777), 0);
+    ck_assert_int_eq(mkdir(mine, 0755), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, mine, "/spool", NULL), &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(symlink("mine", link), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, link, "//./spool", NULL), &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(lchown(link, NOBODY, NOBODY), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, link, "/spool", NULL), &why),
+                     IMC_SPOOL_EUNSAFE);
+    ck_assert_ptr_nonnull(strstr(why, "symbolic link of uid"));
+    /* a directory of another user in the sticky one */
+    ck_assert_int_eq(chown(mine, NOBODY, NOBODY), 0);
+    ck_assert_int_eq(prepare(apr_pstrcat(pool, mine, "/spool", NULL), &why),
+                     IMC_SPOOL_EUNSAFE);
+}
+END_TEST
+
+/* One directory, however it is written, is one key. */
+START_TEST(dir_key_names_the_directory)
+{
+    const char *a = path_of("d"), *link = path_of("l");
+    const char *key;
+
+    ck_assert_int_eq(mkdir(a, 0750), 0);
+    ck_assert_int_eq(symlink(a, link), 0);
+    key = imc_spool_dir_key(pool, a);
+    ck_assert_str_eq(imc_spool_dir_key(pool, apr_pstrcat(pool, a, "/", NULL)),
+                     key);
+    ck_assert_str_eq(imc_spool_dir_key(pool, link), key);
+    ck_assert_str_ne(imc_spool_dir_key(pool, dir), key);
+    /* not there yet: by its path, slashes aside */
+    ck_assert_str_eq(imc_spool_dir_key(pool, "/nonexistent//imc/"),
+                     imc_spool_dir_key(pool, "/nonexistent/imc"));
+}
+END_TEST
+
+/* Segments carry their destination's stamp; list tells it, and segments
+ * from before stamps still list. */
+START_TEST(segments_carry_their_stamp)
+{
+    apr_array_header_t *a = apr_array_make(pool, 2, sizeof(char *));
+    apr_array_header_t *b = apr_array_make(pool, 2, sizeof(char *));
+    apr_array_header_t *segs;
+    const char *stamp;
+    imc_spool *sp;
+    int fd, i, stamped = 0, plain = 0;
+
+    APR_ARRAY_PUSH(a, const char *) = "http://ch1:8123/";
+    APR_ARRAY_PUSH(a, const char *) = "http://ch2:8123/";
+    APR_ARRAY_PUSH(b, const char *) = "HTTP://CH2:8123";
+    APR_ARRAY_PUSH(b, const char *) = "http://ch1:8123";
+    stamp = imc_spool_stamp(pool, "imchallenge", a);
+    ck_assert_int_eq(strlen(stamp), 16);
+    ck_assert_str_eq(imc_spool_stamp(pool, "imchallenge", b), stamp);
+    ck_assert_str_ne(imc_spool_stamp(pool, "other", a), stamp);
+    apr_array_pop(b);
+    ck_assert_str_ne(imc_spool_stamp(pool, "imchallenge", b), stamp);
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 0, 0), APR_SUCCESS);
+    imc_spool_set_stamp(sp, stamp);
+    ck_assert_int_eq(imc_spool_append(sp, "{\"a\":1}\n", 8, NULL), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    fd = open(path_of("0000000000000001-1-0.seg"), O_WRONLY | O_CREAT, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "{\"b\":2}\n\n", 9), 9);
+    close(fd);
+    ck_assert_int_eq(imc_spool_list(pool, dir, &segs), APR_SUCCESS);
+    ck_assert_int_eq(segs->nelts, 2);
+    for (i = 0; i < segs->nelts; i++) {
+        const imc_spool_segment *seg =
+            &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        if (*seg->stamp) {
+            ck_assert_str_eq(seg->stamp, stamp);
+            ck_assert_ptr_nonnull(strstr(seg->name, stamp));
+            stamped++;
+        } else {
+            plain++;
+        }
+    }
+    ck_assert_int_eq(stamped, 1);
+    ck_assert_int_eq(plain, 1);
+}
+END_TEST
+
+/* The deliverer sends and commits everything ready, as it may between a
+ * write and its fdatasync. */
+static void deliver_everything(void)
+{
+    apr_array_header_t *segs;
+    int i;
+
+    ck_assert_int_eq(imc_spool_list(pool, dir, &segs), APR_SUCCESS);
+    for (i = 0; i < segs->nelts; i++) {
+        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
+        ck_assert_int_eq(imc_spool_commit(pool, dir, seg, seg->ready_end),
+                         APR_SUCCESS);
+    }
+}
+
+/* The "<done> <intent>" of a segment's .pos. */
+static void pos_of(const char *name, apr_off_t *done, apr_off_t *intent)
+{
+    long long d = -1, i = -1;
+    FILE *f = fopen(path_of(apr_pstrcat(pool, name, ".pos", NULL)), "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%lld %lld", &d, &i), 2);
+    fclose(f);
+    *done = (apr_off_t)d;
+    *intent = (apr_off_t)i;
+}
+
+static apr_off_t size_of(const char *name)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(path_of(name), &st), 0);
+    return st.st_size;
+}
+
+/* SpoolSync On and a failed fdatasync: the requests it covers are refused;
+ * their rows are cut off, unless the deliverer already took them (then
+ * cutting would not take them back from ClickHouse and would leave the
+ * segment shorter than its .pos). */
+START_TEST(failed_sync_cuts_only_what_was_not_taken)
+{
+    static const char a[] = "{\"a\":1}\n", b[] = "{\"b\":2}\n";
+    imc_spool_pos pa, pb;
+    imc_spool *sp;
+    apr_off_t done, intent;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 0, 1), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, a, sizeof(a) - 1, &pa), APR_SUCCESS);
+    /* not taken: cut off */
+    sync_fail_first = NULL;
+    sync_fail_next = 1;
+    ck_assert_int_eq(imc_spool_append(sp, b, sizeof(b) - 1, &pb),
+                     APR_FROM_OS_ERROR(EIO));
+    ck_assert_int_eq(size_of(pa.segment), (apr_off_t)sizeof(a));
+    /* taken by the deliverer before the failure: kept */
+    ck_assert_int_eq(imc_spool_append(sp, a, sizeof(a) - 1, &pa), APR_SUCCESS);
+    sync_fail_first = deliver_everything;
+    sync_fail_next = 1;
+    ck_assert_int_eq(imc_spool_append(sp, b, sizeof(b) - 1, &pb),
+                     APR_FROM_OS_ERROR(EIO));
+    sync_fail_first = NULL;
+    ck_assert_str_eq(pb.segment, pa.segment);
+    ck_assert_int_eq(size_of(pa.segment), (apr_off_t)(2 * sizeof(a)));
+    pos_of(pa.segment, &done, &intent);
+    ck_assert_int_eq(done, size_of(pa.segment));
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+}
+END_TEST
+
 Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -1263,6 +1539,13 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, kill9_writers_lose_nothing);
     tcase_add_test(tc, new_segments_while_listing);
     tcase_add_test(tc, uninspectable_segment_is_kept);
+    tcase_add_test(tc, segments_carry_their_stamp);
+    tcase_add_test(tc, failed_sync_cuts_only_what_was_not_taken);
+    tcase_add_test(tc, dir_made_and_handed_over);
+    tcase_add_test(tc, dir_symlink_refused);
+    tcase_add_test(tc, dir_unsafe_parent_refused);
+    tcase_add_test(tc, dir_sticky_above_and_root_links);
+    tcase_add_test(tc, dir_key_names_the_directory);
     suite_add_tcase(s, tc);
     return s;
 }
