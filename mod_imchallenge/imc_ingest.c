@@ -289,6 +289,14 @@ static int store(request_rec *r, const imc_config *c,
                      stored ? "stored" : "accepted", rows->count));
 }
 
+static int method_not_allowed(request_rec *r)
+{
+    apr_table_setn(r->headers_out, "Allow", "GET, POST");
+    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    return reply_error(r, HTTP_METHOD_NOT_ALLOWED, IMC_M_REJECTED_METHOD,
+                       "use POST (or GET with the event in the path)");
+}
+
 int imc_ingest_handler(request_rec *r)
 {
     const imc_config *c = imc_config_get(r->server);
@@ -302,6 +310,11 @@ int imc_ingest_handler(request_rec *r)
 
     limits.max_event_size = imc_config_max_event_size(c);
     limits.max_events = imc_config_max_batch_events(c);
+    if (r->header_only) {
+        /* HEAD is a GET that must not change anything: the GET form
+         * would store its event, so HEAD is not offered at all. */
+        return method_not_allowed(r);
+    }
     if (r->method_number == M_GET) {
         body = event_from_path(r, &len);
         if (!body) {
@@ -315,10 +328,7 @@ int imc_ingest_handler(request_rec *r)
             return status;
         }
     } else {
-        apr_table_setn(r->headers_out, "Allow", "GET, POST");
-        r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
-        return reply_error(r, HTTP_METHOD_NOT_ALLOWED, IMC_M_REJECTED_METHOD,
-                           "use POST (or GET with the event in the path)");
+        return method_not_allowed(r);
     }
     rv = imc_event_parse_request(r->pool, body, len, (imc_event_format_e)fmt,
                                  &limits, r->request_time, &rows, &err);

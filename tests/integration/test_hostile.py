@@ -560,6 +560,23 @@ def test_methods_httpd_handles_itself_are_4xx(httpd, method):
     assert_4xx(ans)
 
 
+def test_head_of_the_get_form_is_405_and_stores_nothing(httpd, clickhouse):
+    # HEAD is a GET without a body: on the GET form it would store the
+    # event in the path while the client thinks it only looked.
+    site = new_id()
+    path = "/api/event/" + quote(event(site=site), safe="")
+    ans = exchange(httpd, request("HEAD", path, content_type=None,
+                                  length=None))
+    assert ans.status == 405, ans
+    assert ans.headers.get("allow") == "GET, POST", ans
+    ans = exchange(httpd, request("GET", path + "?wait=1",
+                                  content_type=None, length=None))
+    assert ans.status == 201, ans
+    stack.wait_until(lambda: httpd.get("api/status", timeout=5).json()[
+        "queued_events"] == 0, 30, what="an empty queue")
+    assert stored_count(clickhouse, site) == 1
+
+
 @pytest.mark.parametrize("path", [
     "/api/report", "/api/report/type='serve'", "/", "/healthz", "/readyz",
     "/api/status", "/metrics"])
