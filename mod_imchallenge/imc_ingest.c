@@ -1,14 +1,23 @@
 /* Licensed under the Apache License, Version 2.0. */
 
+#include <errno.h>
+#include <sys/socket.h>
+
 #include <apr_hash.h>
 #include <apr_lib.h>
+#include <apr_network_io.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
+#include <ap_mpm.h>
+#include <http_connection.h>
 #include <http_core.h>
+#include <http_log.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
 #include "imc_private.h"
 #include "imc_config.h"
+#include "imc_deliver.h"
 #include "imc_event.h"
 #include "imc_http.h"
 #include "imc_ingest.h"
@@ -16,10 +25,12 @@
 #include "imc_spool.h"
 
 /* A request body is never read beyond this, whatever the limits say. */
-#define MAX_BODY       ((apr_size_t)64 * 1024 * 1024)
-#define SEGMENT_MAX    ((apr_off_t)16 * 1024 * 1024)
-#define RETRY_AFTER    "5"
-#define WAIT_POLL_USEC 5000
+#define MAX_BODY    ((apr_size_t)64 * 1024 * 1024)
+#define SEGMENT_MAX ((apr_off_t)16 * 1024 * 1024)
+#define RETRY_AFTER "5"
+/* A ?wait=1 request rechecks its delivery and its client this often
+ * when no batch of this process wakes it sooner. */
+#define WAIT_RECHECK   apr_time_from_msec(100)
 #define FULL_LOG_EVERY apr_time_from_sec(60)
 #define BODY_READY     (-1)
 
@@ -27,9 +38,20 @@
  * read-only afterwards. */
 static apr_hash_t *writers;
 
+/* ?wait=1 requests waiting in this process, and how many may: a quarter
+ * of ThreadsPerChild (at least 1), so that waiting clients never hold the
+ * threads that /healthz and the other requests need. */
+static int waiters, max_waiters = 1;
+
 void imc_ingest_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    int threads = 0;
+
     writers = apr_hash_make(pchild);
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS &&
+        threads / 4 > 1) {
+        max_waiters = threads / 4;
+    }
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c);
@@ -192,19 +214,85 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     return BODY_READY;
 }
 
-/* ?wait=1: wait until the events are stored in ClickHouse, or the
- * timeout. */
+/* Whether the client has gone: the connection was aborted, or its socket
+ * reads end-of-file (a peek: pipelined bytes stay where they are). A
+ * client that half-closes after its request counts as gone. */
+static int client_gone(request_rec *r)
+{
+    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    apr_os_sock_t fd;
+    ssize_t n;
+    char b;
+
+    if (r->connection->aborted) {
+        return 1;
+    }
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return 0;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 ||
+           (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Takes one of the process's waiting places; 0 when all are taken. */
+static int waiter_enter(void)
+{
+    int n = __atomic_load_n(&waiters, __ATOMIC_RELAXED);
+
+    do {
+        if (n >= max_waiters) {
+            return 0;
+        }
+    } while (!__atomic_compare_exchange_n(&waiters, &n, n + 1, 1,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
+}
+
+/*
+ * ?wait=1: wait until the events are stored in ClickHouse, the timeout,
+ * or the client leaves. Woken by this process's deliverer when it commits
+ * a batch; rechecks every WAIT_RECHECK for a batch another process
+ * delivered and for the client. Past the process's waiting places it
+ * does not wait at all (202: not delivered in time).
+ */
 static int wait_delivered(request_rec *r, const imc_config *c,
                           const imc_spool_pos *pos)
 {
-    apr_time_t deadline = apr_time_now() + imc_config_timeout(c);
+    apr_time_t now = apr_time_now(), deadline = now + imc_config_timeout(c);
+    apr_pool_t *p;
     int done = 0;
 
-    while (imc_spool_is_delivered(r->pool, imc_config_spool_dir(c), pos,
-                                  &done) == APR_SUCCESS &&
-           !done && apr_time_now() < deadline) {
-        apr_sleep(WAIT_POLL_USEC);
+    if (!waiter_enter()) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      IMC_LOGNO(00800) "%d requests already wait for "
+                                       "delivery in this process: answering "
+                                       "202 at once",
+                      max_waiters);
+        return 0;
     }
+    apr_pool_create(&p, r->pool);
+    for (;;) {
+        apr_uint64_t seen = imc_deliver_commits();
+
+        apr_pool_clear(p);
+        if (imc_spool_is_delivered(p, imc_config_spool_dir(c), pos, &done) !=
+                APR_SUCCESS ||
+            done || (now = apr_time_now()) >= deadline) {
+            break;
+        }
+        if (client_gone(r)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                          IMC_LOGNO(00801) "the client left while waiting "
+                                           "for delivery");
+            break;
+        }
+        imc_deliver_wait_commit(seen, deadline - now < WAIT_RECHECK
+                                          ? deadline - now
+                                          : WAIT_RECHECK);
+    }
+    apr_pool_destroy(p);
+    __atomic_sub_fetch(&waiters, 1, __ATOMIC_ACQ_REL);
     return done;
 }
 

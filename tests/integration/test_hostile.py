@@ -569,8 +569,10 @@ def test_head_of_the_get_form_is_405_and_stores_nothing(httpd, clickhouse):
                                   length=None))
     assert ans.status == 405, ans
     assert ans.headers.get("allow") == "GET, POST", ans
+    # (not half-closed: a client that closes its side stops the wait)
     ans = exchange(httpd, request("GET", path + "?wait=1",
-                                  content_type=None, length=None))
+                                  content_type=None, length=None),
+                   half_close=False)
     assert ans.status == 201, ans
     stack.wait_until(lambda: httpd.get("api/status", timeout=5).json()[
         "queued_events"] == 0, 30, what="an empty queue")

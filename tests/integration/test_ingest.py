@@ -485,6 +485,25 @@ def test_wait_with_clickhouse_down_is_202_then_delivered(make_httpd,
     wait_queue_empty(h)
 
 
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_wait_ends_when_the_client_leaves(make_httpd):
+    # ClickHouse down and a 10 s timeout: a client that closes its
+    # connection after 0.5 s frees its worker at once, not 10 s later.
+    h = make_httpd(clickhouse=closed_port_url(),
+                   directives="IMChallengeTimeout 10s")
+    body = event(new_id()).encode()
+    with socket.create_connection((h.host, h.port), timeout=5) as s:
+        s.sendall(b"POST /api/event?wait=1 HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+    line = stack.wait_until(lambda: re.search(
+        r'"POST /api/event\?wait=1 HTTP/1.1" \d+ \S+ (\d+)',
+        h.access_log()), 20, interval=0.1, what="the access log line")
+    assert int(line.group(1)) < 2000000, line.group(0)
+    wait_status(h, "queued_events", 1)  # accepted all the same
+
+
 def wait_first_failure(h, offset, n):
     """Wait for the [warn] of the first failed delivery of n events."""
     pattern = re.compile(r"IMC00304: delivery of %d events .* failed" % n)
