@@ -28,6 +28,17 @@
 #define MAX_BODY    ((apr_size_t)64 * 1024 * 1024)
 #define SEGMENT_MAX ((apr_off_t)16 * 1024 * 1024)
 #define RETRY_AFTER "5"
+/* Request body bytes past the first BODY_FREE of each that one process
+ * holds at once at most, counted BODY_STEP at a time as they arrive:
+ * two of the largest bodies (MAX_BODY), eight of the shipped conf's
+ * LimitRequestBody 16M. The first BODY_FREE of each body (small events
+ * and batches) never count: threads x BODY_FREE bounds them. */
+#define IN_FLIGHT_MAX ((apr_size_t)128 * 1024 * 1024)
+#define BODY_FREE     ((apr_size_t)1024 * 1024)
+#define BODY_STEP     ((apr_size_t)1024 * 1024)
+/* Rows up to this size are made in one buffer and written at once;
+ * bigger ones a piece of this size at a time. */
+#define ROWS_PIECE ((apr_size_t)1024 * 1024)
 /* A ?wait=1 request rechecks its delivery and its client this often
  * when no batch of this process wakes it sooner. */
 #define WAIT_RECHECK   apr_time_from_msec(100)
@@ -37,6 +48,9 @@
 /* This process's spool writers, by spool directory. Filled in child_init,
  * read-only afterwards. */
 static apr_hash_t *writers;
+
+/* Body bytes that this process's requests hold or may soon hold. */
+static apr_size_t in_flight;
 
 /* ?wait=1 requests waiting in this process, and how many may: a quarter
  * of ThreadsPerChild (at least 1), so that waiting clients never hold the
@@ -176,13 +190,78 @@ static apr_off_t declared_length(request_rec *r)
     return n;
 }
 
+static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv);
+static int full_log_due(apr_time_t *last);
+
+static imc_spool *writer_of(const imc_config *c)
+{
+    return apr_hash_get(writers, imc_config_spool_dir(c), APR_HASH_KEY_STRING);
+}
+
+/* The body bytes one request counts against IN_FLIGHT_MAX. */
+typedef struct {
+    apr_size_t held;
+} body_budget;
+
+static apr_status_t in_flight_release(void *data)
+{
+    __atomic_sub_fetch(&in_flight, ((body_budget *)data)->held,
+                       __ATOMIC_RELAXED);
+    return APR_SUCCESS;
+}
+
+/* imc_http_budget_fn: counts the body's bytes past BODY_FREE against
+ * IN_FLIGHT_MAX until the request ends; 0 when the process holds too
+ * much already. */
+static int in_flight_take(void *ctx, apr_size_t total)
+{
+    body_budget *b = ctx;
+
+    while (total > BODY_FREE + b->held) {
+        apr_size_t now = __atomic_load_n(&in_flight, __ATOMIC_RELAXED);
+
+        do {
+            if (now > IN_FLIGHT_MAX - BODY_STEP) {
+                return 0;
+            }
+        } while (!__atomic_compare_exchange_n(&in_flight, &now, now + BODY_STEP,
+                                              1, __ATOMIC_RELAXED,
+                                              __ATOMIC_RELAXED));
+        b->held += BODY_STEP;
+    }
+    return 1;
+}
+
+/* 503 + Retry-After: the bodies in flight in this process are at
+ * IN_FLIGHT_MAX (or their memory ran out). */
+static int busy(request_rec *r)
+{
+    static apr_time_t logged;
+
+    if (full_log_due(&logged)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      IMC_LOGNO(00802) "request bodies in this process are "
+                                       "at %" APR_SIZE_T_FMT " MB: refusing "
+                                       "uploads until they are done",
+                      IN_FLIGHT_MAX >> 20);
+    }
+    apr_table_setn(r->err_headers_out, "Retry-After", RETRY_AFTER);
+    return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL,
+                       "the server is busy with other uploads; retry later");
+}
+
 /* Reads a POST body. Returns BODY_READY, or what the handler returns
- * when the request has been answered (here, or by an input filter). A
- * body announced too large is refused with JSON before it is read. */
+ * when the request has been answered (here, or by an input filter).
+ * Before a byte of it is read, a body announced too large is refused with
+ * 413 and one the spool would refuse with 503; while it is read, one that
+ * takes the process's bodies past IN_FLIGHT_MAX with 503. */
 static int read_post(request_rec *r, const imc_config *c, const char **body,
                      apr_size_t *len, int *fmt)
 {
     apr_size_t max = body_limit(r, c);
+    apr_off_t declared = declared_length(r);
+    imc_spool *sp = writer_of(c);
+    body_budget *budget;
     apr_status_t rv = APR_ENOSPC;
     int status = 0;
 
@@ -191,8 +270,20 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
                            "Content-Type must be application/json or "
                            "application/x-ndjson");
     }
-    if (declared_length(r) <= (apr_off_t)max) {
-        rv = imc_http_read_body(r, max, body, len, &status);
+    if (declared <= (apr_off_t)max) {
+        rv = sp ? imc_spool_admit(sp, declared > 0 ? (apr_size_t)declared : 0)
+                : APR_ENOENT;
+        if (rv != APR_SUCCESS) {
+            return spool_refused(r, c, rv);
+        }
+        budget = apr_pcalloc(r->pool, sizeof(*budget));
+        apr_pool_cleanup_register(r->pool, budget, in_flight_release,
+                                  apr_pool_cleanup_null);
+        rv = imc_http_read_body(r, max, in_flight_take, budget, body, len,
+                                &status);
+    }
+    if (APR_STATUS_IS_ENOMEM(rv)) {
+        return busy(r);
     }
     if (status == AP_FILTER_ERROR) {
         /* An input filter answered (LimitRequestBody, a bad chunk). */
@@ -356,25 +447,48 @@ static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv)
     return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL, why);
 }
 
-static int store(request_rec *r, const imc_config *c,
-                 const imc_event_rows *rows)
+static apr_size_t fill_rows(void *ctx, char *buf, apr_size_t cap)
 {
-    imc_spool *sp =
-        apr_hash_get(writers, imc_config_spool_dir(c), APR_HASH_KEY_STRING);
+    return imc_event_batch_fill(ctx, buf, cap);
+}
+
+/* Writes the batch's rows to the spool: in one buffer and one write when
+ * they are small, else a piece of ROWS_PIECE (or the longest row) at a
+ * time, so that a big request never holds its rows besides its body. */
+static apr_status_t append_rows(request_rec *r, imc_spool *sp,
+                                imc_event_batch *b, imc_spool_pos *pos)
+{
+    apr_size_t bound = imc_event_batch_bound(b), cap;
+    char *buf;
+
+    if (bound <= ROWS_PIECE) {
+        buf = apr_palloc(r->pool, bound);
+        return imc_spool_append(sp, buf, imc_event_batch_fill(b, buf, bound),
+                                pos);
+    }
+    cap = imc_event_batch_row_max(b) > ROWS_PIECE ? imc_event_batch_row_max(b)
+                                                  : ROWS_PIECE;
+    buf = apr_palloc(r->pool, cap);
+    return imc_spool_append_pieces(sp, bound, fill_rows, b, buf, cap, pos);
+}
+
+static int store(request_rec *r, const imc_config *c, imc_event_batch *b)
+{
+    imc_spool *sp = writer_of(c);
+    int count = imc_event_batch_count(b), stored;
     imc_spool_pos pos;
     apr_status_t rv;
-    int stored;
 
-    rv = sp ? imc_spool_append(sp, rows->data, rows->len, &pos) : APR_ENOENT;
+    rv = sp ? append_rows(r, sp, b, &pos) : APR_ENOENT;
     if (rv != APR_SUCCESS) {
         return spool_refused(r, c, rv);
     }
-    imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)rows->count);
+    imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)count);
     stored = wants_wait(r) && wait_delivered(r, c, &pos);
-    return imc_http_json(
-        r, stored ? HTTP_CREATED : HTTP_ACCEPTED,
-        apr_psprintf(r->pool, "{\"status\":\"%s\",\"accepted\":%d}",
-                     stored ? "stored" : "accepted", rows->count));
+    return imc_http_json(r, stored ? HTTP_CREATED : HTTP_ACCEPTED,
+                         apr_psprintf(r->pool,
+                                      "{\"status\":\"%s\",\"accepted\":%d}",
+                                      stored ? "stored" : "accepted", count));
 }
 
 static int method_not_allowed(request_rec *r)
@@ -389,7 +503,7 @@ int imc_ingest_handler(request_rec *r)
 {
     const imc_config *c = imc_config_get(r->server);
     imc_event_limits limits;
-    imc_event_rows rows;
+    imc_event_batch *batch;
     imc_event_error err;
     const char *body;
     apr_size_t len;
@@ -418,10 +532,10 @@ int imc_ingest_handler(request_rec *r)
     } else {
         return method_not_allowed(r);
     }
-    rv = imc_event_parse_request(r->pool, body, len, (imc_event_format_e)fmt,
-                                 &limits, r->request_time, &rows, &err);
+    rv = imc_event_parse_batch(r->pool, body, len, (imc_event_format_e)fmt,
+                               &limits, r->request_time, &batch, &err);
     if (rv != APR_SUCCESS) {
         return reply_rejected(r, &err);
     }
-    return store(r, c, &rows);
+    return store(r, c, batch);
 }

@@ -10,6 +10,8 @@ still accept a good event.  Raw requests go over plain sockets
 """
 
 import json
+import socket
+import time
 from urllib.parse import quote
 
 import pytest
@@ -184,6 +186,52 @@ def test_stalled_headers_time_out(tight):
     # (exchange() fails if the connection stays open).
     ans = exchange(tight, b"POST /api/ev", half_close=False, timeout=15)
     assert ans.status is None, ans
+
+
+# One child process, so that every request below meets the same budget of
+# body bytes in flight (128 MiB a process, past the first MiB of each).
+ONE_CHILD = """StartServers 1
+ServerLimit 1
+MinSpareThreads 1
+MaxSpareThreads 64
+MaxRequestWorkers 32
+<Location "/api/event">
+    LimitRequestBody 0
+</Location>"""
+BUSY = r"IMC00802: request bodies in this process are at"
+
+
+@pytest.mark.error_log_allow(BUSY)
+def test_big_bodies_past_the_process_budget_are_503(make_httpd):
+    # Two clients send 50 MiB of 64 announced and stall: a third big body
+    # is refused once it would take the process past its budget (503 +
+    # Retry-After) instead of piling up memory; a small request still
+    # passes, and once the two have gone a big body fits again.
+    h = make_httpd(directives=ONE_CHILD)
+    big = b"%d" % (64 << 20)
+    slow = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection((h.host, h.port), timeout=30)
+            s.sendall(request("POST", "/api/event", b"", length=big) + b"["
+                      + b" " * (50 << 20))
+            slow.append(s)
+        time.sleep(1)  # both are read by now
+        ans = exchange(h, request("POST", "/api/event", b"[", length=big)
+                       + b" " * (30 << 20), half_close=False, timeout=30)
+        assert ans.status == 503, ans
+        assert int(ans.headers["retry-after"]) > 0, ans
+        assert not LEAKS.search(ans.text), ans
+        assert post(h, event()).status == 202
+    finally:
+        for s in slow:
+            s.close()
+
+    def fits():
+        body = b"[" + b" " * (30 << 20) + b"]"
+        ans = exchange(h, request("POST", "/api/event", body), timeout=30)
+        return ans.status == 400  # read whole, refused as JSON: it fitted
+    stack.wait_until(fits, 20, what="room for a big body again")
 
 
 def test_header_floods(httpd):
