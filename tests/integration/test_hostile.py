@@ -234,6 +234,29 @@ def test_big_bodies_past_the_process_budget_are_503(make_httpd):
     stack.wait_until(fits, 20, what="room for a big body again")
 
 
+def test_a_trickling_body_is_cut_at_the_shipped_maximum(make_httpd):
+    # mod_reqtimeout with the shipped RequestReadTimeout: a body that
+    # keeps coming at 2 kB/s, above MinRate=500, is cut at the 60 s
+    # maximum instead of holding a worker for as long as it trickles.
+    h = make_httpd(modules=["reqtimeout"])
+    with socket.create_connection((h.host, h.port), timeout=10) as s:
+        s.sendall(request("POST", "/api/event", b"", length=b"1000000"))
+        t0, answer = time.monotonic(), b""
+        s.settimeout(0.5)
+        while time.monotonic() - t0 < 90:
+            try:
+                s.sendall(b" " * 1000)
+                answer = s.recv(65536)
+                break  # an answer (or the end of the connection)
+            except socket.timeout:
+                continue
+            except OSError:  # cut off while sending
+                break
+        elapsed = time.monotonic() - t0
+    assert 55 <= elapsed < 75, (elapsed, answer[:200])
+    assert not answer or answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+
+
 def test_header_floods(httpd):
     body = event().encode()
     many = request("POST", "/api/event", body,
