@@ -12,6 +12,8 @@
 #                        tests/bench/results/profile-*/
 #   make bench-compare OLD=a.json NEW=b.json
 #                        the figures of two runs side by side
+#   make bench-upload    peak RSS of concurrent 63 MiB uploads in one
+#                        process (tests/bench/upload_bench.py)
 #
 # Options go through the environment: BENCH_QUICK=1 (a short run),
 # BENCH_DURATION, BENCH_ROUNDS, BENCH_BATCH_SECONDS, BENCH_MEM_EVENTS,
@@ -23,7 +25,7 @@ BENCH_DIR    := $(BUILD)/bench
 BENCH_NOOP   := $(BENCH_DIR)/.libs/mod_noop.so
 BENCH_PYTHON ?= $(PYTHON)
 
-.PHONY: bench bench-noop bench-profile bench-compare
+.PHONY: bench bench-noop bench-profile bench-compare bench-upload
 
 $(BENCH_NOOP): tests/bench/mod_noop.c
 	@mkdir -p $(BENCH_DIR)
@@ -49,3 +51,6 @@ bench-compare:
 	@test -n "$(OLD)" -a -n "$(NEW)" || \
 	    { echo "usage: make bench-compare OLD=a.json NEW=b.json"; exit 2; }
 	$(BENCH_PYTHON) tests/bench/compare.py $(OLD) $(NEW)
+
+bench-upload: all
+	$(BENCH_PYTHON) tests/bench/upload_bench.py

@@ -18,6 +18,8 @@
 
 #include <apr_hash.h>
 #include <apr_strings.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
 #include <apr_thread_proc.h>
 #include <mpm_common.h>
 #include <unistd.h>
@@ -134,6 +136,44 @@ static void cond_wait_for(deliverer_t *d, apr_interval_time_t t)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(&d->cond, &d->mutex, &ts);
+}
+
+/* Batches committed (delivered or quarantined) by this process's
+ * deliverers, and the condition that tells ?wait=1 requests so. Made in
+ * child_init, before any request thread runs. */
+static apr_thread_mutex_t *commit_mutex;
+static apr_thread_cond_t *commit_cond;
+static apr_uint64_t commits;
+
+static void commit_notify(void)
+{
+    if (commit_mutex) {
+        apr_thread_mutex_lock(commit_mutex);
+        __atomic_add_fetch(&commits, 1, __ATOMIC_RELEASE);
+        apr_thread_cond_broadcast(commit_cond);
+        apr_thread_mutex_unlock(commit_mutex);
+    }
+}
+
+apr_uint64_t imc_deliver_commits(void)
+{
+    return __atomic_load_n(&commits, __ATOMIC_ACQUIRE);
+}
+
+void imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout)
+{
+    if (timeout <= 0) {
+        return;
+    }
+    if (!commit_mutex) {
+        apr_sleep(timeout);
+        return;
+    }
+    apr_thread_mutex_lock(commit_mutex);
+    if (commits == seen) {
+        apr_thread_cond_timedwait(commit_cond, commit_mutex, timeout);
+    }
+    apr_thread_mutex_unlock(commit_mutex);
 }
 
 /* Sleeps up to t, or until asked to stop. Returns 1 when stopping. */
@@ -409,6 +449,7 @@ static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
     imc_metrics_add(IMC_M_BATCHES_QUARANTINED, 1);
     rv = imc_spool_quarantine(p, d->dir, seg, from, end);
     d->next_failed = 0; /* counted again with the next gauges */
+    commit_notify();
     return rv ? spool_failed(d, rv) : APR_SUCCESS;
 }
 
@@ -490,6 +531,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         imc_metrics_add(IMC_M_DELIVERED, (apr_uint64_t)lines);
         log_recovery(d, &res);
         rv = imc_spool_commit(p, d->dir, seg, end);
+        commit_notify();
         return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
     imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
@@ -998,6 +1040,12 @@ static apr_status_t deliverer_start(apr_pool_t *pchild, deliverer_t *d)
 void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_hash_t *dirs = apr_hash_make(pchild);
+
+    if (apr_thread_mutex_create(&commit_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                pchild) != APR_SUCCESS ||
+        apr_thread_cond_create(&commit_cond, pchild) != APR_SUCCESS) {
+        commit_mutex = NULL; /* waiters then sleep their timeout */
+    }
 
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);

@@ -22,6 +22,20 @@ void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s);
  * intervals and of the ClickHouse gauges (IMC_G_CLICKHOUSE_OK / _FAIL). */
 apr_time_t imc_deliver_clock(void);
 
+/*
+ * The number of batches this process's delivery threads have committed
+ * (stored or quarantined) so far, for imc_deliver_wait_commit().
+ */
+apr_uint64_t imc_deliver_commits(void);
+
+/*
+ * Wait until this process commits a batch after imc_deliver_commits()
+ * returned seen, or until timeout. The spool of a directory is delivered
+ * by whichever process holds its lock, so a caller waiting for a batch
+ * of another process rechecks on the timeout.
+ */
+void imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout);
+
 /* ClickHouse answered within this long: ready. */
 #define IMC_DELIVER_READY_WINDOW apr_time_from_sec(5)
 

@@ -96,8 +96,19 @@ typedef struct {
     apr_array_header_t *events; /* of imc_event */
     apr_size_t raw_total;       /* bytes of all raw texts */
     apr_size_t esc_total;       /* extra bytes their escaping needs */
+    apr_array_header_t *escs;   /* of apr_size_t: each event's share */
     imc_event_error *err;
 } req_ctx;
+
+/* A parsed request, its rows still to be written (imc_event_batch_fill). */
+struct imc_event_batch {
+    const imc_event *events;
+    const apr_size_t *escs;
+    int count, next;
+    apr_int64_t received; /* whole seconds */
+    apr_size_t bound;     /* all rows at most */
+    apr_size_t row_max;   /* one row at most */
+};
 
 static apr_status_t fail(imc_event_error *err, int status, int index,
                          const char *field, const char *message)
@@ -507,31 +518,6 @@ static char *put_row(char *o, const imc_event *ev, apr_int64_t received)
 /* A row's site_id is the first ROW_P4 in it: the fields before it are a
  * number, a type word and a UUID; the raw text, which comes after, has
  * every line end escaped. */
-int imc_event_rows_site(const imc_event_rows *rows, apr_size_t *at,
-                        char site[37])
-{
-    const char *row, *end = rows->data + rows->len, *s, *eol;
-
-    if (*at >= rows->len) {
-        return 0;
-    }
-    row = rows->data + *at;
-    eol = memchr(row, '\n', (apr_size_t)(end - row));
-    eol = eol ? eol + 1 : end;
-    s = row;
-    while (s + LIT_LEN(ROW_P4) + 36 <= eol &&
-           memcmp(s, ROW_P4, LIT_LEN(ROW_P4)) != 0) {
-        ++s;
-    }
-    if (s + LIT_LEN(ROW_P4) + 36 > eol) {
-        return 0; /* not a row of imc_event_parse_request */
-    }
-    memcpy(site, s + LIT_LEN(ROW_P4), 36);
-    site[36] = '\0';
-    *at = (apr_size_t)(eol - rows->data);
-    return 1;
-}
-
 char *imc_event_row(apr_pool_t *p, const imc_event *ev, apr_time_t received_at)
 {
     const unsigned char *s = (const unsigned char *)ev->raw;
@@ -644,6 +630,7 @@ static apr_status_t add_event(req_ctx *c, apr_size_t start, apr_size_t stop,
         return rv;
     }
     *(imc_event *)apr_array_push(c->events) = ev;
+    *(apr_size_t *)apr_array_push(c->escs) = esc;
     c->raw_total += ev.raw_len;
     c->esc_total += esc;
     return APR_SUCCESS;
@@ -762,34 +749,68 @@ static apr_status_t parse_single(req_ctx *c)
     return parse_lone(c, first, last, MSG_AFTER);
 }
 
-/* Writes the rows of all kept events into one buffer. */
-static void build_rows(req_ctx *c, apr_time_t received_at, imc_event_rows *rows)
+/* Writes the rows of all events of b into one buffer. */
+static void build_rows(apr_pool_t *p, imc_event_batch *b, imc_event_rows *rows)
 {
-    const imc_event *ev = (const imc_event *)c->events->elts;
-    int n = c->events->nelts, k;
-    apr_size_t size =
-        (apr_size_t)n * ROW_FIXED_MAX + c->raw_total + c->esc_total + 1;
-    apr_int64_t received = floor_sec(received_at);
-    char *buf = apr_palloc(c->p, size), *o = buf;
+    char *buf = apr_palloc(p, b->bound + 1);
+    apr_size_t len = imc_event_batch_fill(b, buf, b->bound);
 
-    for (k = 0; k < n; k++) {
-        o = put_row(o, &ev[k], received);
-    }
-    *o = '\0';
+    buf[len] = '\0';
     rows->data = buf;
-    rows->len = (apr_size_t)(o - buf);
-    rows->count = n;
+    rows->len = len;
+    rows->count = b->count;
 }
 
-apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
-                                     apr_size_t len, imc_event_format_e fmt,
-                                     const imc_event_limits *limits,
-                                     apr_time_t received_at,
-                                     imc_event_rows *rows, imc_event_error *err)
+apr_size_t imc_event_batch_fill(imc_event_batch *b, char *buf, apr_size_t cap)
+{
+    char *o = buf;
+
+    while (b->next < b->count) {
+        const imc_event *ev = &b->events[b->next];
+
+        if ((apr_size_t)(o - buf) + ROW_FIXED_MAX + ev->raw_len +
+                b->escs[b->next] >
+            cap) {
+            break;
+        }
+        o = put_row(o, ev, b->received);
+        b->next++;
+    }
+    return (apr_size_t)(o - buf);
+}
+
+int imc_event_batch_count(const imc_event_batch *b)
+{
+    return b->count;
+}
+
+const char *imc_event_batch_site(const imc_event_batch *b, int i)
+{
+    return b->events[i].site_id;
+}
+
+apr_size_t imc_event_batch_bound(const imc_event_batch *b)
+{
+    return b->bound;
+}
+
+apr_size_t imc_event_batch_row_max(const imc_event_batch *b)
+{
+    return b->row_max;
+}
+
+apr_status_t imc_event_parse_batch(apr_pool_t *p, const char *body,
+                                   apr_size_t len, imc_event_format_e fmt,
+                                   const imc_event_limits *limits,
+                                   apr_time_t received_at,
+                                   imc_event_batch **batch,
+                                   imc_event_error *err)
 {
     req_ctx c;
+    imc_event_batch *b;
     apr_size_t guess;
     apr_status_t rv;
+    int k;
 
     memset(&c, 0, sizeof(c));
     c.p = p;
@@ -798,9 +819,7 @@ apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
     c.max_size = limits ? limits->max_event_size : IMC_EVENT_DEF_SIZE;
     c.max_events = limits ? limits->max_events : IMC_EVENT_DEF_EVENTS;
     c.err = err;
-    rows->data = NULL;
-    rows->len = 0;
-    rows->count = 0;
+    *batch = NULL;
     if (has_bom(body, len)) {
         return fail(err, 400, 0, NULL, MSG_BOM);
     }
@@ -809,11 +828,43 @@ apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
         guess = (apr_size_t)(c.max_events > 0 ? c.max_events : 1);
     }
     c.events = apr_array_make(p, (int)guess, sizeof(imc_event));
+    c.escs = apr_array_make(p, (int)guess, sizeof(apr_size_t));
     rv = fmt == IMC_EVENT_JSON     ? parse_json(&c)
          : fmt == IMC_EVENT_NDJSON ? parse_ndjson(&c)
                                    : parse_single(&c);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    b = apr_pcalloc(p, sizeof(*b));
+    b->events = (const imc_event *)c.events->elts;
+    b->escs = (const apr_size_t *)c.escs->elts;
+    b->count = c.events->nelts;
+    b->received = floor_sec(received_at);
+    b->bound = (apr_size_t)b->count * ROW_FIXED_MAX + c.raw_total + c.esc_total;
+    for (k = 0; k < b->count; k++) {
+        apr_size_t n = ROW_FIXED_MAX + b->events[k].raw_len + b->escs[k];
+
+        b->row_max = n > b->row_max ? n : b->row_max;
+    }
+    *batch = b;
+    return APR_SUCCESS;
+}
+
+apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
+                                     apr_size_t len, imc_event_format_e fmt,
+                                     const imc_event_limits *limits,
+                                     apr_time_t received_at,
+                                     imc_event_rows *rows, imc_event_error *err)
+{
+    imc_event_batch *b;
+    apr_status_t rv;
+
+    rows->data = NULL;
+    rows->len = 0;
+    rows->count = 0;
+    rv = imc_event_parse_batch(p, body, len, fmt, limits, received_at, &b, err);
     if (rv == APR_SUCCESS) {
-        build_rows(&c, received_at, rows);
+        build_rows(p, b, rows);
     }
     return rv;
 }

@@ -78,6 +78,40 @@ apr_status_t imc_event_parse_request(apr_pool_t *p, const char *body,
                                      imc_event_error *err);
 
 /*
+ * A parsed request whose rows are written a piece at a time, so that a
+ * big request never holds all its rows in memory at once.
+ */
+typedef struct imc_event_batch imc_event_batch;
+
+/*
+ * Parse and validate a request as imc_event_parse_request does, without
+ * building its rows. The batch (from p) points into body, which must
+ * outlive it.
+ */
+apr_status_t imc_event_parse_batch(apr_pool_t *p, const char *body,
+                                   apr_size_t len, imc_event_format_e fmt,
+                                   const imc_event_limits *limits,
+                                   apr_time_t received_at,
+                                   imc_event_batch **batch,
+                                   imc_event_error *err);
+
+/* Its number of events; the bytes of all its rows at most; of one. */
+int imc_event_batch_count(const imc_event_batch *b);
+/* The canonical site_id of its event i (0 <= i < count). */
+const char *imc_event_batch_site(const imc_event_batch *b, int i);
+apr_size_t imc_event_batch_bound(const imc_event_batch *b);
+apr_size_t imc_event_batch_row_max(const imc_event_batch *b);
+
+/*
+ * Write the rows of the next events of b (whole rows, in order, the same
+ * bytes imc_event_parse_request makes) into buf, no more than cap bytes;
+ * returns the bytes written, 0 once every row was written. With cap >=
+ * imc_event_batch_row_max(b) every call but the last writes a row at
+ * least. Not NUL-terminated.
+ */
+apr_size_t imc_event_batch_fill(imc_event_batch *b, char *buf, apr_size_t cap);
+
+/*
  * Validate one event's JSON text and fill ev (ev->raw points into text).
  * No depth or size limit is applied here: imc_event_parse_request does
  * that before calling it. On error fills err (index 0) and returns
@@ -108,14 +142,6 @@ apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37]);
  * included, or an array).
  */
 imc_event_format_e imc_event_text_format(const char *body, apr_size_t len);
-
-/*
- * Walks the rows of an accepted request: *at is the byte offset of a row
- * (0 for the first). Copies that row's site_id (canonical, 36 chars + NUL)
- * to site and moves *at to the next row. Returns 0 after the last row.
- */
-int imc_event_rows_site(const imc_event_rows *rows, apr_size_t *at,
-                        char site[37]);
 
 /*
  * ev's ClickHouse row (JSONEachRow, '\n'-terminated, then NUL-terminated),

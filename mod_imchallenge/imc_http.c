@@ -1,5 +1,8 @@
 /* Licensed under the Apache License, Version 2.0. */
 
+#include <stdlib.h>
+#include <sys/mman.h>
+
 #include <apr_buckets.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
@@ -123,7 +126,80 @@ static apr_status_t drain_brigade(apr_bucket_brigade *bb, char *buf,
     return rv;
 }
 
+/*
+ * A body past SMALL_BODY moves out of the pool into memory of its own,
+ * grown by doubling without copying (mremap), so that it costs its size
+ * in resident memory: the pages past what was read are never touched.
+ * The pool's cleanup gives it back.
+ */
+#define SMALL_BODY ((apr_size_t)64 * 1024)
+
+typedef struct {
+    char *base;
+    apr_size_t size;
+} big_buffer;
+
+static apr_status_t big_buffer_free(void *data)
+{
+    big_buffer *bb = data;
+
+#ifdef MREMAP_MAYMOVE
+    munmap(bb->base, bb->size);
+#else
+    free(bb->base);
+#endif
+    bb->base = NULL;
+    return APR_SUCCESS;
+}
+
+/* buf (got bytes used) grown to hold size bytes; NULL when out of
+ * memory. *bbp is NULL while buf is pool memory. */
+static char *body_grow(apr_pool_t *p, big_buffer **bbp, char *buf,
+                       apr_size_t got, apr_size_t size)
+{
+    big_buffer *bb = *bbp;
+    char *nbuf;
+
+    if (size <= SMALL_BODY) {
+        nbuf = apr_palloc(p, size);
+        memcpy(nbuf, buf, got);
+        return nbuf;
+    }
+    if (!bb) {
+        bb = apr_pcalloc(p, sizeof(*bb));
+#ifdef MREMAP_MAYMOVE
+        nbuf = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        nbuf = nbuf == MAP_FAILED ? NULL : nbuf;
+#else
+        nbuf = malloc(size);
+#endif
+        if (!nbuf) {
+            return NULL;
+        }
+        memcpy(nbuf, buf, got);
+        bb->base = nbuf;
+        bb->size = size;
+        apr_pool_cleanup_register(p, bb, big_buffer_free,
+                                  apr_pool_cleanup_null);
+        *bbp = bb;
+        return nbuf;
+    }
+#ifdef MREMAP_MAYMOVE
+    nbuf = mremap(bb->base, bb->size, size, MREMAP_MAYMOVE);
+    nbuf = nbuf == MAP_FAILED ? NULL : nbuf;
+#else
+    nbuf = realloc(bb->base, size);
+#endif
+    if (nbuf) {
+        bb->base = nbuf;
+        bb->size = size;
+    }
+    return nbuf;
+}
+
 apr_status_t imc_http_read_body(request_rec *r, apr_size_t max,
+                                imc_http_budget_fn budget, void *ctx,
                                 const char **body, apr_size_t *len,
                                 int *http_status)
 {
@@ -131,6 +207,7 @@ apr_status_t imc_http_read_body(request_rec *r, apr_size_t max,
         apr_brigade_create(r->pool, r->connection->bucket_alloc);
     apr_size_t cap = 8192, got = 0;
     char *buf = apr_palloc(r->pool, cap + 1);
+    big_buffer *big = NULL;
     int eos = 0;
     apr_status_t rv = APR_SUCCESS;
 
@@ -143,16 +220,26 @@ apr_status_t imc_http_read_body(request_rec *r, apr_size_t max,
             break;
         }
         if (cap - got < HUGE_STRING_LEN && cap < max) {
-            /* Grow geometrically: copies stay linear in the body size. */
+            /* Grow geometrically: copies stay linear in the body size,
+             * and past SMALL_BODY there are none. */
             apr_size_t ncap = cap * 2 < max ? cap * 2 : max;
-            char *nbuf = apr_palloc(r->pool, ncap + 1);
+            char *nbuf = body_grow(r->pool, &big, buf, got, ncap + 1);
 
-            memcpy(nbuf, buf, got);
+            if (!nbuf) {
+                rv = APR_ENOMEM;
+                *http_status = HTTP_SERVICE_UNAVAILABLE;
+                break;
+            }
             buf = nbuf;
             cap = ncap;
         }
         rv = drain_brigade(bb, buf, cap, &got, &eos);
         if (rv != APR_SUCCESS) {
+            break;
+        }
+        if (budget && !budget(ctx, got)) {
+            rv = APR_ENOMEM;
+            *http_status = HTTP_SERVICE_UNAVAILABLE;
             break;
         }
     }

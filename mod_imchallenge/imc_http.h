@@ -28,14 +28,22 @@ int imc_http_json(request_rec *r, int status, const char *json);
 /* Answer status with {"error":"<message>"}. */
 int imc_http_error(request_rec *r, int status, const char *message);
 
+/* May a body read take total bytes? 0: no (the read stops). */
+typedef int (*imc_http_budget_fn)(void *ctx, apr_size_t total);
+
 /*
- * Read the whole request body into one pool buffer (NUL-terminated) through
- * a capped ap_get_brigade loop, so chunked bodies are capped too. Returns
- * APR_SUCCESS, APR_ENOSPC when it is longer than max, or the input
- * filters' error (mapped into *http_status: AP_FILTER_ERROR when a filter
- * already answered, else 400, 408 or 413).
+ * Read the whole request body into one buffer (NUL-terminated) through a
+ * capped ap_get_brigade loop, so chunked bodies are capped too. Small
+ * bodies live in r->pool; past 64 KB the buffer is memory of its own,
+ * grown without copies and freed with r->pool, so that a body costs
+ * about its size. budget (may be NULL) is asked after each read with the
+ * bytes so far. Returns APR_SUCCESS, APR_ENOSPC when it is longer than
+ * max, APR_ENOMEM (*http_status 503) when budget refused or memory ran
+ * out, or the input filters' error (mapped into *http_status:
+ * AP_FILTER_ERROR when a filter already answered, else 400, 408 or 413).
  */
 apr_status_t imc_http_read_body(request_rec *r, apr_size_t max,
+                                imc_http_budget_fn budget, void *ctx,
                                 const char **body, apr_size_t *len,
                                 int *http_status);
 

@@ -1,14 +1,23 @@
 /* Licensed under the Apache License, Version 2.0. */
 
+#include <errno.h>
+#include <sys/socket.h>
+
 #include <apr_hash.h>
 #include <apr_lib.h>
+#include <apr_network_io.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
+#include <ap_mpm.h>
+#include <http_connection.h>
 #include <http_core.h>
+#include <http_log.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
 #include "imc_private.h"
 #include "imc_config.h"
+#include "imc_deliver.h"
 #include "imc_event.h"
 #include "imc_http.h"
 #include "imc_ingest.h"
@@ -17,10 +26,23 @@
 #include "imc_tenant.h"
 
 /* A request body is never read beyond this, whatever the limits say. */
-#define MAX_BODY       ((apr_size_t)64 * 1024 * 1024)
-#define SEGMENT_MAX    ((apr_off_t)16 * 1024 * 1024)
-#define RETRY_AFTER    "5"
-#define WAIT_POLL_USEC 5000
+#define MAX_BODY    ((apr_size_t)64 * 1024 * 1024)
+#define SEGMENT_MAX ((apr_off_t)16 * 1024 * 1024)
+#define RETRY_AFTER "5"
+/* Request body bytes past the first BODY_FREE of each that one process
+ * holds at once at most, counted BODY_STEP at a time as they arrive:
+ * two of the largest bodies (MAX_BODY), eight of the shipped conf's
+ * LimitRequestBody 16M. The first BODY_FREE of each body (small events
+ * and batches) never count: threads x BODY_FREE bounds them. */
+#define IN_FLIGHT_MAX ((apr_size_t)128 * 1024 * 1024)
+#define BODY_FREE     ((apr_size_t)1024 * 1024)
+#define BODY_STEP     ((apr_size_t)1024 * 1024)
+/* Rows up to this size are made in one buffer and written at once;
+ * bigger ones a piece of this size at a time. */
+#define ROWS_PIECE ((apr_size_t)1024 * 1024)
+/* A ?wait=1 request rechecks its delivery and its client this often
+ * when no batch of this process wakes it sooner. */
+#define WAIT_RECHECK   apr_time_from_msec(100)
 #define FULL_LOG_EVERY apr_time_from_sec(60)
 #define BODY_READY     (-1)
 #define TEXT_PLAIN     100 /* JSON or NDJSON, told by the body */
@@ -29,9 +51,23 @@
  * read-only afterwards. */
 static apr_hash_t *writers;
 
+/* Body bytes that this process's requests hold or may soon hold. */
+static apr_size_t in_flight;
+
+/* ?wait=1 requests waiting in this process, and how many may: a quarter
+ * of ThreadsPerChild (at least 1), so that waiting clients never hold the
+ * threads that /healthz and the other requests need. */
+static int waiters, max_waiters = 1;
+
 void imc_ingest_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    int threads = 0;
+
     writers = apr_hash_make(pchild);
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS &&
+        threads / 4 > 1) {
+        max_waiters = threads / 4;
+    }
     for (; s; s = s->next) {
         const imc_config *c = imc_config_get(s);
         const char *dir = imc_config_spool_dir(c);
@@ -184,13 +220,78 @@ static apr_off_t declared_length(request_rec *r)
     return n;
 }
 
+static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv);
+static int full_log_due(apr_time_t *last);
+
+static imc_spool *writer_of(const imc_config *c)
+{
+    return apr_hash_get(writers, imc_config_spool_dir(c), APR_HASH_KEY_STRING);
+}
+
+/* The body bytes one request counts against IN_FLIGHT_MAX. */
+typedef struct {
+    apr_size_t held;
+} body_budget;
+
+static apr_status_t in_flight_release(void *data)
+{
+    __atomic_sub_fetch(&in_flight, ((body_budget *)data)->held,
+                       __ATOMIC_RELAXED);
+    return APR_SUCCESS;
+}
+
+/* imc_http_budget_fn: counts the body's bytes past BODY_FREE against
+ * IN_FLIGHT_MAX until the request ends; 0 when the process holds too
+ * much already. */
+static int in_flight_take(void *ctx, apr_size_t total)
+{
+    body_budget *b = ctx;
+
+    while (total > BODY_FREE + b->held) {
+        apr_size_t now = __atomic_load_n(&in_flight, __ATOMIC_RELAXED);
+
+        do {
+            if (now > IN_FLIGHT_MAX - BODY_STEP) {
+                return 0;
+            }
+        } while (!__atomic_compare_exchange_n(&in_flight, &now, now + BODY_STEP,
+                                              1, __ATOMIC_RELAXED,
+                                              __ATOMIC_RELAXED));
+        b->held += BODY_STEP;
+    }
+    return 1;
+}
+
+/* 503 + Retry-After: the bodies in flight in this process are at
+ * IN_FLIGHT_MAX (or their memory ran out). */
+static int busy(request_rec *r)
+{
+    static apr_time_t logged;
+
+    if (full_log_due(&logged)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      IMC_LOGNO(00802) "request bodies in this process are "
+                                       "at %" APR_SIZE_T_FMT " MB: refusing "
+                                       "uploads until they are done",
+                      IN_FLIGHT_MAX >> 20);
+    }
+    apr_table_setn(r->err_headers_out, "Retry-After", RETRY_AFTER);
+    return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL,
+                       "the server is busy with other uploads; retry later");
+}
+
 /* Reads a POST body. Returns BODY_READY, or what the handler returns
- * when the request has been answered (here, or by an input filter). A
- * body announced too large is refused with JSON before it is read. */
+ * when the request has been answered (here, or by an input filter).
+ * Before a byte of it is read, a body announced too large is refused with
+ * 413 and one the spool would refuse with 503; while it is read, one that
+ * takes the process's bodies past IN_FLIGHT_MAX with 503. */
 static int read_post(request_rec *r, const imc_config *c, const char **body,
                      apr_size_t *len, int *fmt)
 {
     apr_size_t max = body_limit(r, c);
+    apr_off_t declared = declared_length(r);
+    imc_spool *sp = writer_of(c);
+    body_budget *budget;
     apr_status_t rv = APR_ENOSPC;
     int status = 0;
 
@@ -207,8 +308,20 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
                            "the body uncompressed (gzip needs mod_deflate's "
                            "input filter on this URL)");
     }
-    if (declared_length(r) <= (apr_off_t)max) {
-        rv = imc_http_read_body(r, max, body, len, &status);
+    if (declared <= (apr_off_t)max) {
+        rv = sp ? imc_spool_admit(sp, declared > 0 ? (apr_size_t)declared : 0)
+                : APR_ENOENT;
+        if (rv != APR_SUCCESS) {
+            return spool_refused(r, c, rv);
+        }
+        budget = apr_pcalloc(r->pool, sizeof(*budget));
+        apr_pool_cleanup_register(r->pool, budget, in_flight_release,
+                                  apr_pool_cleanup_null);
+        rv = imc_http_read_body(r, max, in_flight_take, budget, body, len,
+                                &status);
+    }
+    if (APR_STATUS_IS_ENOMEM(rv)) {
+        return busy(r);
     }
     if (status == AP_FILTER_ERROR) {
         /* An input filter answered (LimitRequestBody, a bad chunk). */
@@ -233,19 +346,85 @@ static int read_post(request_rec *r, const imc_config *c, const char **body,
     return BODY_READY;
 }
 
-/* ?wait=1: wait until the events are stored in ClickHouse, or the
- * timeout. */
+/* Whether the client has gone: the connection was aborted, or its socket
+ * reads end-of-file (a peek: pipelined bytes stay where they are). A
+ * client that half-closes after its request counts as gone. */
+static int client_gone(request_rec *r)
+{
+    apr_socket_t *sock = ap_get_conn_socket(r->connection);
+    apr_os_sock_t fd;
+    ssize_t n;
+    char b;
+
+    if (r->connection->aborted) {
+        return 1;
+    }
+    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+        return 0;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 ||
+           (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Takes one of the process's waiting places; 0 when all are taken. */
+static int waiter_enter(void)
+{
+    int n = __atomic_load_n(&waiters, __ATOMIC_RELAXED);
+
+    do {
+        if (n >= max_waiters) {
+            return 0;
+        }
+    } while (!__atomic_compare_exchange_n(&waiters, &n, n + 1, 1,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
+}
+
+/*
+ * ?wait=1: wait until the events are stored in ClickHouse, the timeout,
+ * or the client leaves. Woken by this process's deliverer when it commits
+ * a batch; rechecks every WAIT_RECHECK for a batch another process
+ * delivered and for the client. Past the process's waiting places it
+ * does not wait at all (202: not delivered in time).
+ */
 static int wait_delivered(request_rec *r, const imc_config *c,
                           const imc_spool_pos *pos)
 {
-    apr_time_t deadline = apr_time_now() + imc_config_timeout(c);
+    apr_time_t now = apr_time_now(), deadline = now + imc_config_timeout(c);
+    apr_pool_t *p;
     int done = 0;
 
-    while (imc_spool_is_delivered(r->pool, imc_config_spool_dir(c), pos,
-                                  &done) == APR_SUCCESS &&
-           !done && apr_time_now() < deadline) {
-        apr_sleep(WAIT_POLL_USEC);
+    if (!waiter_enter()) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      IMC_LOGNO(00800) "%d requests already wait for "
+                                       "delivery in this process: answering "
+                                       "202 at once",
+                      max_waiters);
+        return 0;
     }
+    apr_pool_create(&p, r->pool);
+    for (;;) {
+        apr_uint64_t seen = imc_deliver_commits();
+
+        apr_pool_clear(p);
+        if (imc_spool_is_delivered(p, imc_config_spool_dir(c), pos, &done) !=
+                APR_SUCCESS ||
+            done || (now = apr_time_now()) >= deadline) {
+            break;
+        }
+        if (client_gone(r)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                          IMC_LOGNO(00801) "the client left while waiting "
+                                           "for delivery");
+            break;
+        }
+        imc_deliver_wait_commit(seen, deadline - now < WAIT_RECHECK
+                                          ? deadline - now
+                                          : WAIT_RECHECK);
+    }
+    apr_pool_destroy(p);
+    __atomic_sub_fetch(&waiters, 1, __ATOMIC_ACQ_REL);
     return done;
 }
 
@@ -309,25 +488,56 @@ static int spool_refused(request_rec *r, const imc_config *c, apr_status_t rv)
     return reply_error(r, HTTP_SERVICE_UNAVAILABLE, IMC_M_REJECTED_SPOOL, why);
 }
 
-static int store(request_rec *r, const imc_config *c,
-                 const imc_event_rows *rows)
+static apr_size_t fill_rows(void *ctx, char *buf, apr_size_t cap)
 {
-    imc_spool *sp =
-        apr_hash_get(writers, imc_config_spool_dir(c), APR_HASH_KEY_STRING);
+    return imc_event_batch_fill(ctx, buf, cap);
+}
+
+/* Writes the batch's rows to the spool: in one buffer and one write when
+ * they are small, else a piece of ROWS_PIECE (or the longest row) at a
+ * time, so that a big request never holds its rows besides its body. */
+static apr_status_t append_rows(request_rec *r, imc_spool *sp,
+                                imc_event_batch *b, imc_spool_pos *pos)
+{
+    apr_size_t bound = imc_event_batch_bound(b), cap;
+    char *buf;
+
+    if (bound <= ROWS_PIECE) {
+        buf = apr_palloc(r->pool, bound);
+        return imc_spool_append(sp, buf, imc_event_batch_fill(b, buf, bound),
+                                pos);
+    }
+    cap = imc_event_batch_row_max(b) > ROWS_PIECE ? imc_event_batch_row_max(b)
+                                                  : ROWS_PIECE;
+    buf = apr_palloc(r->pool, cap);
+    return imc_spool_append_pieces(sp, bound, fill_rows, b, buf, cap, pos);
+}
+
+static int store(request_rec *r, const imc_config *c, imc_event_batch *b)
+{
+    imc_spool *sp = writer_of(c);
+    int count = imc_event_batch_count(b), stored;
     imc_spool_pos pos;
     apr_status_t rv;
-    int stored;
 
-    rv = sp ? imc_spool_append(sp, rows->data, rows->len, &pos) : APR_ENOENT;
+    rv = sp ? append_rows(r, sp, b, &pos) : APR_ENOENT;
     if (rv != APR_SUCCESS) {
         return spool_refused(r, c, rv);
     }
-    imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)rows->count);
+    imc_metrics_add(IMC_M_ACCEPTED, (apr_uint64_t)count);
     stored = wants_wait(r) && wait_delivered(r, c, &pos);
-    return imc_http_json(
-        r, stored ? HTTP_CREATED : HTTP_ACCEPTED,
-        apr_psprintf(r->pool, "{\"status\":\"%s\",\"accepted\":%d}",
-                     stored ? "stored" : "accepted", rows->count));
+    return imc_http_json(r, stored ? HTTP_CREATED : HTTP_ACCEPTED,
+                         apr_psprintf(r->pool,
+                                      "{\"status\":\"%s\",\"accepted\":%d}",
+                                      stored ? "stored" : "accepted", count));
+}
+
+static int method_not_allowed(request_rec *r)
+{
+    apr_table_setn(r->headers_out, "Allow", "GET, POST");
+    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    return reply_error(r, HTTP_METHOD_NOT_ALLOWED, IMC_M_REJECTED_METHOD,
+                       "use POST (or GET with the event in the path)");
 }
 
 int imc_ingest_handler(request_rec *r)
@@ -335,7 +545,7 @@ int imc_ingest_handler(request_rec *r)
     const imc_config *c = imc_config_get(r->server);
     const imc_access_grant *grant;
     imc_event_limits limits;
-    imc_event_rows rows;
+    imc_event_batch *batch;
     imc_event_error err;
     const char *body;
     apr_size_t len;
@@ -344,6 +554,11 @@ int imc_ingest_handler(request_rec *r)
 
     limits.max_event_size = imc_config_max_event_size(c);
     limits.max_events = imc_config_max_batch_events(c);
+    if (r->header_only) {
+        /* HEAD is a GET that must not change anything: the GET form
+         * would store its event, so HEAD is not offered at all. */
+        return method_not_allowed(r);
+    }
     if ((status = imc_tenant_admit(r, &grant)) != DECLINED) {
         return status;
     }
@@ -360,18 +575,15 @@ int imc_ingest_handler(request_rec *r)
             return status;
         }
     } else {
-        apr_table_setn(r->headers_out, "Allow", "GET, POST");
-        r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
-        return reply_error(r, HTTP_METHOD_NOT_ALLOWED, IMC_M_REJECTED_METHOD,
-                           "use POST (or GET with the event in the path)");
+        return method_not_allowed(r);
     }
-    rv = imc_event_parse_request(r->pool, body, len, (imc_event_format_e)fmt,
-                                 &limits, r->request_time, &rows, &err);
+    rv = imc_event_parse_batch(r->pool, body, len, (imc_event_format_e)fmt,
+                               &limits, r->request_time, &batch, &err);
     if (rv != APR_SUCCESS) {
         return reply_rejected(r, &err);
     }
-    if ((status = imc_tenant_admit_events(r, grant, &rows)) != DECLINED) {
+    if ((status = imc_tenant_admit_events(r, grant, batch)) != DECLINED) {
         return status;
     }
-    return store(r, c, &rows);
+    return store(r, c, batch);
 }

@@ -655,46 +655,48 @@ static int rows_valid(const char *data, apr_size_t len)
     return 1;
 }
 
-apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
-                              imc_spool_pos *pos)
+/* Whether a record of len bytes may be written now (mutex held). */
+static apr_status_t admit_locked(imc_spool *sp, apr_size_t len)
 {
-    apr_status_t rv = APR_SUCCESS;
-    ticket me = {APR_SUCCESS, 0, NULL};
-    if (len == 0 && pos) { /* nothing to keep: delivered already */
-        memset(pos, 0, sizeof(*pos));
-    }
-    if (len == 0 || !rows_valid(data, len)) {
-        return len == 0 ? APR_SUCCESS : APR_EINVAL;
-    }
-    apr_thread_mutex_lock(sp->mutex);
     if (sp->generation != fork_generation) {
         forked(sp);
     }
     usage_refresh(sp);
     if (sp->closed) {
-        rv = APR_EBADF;
-        goto out;
+        return APR_EBADF;
     }
     if (!sp->writable) {
         /* the deliverer could not record its progress either */
-        rv = APR_EACCES;
-        goto out;
+        return APR_EACCES;
     }
     if (sp->limit > 0 && sp->pending + (apr_off_t)len + 1 > sp->limit) {
-        rv = IMC_SPOOL_EOVERLIMIT;
-        goto out;
+        return IMC_SPOOL_EOVERLIMIT;
     }
+    return APR_SUCCESS;
+}
+
+/* A segment that can take a record of len bytes (mutex held). */
+static apr_status_t segment_ready(imc_spool *sp, apr_size_t len)
+{
     roll_if_needed(sp, (apr_off_t)len + 1);
-    if (sp->fd < 0 && (rv = segment_create(sp)) != APR_SUCCESS) {
-        goto out;
-    }
-    if ((rv = record_write(sp, data, len)) != APR_SUCCESS) {
-        /* Seal the segment now: on a full disk its delivered bytes can
-         * only be freed once it is sealed and removed. */
-        sp->broken = sp->broken || sp->end > 0;
-        roll_if_needed(sp, 0);
-        goto out;
-    }
+    return sp->fd < 0 ? segment_create(sp) : APR_SUCCESS;
+}
+
+/* After a failed write: seal the segment now, as on a full disk its
+ * delivered bytes can only be freed once it is sealed and removed. */
+static void write_failed(imc_spool *sp)
+{
+    sp->broken = sp->broken || sp->end > 0;
+    roll_if_needed(sp, 0);
+}
+
+/* The record of len bytes is written (mutex held): count it, tell where
+ * it lies, and wait for its fdatasync with sync. */
+static apr_status_t record_done(imc_spool *sp, apr_size_t len,
+                                imc_spool_pos *pos)
+{
+    ticket me = {APR_SUCCESS, 0, NULL};
+
     sp->writes++;
     sp->pending += (apr_off_t)len + 1;
     if (pos) {
@@ -702,11 +704,100 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
         pos->end = sp->end - 1;
         pos->start = pos->end - (apr_off_t)len;
     }
-    if (sp->sync) {
-        me.next = sp->waiting;
-        sp->waiting = &me;
-        rv = sync_wait(sp, &me);
+    if (!sp->sync) {
+        return APR_SUCCESS;
     }
+    me.next = sp->waiting;
+    sp->waiting = &me;
+    return sync_wait(sp, &me);
+}
+
+apr_status_t imc_spool_admit(imc_spool *sp, apr_size_t len)
+{
+    apr_status_t rv;
+
+    apr_thread_mutex_lock(sp->mutex);
+    rv = admit_locked(sp, len);
+    apr_thread_mutex_unlock(sp->mutex);
+    return rv;
+}
+
+apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
+                              imc_spool_pos *pos)
+{
+    apr_status_t rv;
+
+    if (len == 0 && pos) { /* nothing to keep: delivered already */
+        memset(pos, 0, sizeof(*pos));
+    }
+    if (len == 0 || !rows_valid(data, len)) {
+        return len == 0 ? APR_SUCCESS : APR_EINVAL;
+    }
+    apr_thread_mutex_lock(sp->mutex);
+    if ((rv = admit_locked(sp, len)) != APR_SUCCESS ||
+        (rv = segment_ready(sp, len)) != APR_SUCCESS) {
+        goto out;
+    }
+    if ((rv = record_write(sp, data, len)) != APR_SUCCESS) {
+        write_failed(sp);
+        goto out;
+    }
+    rv = record_done(sp, len, pos);
+out:
+    apr_thread_mutex_unlock(sp->mutex);
+    return rv;
+}
+
+/* Writes the pieces of fill and the terminator at the segment's end;
+ * *len: the rows' bytes. On failure nothing of them remains. */
+static apr_status_t pieces_write(imc_spool *sp, apr_size_t bound,
+                                 imc_spool_fill_fn fill, void *ctx, char *buf,
+                                 apr_size_t cap, apr_size_t *len)
+{
+    apr_status_t rv = APR_SUCCESS;
+    apr_size_t n;
+
+    *len = 0;
+    while (rv == APR_SUCCESS && (n = fill(ctx, buf, cap)) > 0) {
+        rv = n > bound - *len || !rows_valid(buf, n)
+                 ? APR_EINVAL
+                 : imc_spool_write_full(sp->fd, buf, n);
+        *len += rv == APR_SUCCESS ? n : 0;
+    }
+    if (rv == APR_SUCCESS) {
+        rv = *len ? imc_spool_write_full(sp->fd, "\n", 1) : APR_EINVAL;
+    }
+    if (rv != APR_SUCCESS && ftruncate(sp->fd, sp->end) != 0) {
+        sp->broken = 1; /* torn bytes stay: the next append rolls over */
+    }
+    if (rv == APR_SUCCESS) {
+        sp->end += (apr_off_t)*len + 1;
+    }
+    return rv;
+}
+
+apr_status_t imc_spool_append_pieces(imc_spool *sp, apr_size_t bound,
+                                     imc_spool_fill_fn fill, void *ctx,
+                                     char *buf, apr_size_t cap,
+                                     imc_spool_pos *pos)
+{
+    apr_size_t len = 0;
+    apr_status_t rv;
+
+    if (bound == 0) {
+        return APR_EINVAL;
+    }
+    apr_thread_mutex_lock(sp->mutex);
+    if ((rv = admit_locked(sp, bound)) != APR_SUCCESS ||
+        (rv = segment_ready(sp, bound)) != APR_SUCCESS) {
+        goto out;
+    }
+    if ((rv = pieces_write(sp, bound, fill, ctx, buf, cap, &len)) !=
+        APR_SUCCESS) {
+        write_failed(sp);
+        goto out;
+    }
+    rv = record_done(sp, len, pos);
 out:
     apr_thread_mutex_unlock(sp->mutex);
     return rv;

@@ -148,6 +148,34 @@ const char *imc_spool_stamp(apr_pool_t *p, const char *database,
  * it before the first append. */
 void imc_spool_set_stamp(imc_spool *sp, const char *stamp);
 
+/*
+ * Whether a record of len bytes would be taken now: APR_SUCCESS, or what
+ * imc_spool_append would refuse it with (IMC_SPOOL_EOVERLIMIT,
+ * APR_EACCES, APR_EBADF). Writes nothing, reserves nothing: for a request
+ * to be refused before its body is read.
+ */
+apr_status_t imc_spool_admit(imc_spool *sp, apr_size_t len);
+
+/*
+ * Writes the next piece of a record into buf (at most cap bytes): whole
+ * rows, as imc_spool_append takes them. Returns its length, 0 at the end.
+ */
+typedef apr_size_t (*imc_spool_fill_fn)(void *ctx, char *buf, apr_size_t cap);
+
+/*
+ * Append one request as imc_spool_append does, its rows made a piece at
+ * a time by fill into buf (cap bytes) and written as they come, so that
+ * they are never all in memory. bound: the rows' bytes at most, for the
+ * limit and the segment roll-over (a record is never split); a piece
+ * past it, a piece that is not whole rows, or no rows at all is
+ * APR_EINVAL. All or nothing, as imc_spool_append. The writer's other
+ * appends wait while the pieces are made.
+ */
+apr_status_t imc_spool_append_pieces(imc_spool *sp, apr_size_t bound,
+                                     imc_spool_fill_fn fill, void *ctx,
+                                     char *buf, apr_size_t cap,
+                                     imc_spool_pos *pos);
+
 /* Writes and fdatasync calls so far (group commit makes syncs < writes). */
 void imc_spool_counters(imc_spool *sp, apr_uint64_t *writes,
                         apr_uint64_t *syncs);

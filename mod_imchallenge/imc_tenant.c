@@ -218,20 +218,16 @@ static int rate_limited(request_rec *r, const imc_config *c, int n)
 }
 
 int imc_tenant_admit_events(request_rec *r, const imc_access_grant *g,
-                            const imc_event_rows *rows)
+                            const imc_event_batch *b)
 {
-    char site[37];
-    apr_size_t at = 0;
-    int index;
+    int i, n = imc_event_batch_count(b);
 
-    for (index = 0;
-         g && !imc_access_all_sites(g) && imc_event_rows_site(rows, &at, site);
-         ++index) {
-        if (!imc_access_may(g, site)) {
-            return not_allowed(r, index);
+    for (i = 0; g && !imc_access_all_sites(g) && i < n; ++i) {
+        if (!imc_access_may(g, imc_event_batch_site(b, i))) {
+            return not_allowed(r, i);
         }
     }
-    return rate_limited(r, imc_config_get(r->server), rows->count);
+    return rate_limited(r, imc_config_get(r->server), n);
 }
 
 int imc_tenant_narrow(request_rec *r, const char **where)

@@ -38,7 +38,7 @@ int imc_tenant_admit(request_rec *r, const imc_access_grant **g);
  * store them, or what the handler returns after an answer here.
  */
 int imc_tenant_admit_events(request_rec *r, const imc_access_grant *g,
-                            const imc_event_rows *rows);
+                            const imc_event_batch *b);
 
 /*
  * Report handler: narrows *where (SQL over site_id) to the principal's

@@ -10,6 +10,7 @@ that was refused, and the report totals equal the distinct procedures.
 Run with -s to see the figures.
 """
 
+import http.client
 import json
 import os
 import re
@@ -21,6 +22,9 @@ import time
 import uuid
 
 import pytest
+import requests
+
+import stack
 
 import stack
 
@@ -160,6 +164,100 @@ def insert_policy(plan):
         counter["n"] += 1
         return plan(n)
     return policy
+
+def _waiting_client(h, text, timeout, out):
+    """POST one event with ?wait=1 on a connection of its own; note the
+    status (None: the socket timed out or failed) and how long it took."""
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection(h.host, h.port, timeout=timeout)
+    try:
+        conn.request("POST", "/api/event?wait=1", body=text,
+                     headers={"Content-Type": "application/json",
+                              "Connection": "close"})
+        st = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        st = None
+    finally:
+        conn.close()
+    out.append((st, time.monotonic() - t0))
+
+
+def test_waiting_clients_during_an_outage_leave_workers_free(
+        make_clickhouse, make_httpd, error_log_allow):
+    """500 ?wait=1 clients that give up after 2 s, while ClickHouse is
+    down and IMChallengeTimeout is 10 s: the waiters are capped per
+    process (the rest are answered 202 at once) and stop when their
+    client leaves, so /healthz keeps answering within a second."""
+    error_log_allow.extend(CLICKHOUSE_DOWN)
+    ch = make_clickhouse()
+    h = make_httpd(clickhouse=ch, batch_delay="100ms",
+                   directives="IMChallengeTimeout 10s")
+    poll("readiness", lambda: h.get("readyz", timeout=5).status_code == 200)
+    ch.stop()
+    site = new_id()
+    texts = {new_id(): None for _ in range(500)}
+    for cid in texts:
+        texts[cid] = json.dumps({"time": "2026-11-28T12:00:00Z",
+                                 "type": "serve", "correlation_id": cid,
+                                 "site_id": site})
+    answers, probes, done = {}, [], threading.Event()
+
+    def probe():
+        while not done.is_set():
+            t0 = time.monotonic()
+            try:
+                code = requests.get(h.url + "healthz", timeout=5).status_code
+            except requests.RequestException:
+                code = None
+            probes.append((code, time.monotonic() - t0))
+            time.sleep(0.1)
+
+    old_stack = threading.stack_size(512 * 1024)
+    try:
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        clients = []
+        for cid, text in texts.items():
+            answers[cid] = []
+            clients.append(threading.Thread(
+                target=_waiting_client, args=(h, text, 2, answers[cid]),
+                daemon=True))
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+        assert not any(t.is_alive() for t in clients)
+        time.sleep(2)  # /healthz once the clients have gone, too
+    finally:
+        done.set()
+        threading.stack_size(old_stack)
+    prober.join(10)
+    answers = {cid: a[0] for cid, a in answers.items()}  # (status, time)
+    slow = [p for p in probes if p[0] != 200 or p[1] >= 1.0]
+    results = [a[0] for a in answers.values()]
+    quick = [a[0] for a in answers.values() if a[0] == 202 and a[1] < 1.0]
+    print("\nwait=1 storm: %d answered 202 (%d within 1 s), %d 201, %d no "
+          "answer in 2 s; /healthz: %d probes, slowest %.3f s"
+          % (results.count(202), len(quick), results.count(201),
+             results.count(None), len(probes),
+             max(p[1] for p in probes)))
+    assert len(probes) >= 20 and not slow, slow[:5]
+    assert len(quick) >= 400, results.count(202)
+    assert results.count(201) == 0
+    acked = {cid for cid, a in answers.items() if a[0] == 202}
+    ch.start()
+    last = {"ids": set()}
+
+    def delivered():
+        try:
+            last["ids"] = {cid for cid, _ in stored_pairs(ch, site)}
+        except stack.StackError:  # not answering yet
+            return False
+        return acked <= last["ids"]
+
+    poll("every acknowledged event in ClickHouse", delivered, 90, 0.5)
+    assert last["ids"] <= set(texts)
+
 
 
 def test_ambiguous_commit_resends_the_same_batch(clickhouse, make_httpd,

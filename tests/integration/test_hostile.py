@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import socket
 import threading
 import time
 import uuid
@@ -192,6 +193,75 @@ def test_stalled_headers_time_out(tight):
     # (exchange() fails if the connection stays open).
     ans = exchange(tight, b"POST /api/ev", half_close=False, timeout=15)
     assert ans.status is None, ans
+
+
+# One child process, so that every request below meets the same budget of
+# body bytes in flight (128 MiB a process, past the first MiB of each).
+ONE_CHILD = """StartServers 1
+ServerLimit 1
+MinSpareThreads 1
+MaxSpareThreads 64
+MaxRequestWorkers 32
+<Location "/api/event">
+    LimitRequestBody 0
+</Location>"""
+BUSY = r"IMC00802: request bodies in this process are at"
+
+
+@pytest.mark.error_log_allow(BUSY)
+def test_big_bodies_past_the_process_budget_are_503(make_httpd):
+    # Two clients send 50 MiB of 64 announced and stall: a third big body
+    # is refused once it would take the process past its budget (503 +
+    # Retry-After) instead of piling up memory; a small request still
+    # passes, and once the two have gone a big body fits again.
+    h = make_httpd(directives=ONE_CHILD)
+    big = b"%d" % (64 << 20)
+    slow = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection((h.host, h.port), timeout=30)
+            s.sendall(request("POST", "/api/event", b"", length=big) + b"["
+                      + b" " * (50 << 20))
+            slow.append(s)
+        time.sleep(1)  # both are read by now
+        ans = exchange(h, request("POST", "/api/event", b"[", length=big)
+                       + b" " * (30 << 20), half_close=False, timeout=30)
+        assert ans.status == 503, ans
+        assert int(ans.headers["retry-after"]) > 0, ans
+        assert not LEAKS.search(ans.text), ans
+        assert post(h, event()).status == 202
+    finally:
+        for s in slow:
+            s.close()
+
+    def fits():
+        body = b"[" + b" " * (30 << 20) + b"]"
+        ans = exchange(h, request("POST", "/api/event", body), timeout=30)
+        return ans.status == 400  # read whole, refused as JSON: it fitted
+    stack.wait_until(fits, 20, what="room for a big body again")
+
+
+def test_a_trickling_body_is_cut_at_the_shipped_maximum(make_httpd):
+    # mod_reqtimeout with the shipped RequestReadTimeout: a body that
+    # keeps coming at 2 kB/s, above MinRate=500, is cut at the 60 s
+    # maximum instead of holding a worker for as long as it trickles.
+    h = make_httpd(modules=["reqtimeout"])
+    with socket.create_connection((h.host, h.port), timeout=10) as s:
+        s.sendall(request("POST", "/api/event", b"", length=b"1000000"))
+        t0, answer = time.monotonic(), b""
+        s.settimeout(0.5)
+        while time.monotonic() - t0 < 90:
+            try:
+                s.sendall(b" " * 1000)
+                answer = s.recv(65536)
+                break  # an answer (or the end of the connection)
+            except socket.timeout:
+                continue
+            except OSError:  # cut off while sending
+                break
+        elapsed = time.monotonic() - t0
+    assert 55 <= elapsed < 75, (elapsed, answer[:200])
+    assert not answer or answer.startswith(b"HTTP/1.1 408 "), answer[:200]
 
 
 def test_header_floods(httpd):
@@ -566,6 +636,25 @@ def test_methods_httpd_handles_itself_are_4xx(httpd, method):
     path = "127.0.0.1:1" if method == "CONNECT" else "/api/event"
     ans = exchange(httpd, request(method, path, b"", content_type=None))
     assert_4xx(ans)
+
+
+def test_head_of_the_get_form_is_405_and_stores_nothing(httpd, clickhouse):
+    # HEAD is a GET without a body: on the GET form it would store the
+    # event in the path while the client thinks it only looked.
+    site = new_id()
+    path = "/api/event/" + quote(event(site=site), safe="")
+    ans = exchange(httpd, request("HEAD", path, content_type=None,
+                                  length=None))
+    assert ans.status == 405, ans
+    assert ans.headers.get("allow") == "GET, POST", ans
+    # (not half-closed: a client that closes its side stops the wait)
+    ans = exchange(httpd, request("GET", path + "?wait=1",
+                                  content_type=None, length=None),
+                   half_close=False)
+    assert ans.status == 201, ans
+    stack.wait_until(lambda: httpd.get("api/status", timeout=5).json()[
+        "queued_events"] == 0, 30, what="an empty queue")
+    assert stored_count(clickhouse, site) == 1
 
 
 @pytest.mark.parametrize("path", [

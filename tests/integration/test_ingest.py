@@ -485,6 +485,25 @@ def test_wait_with_clickhouse_down_is_202_then_delivered(make_httpd,
     wait_queue_empty(h)
 
 
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_wait_ends_when_the_client_leaves(make_httpd):
+    # ClickHouse down and a 10 s timeout: a client that closes its
+    # connection after 0.5 s frees its worker at once, not 10 s later.
+    h = make_httpd(clickhouse=closed_port_url(),
+                   directives="IMChallengeTimeout 10s")
+    body = event(new_id()).encode()
+    with socket.create_connection((h.host, h.port), timeout=5) as s:
+        s.sendall(b"POST /api/event?wait=1 HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+    line = stack.wait_until(lambda: re.search(
+        r'"POST /api/event\?wait=1 HTTP/1.1" \d+ \S+ (\d+)',
+        h.access_log()), 20, interval=0.1, what="the access log line")
+    assert int(line.group(1)) < 2000000, line.group(0)
+    wait_status(h, "queued_events", 1)  # accepted all the same
+
+
 def wait_first_failure(h, offset, n):
     """Wait for the [warn] of the first failed delivery of n events."""
     pattern = re.compile(r"IMC00304: delivery of %d events .* failed" % n)
@@ -589,6 +608,58 @@ def test_spool_limit_then_every_acknowledged_event_delivered(make_httpd,
     assert stored_cids(clickhouse, [site]) == acked
     wait_queue_empty(h)
     accepted(post(h, event(site), wait=True), 1, stored=True)
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN, OVER_LIMIT)
+def test_full_spool_refuses_a_post_before_its_body(make_httpd):
+    # The spool at its limit: a POST gets 503 + Retry-After from its
+    # headers alone, without waiting for (or holding) its body.
+    h = make_httpd(clickhouse=closed_port_url(),
+                   directives="IMChallengeSpoolLimit 64k\n"
+                   "IMChallengeTimeout 1s")
+    fill_spool(h, new_id(), set())
+    t0 = time.monotonic()
+    line, text = announce_only(h, 1000000, timeout=20)
+    assert line.startswith("HTTP/1.1 503 "), text
+    assert time.monotonic() - t0 < 5
+    assert re.search(r"\r\nRetry-After: \d+\r\n", text), text
+    assert "IMChallengeSpoolLimit" in text
+
+
+def vm_kb(pid, field):
+    """VmRSS, VmHWM, ... of a process, in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for %d" % (field, pid))
+
+
+@pytest.mark.error_log_allow(*CLICKHOUSE_DOWN)
+def test_a_big_upload_costs_about_its_size_in_memory(make_httpd):
+    # One 60 MiB request: the child that takes it grows by about the body
+    # (read into memory sized once, rows written to the spool in pieces),
+    # not by the body's doubling buffers plus a second copy as rows.
+    # ClickHouse is down, so no delivery batch adds to any child.
+    h = make_httpd(clickhouse=closed_port_url(), directives=(
+        "IMChallengeBatchSize 10\n"
+        '<Location "/api/event">\n    LimitRequestBody 0\n</Location>'))
+    site = new_id()
+    pad = "x" * 6200
+    body = "[" + ",".join(event(site, extra=',"pad":"%s"' % pad)
+                          for _ in range(10000)) + "]"
+    body = body.encode()
+    assert 60 << 20 <= len(body) < 64 << 20
+    children = stack.wait_until(lambda: h.children() or None, 10,
+                                what="the children")
+    before = {pid: vm_kb(pid, "VmHWM") for pid in children}
+    r = post(h, body, headers={"Connection": "close"})
+    accepted(r, 10000)
+    growth = max(vm_kb(pid, "VmHWM") - kb for pid, kb in before.items()
+                 if stack.pid_alive(pid))
+    print("\npeak RSS growth for a %.1f MiB upload: %.1f MiB"
+          % (len(body) / 1048576, growth / 1024))
+    assert growth * 1024 < len(body) * 1.25, growth
 
 
 # ------------------------------------------------------------ concurrency

@@ -4,6 +4,7 @@
 the shipped URLs answer; `make uninstall` takes it all away again."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -200,8 +201,8 @@ def test_make_install_a2enmod_configtest_start(apache_copy, clickhouse):
     assert "imchallenge_" in metrics.text
     r = s.put(copy.url + "api/event", data="{}", timeout=10)
     assert r.status_code == 405 and "POST" in r.headers["Allow"]
-    # The shipped LimitRequestBody (64 MiB) answers before the module reads.
-    assert body_too_large(copy.port, 64 * 1024 * 1024 + 1) == 413
+    # The shipped LimitRequestBody (16 MiB) answers before the module reads.
+    assert body_too_large(copy.port, 16 * 1024 * 1024 + 1) == 413
     assert clickhouse.scalar(
         "SELECT count() FROM imc_install.events WHERE site_id = "
         "toUUID('%s')" % site) == "7"
@@ -234,7 +235,9 @@ def test_shipped_conf_keeps_metrics_local_and_limits_bodies():
     block = text[text.index('<Location "/metrics">'):]
     block = block[:block.index("</Location>")]
     assert "Require local" in block
-    assert "LimitRequestBody" in text
-    assert "RequestReadTimeout" in text  # mod_reqtimeout advice
+    assert "LimitRequestBody 16777216" in text
+    # A body timeout with a maximum: body=<initial>-<max>,MinRate=<rate>
+    assert re.search(r"^\s*RequestReadTimeout .*\bbody=\d+-\d+,MinRate=\d+",
+                     text, re.M), text
     load = (REPO / "conf" / "imchallenge.load").read_text()
     assert "LoadModule imchallenge_module " in load

@@ -631,6 +631,47 @@ START_TEST(row_exact)
 }
 END_TEST
 
+/* The rows written a piece at a time are the rows of one buffer, each
+ * piece whole rows, for every capacity from the longest row up. */
+START_TEST(batch_rows_in_pieces)
+{
+    const char *big =
+        mk(T_OK, TY_OK, CID_OK, SID_OK, "\"pad\":\"\\\"quoted\\\" and long\"");
+    const char *body = CAT("[", good(), ",", big, ",", good(), ",", big, "]");
+    imc_event_batch *b;
+    apr_size_t cap, n, total;
+    char *buf, *all;
+    int pieces;
+
+    expect_ok(body, FJ, 4);
+    for (cap = 0; cap < 3 * rows.len; cap += 97) {
+        ck_assert_int_eq(
+            imc_event_parse_batch(pool, body, strlen(body), FJ, &limits,
+                                  1764331200 * APR_USEC_PER_SEC, &b, &err),
+            APR_SUCCESS);
+        ck_assert_int_eq(imc_event_batch_count(b), 4);
+        ck_assert_uint_ge(imc_event_batch_bound(b), rows.len);
+        if (cap < imc_event_batch_row_max(b)) {
+            cap = imc_event_batch_row_max(b);
+        }
+        buf = apr_palloc(pool, cap);
+        all = apr_palloc(pool, rows.len + 1);
+        total = 0;
+        pieces = 0;
+        while ((n = imc_event_batch_fill(b, buf, cap)) > 0) {
+            ck_assert_uint_le(n, cap);
+            ck_assert_int_eq(buf[n - 1], '\n');
+            ck_assert_uint_le(total + n, rows.len);
+            memcpy(all + total, buf, n);
+            total += n;
+            ck_assert_int_le(++pieces, 4);
+        }
+        all[total] = '\0';
+        ck_assert_str_eq(all, rows.data);
+    }
+}
+END_TEST
+
 /* Decodes raw of the first row and compares it with want. */
 static void raw_is(const char *want)
 {
@@ -768,6 +809,7 @@ Suite *imc_unit_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, time_bounds);
+    tcase_add_test(tc, batch_rows_in_pieces);
     tcase_add_test(tc, time_offsets);
     tcase_add_test(tc, time_calendar);
     tcase_add_test(tc, time_syntax);

@@ -1512,6 +1512,94 @@ START_TEST(failed_sync_cuts_only_what_was_not_taken)
 }
 END_TEST
 
+/* A fill function over a list of pieces, the last one NULL. */
+typedef struct {
+    const char **pieces;
+    int next;
+} pieces_ctx;
+
+static apr_size_t fill_pieces(void *data, char *buf, apr_size_t cap)
+{
+    pieces_ctx *c = data;
+    const char *piece = c->pieces[c->next];
+    apr_size_t n = piece ? strlen(piece) : 0;
+
+    ck_assert_uint_le(n, cap);
+    if (piece) {
+        memcpy(buf, piece, n);
+        c->next++;
+    }
+    return n;
+}
+
+START_TEST(append_in_pieces)
+{
+    const char *good[] = {"a1\na2\n", "b1\n", "c1\nc2\n", NULL};
+    const char *bad[] = {"d1\n", "\nd2\n", NULL};
+    const char *over[] = {"e1\n", "e2e2e2e2\n", NULL};
+    const char *none[] = {NULL};
+    pieces_ctx c = {good, 0};
+    imc_spool *sp;
+    imc_spool_pos pos, after;
+    apr_array_header_t *segs;
+    char buf[16];
+    int rows;
+
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append_pieces(sp, 100, fill_pieces, &c, buf,
+                                             sizeof(buf), &pos),
+                     APR_SUCCESS);
+    ck_assert_int_eq(pos.start, 0);
+    ck_assert_int_eq(pos.end, 15);
+    ck_assert_int_eq(file_size(pos.segment), 16);
+    /* a piece that is not whole rows, one past the bound, or no rows at
+     * all: refused, and nothing of it remains */
+    c.pieces = bad;
+    c.next = 0;
+    ck_assert_int_eq(imc_spool_append_pieces(sp, 100, fill_pieces, &c, buf,
+                                             sizeof(buf), NULL),
+                     APR_EINVAL);
+    c.pieces = over;
+    c.next = 0;
+    ck_assert_int_eq(
+        imc_spool_append_pieces(sp, 8, fill_pieces, &c, buf, sizeof(buf), NULL),
+        APR_EINVAL);
+    c.pieces = none;
+    c.next = 0;
+    ck_assert_int_eq(
+        imc_spool_append_pieces(sp, 8, fill_pieces, &c, buf, sizeof(buf), NULL),
+        APR_EINVAL);
+    /* the failed writes sealed that segment; the next record is whole */
+    ck_assert_int_eq(imc_spool_append(sp, "z1\n", 3, &after), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(list(pool, &segs), 2);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 0), 0, &rows),
+                     "a1\na2\nb1\nc1\nc2\n\n");
+    ck_assert_int_eq(rows, 5);
+    ck_assert_str_eq(drain(pool, seg_at(segs, 1), 0, &rows), "z1\n\n");
+}
+END_TEST
+
+START_TEST(admit_tells_the_limit_without_writing)
+{
+    char rec[100];
+    imc_spool *sp;
+    imc_spool_pos pos;
+
+    memset(rec, 'x', sizeof(rec) - 1);
+    rec[sizeof(rec) - 1] = '\n';
+    ck_assert_int_eq(imc_spool_open(&sp, pool, dir, 1 << 20, 0), APR_SUCCESS);
+    imc_spool_set_limit(sp, 250);
+    ck_assert_int_eq(imc_spool_admit(sp, 200), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_append(sp, rec, 100, &pos), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_admit(sp, 100), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_admit(sp, 200), IMC_SPOOL_EOVERLIMIT);
+    ck_assert_int_eq(file_size(pos.segment), 101);
+    ck_assert_int_eq(imc_spool_close(sp), APR_SUCCESS);
+    ck_assert_int_eq(imc_spool_admit(sp, 1), APR_EBADF);
+}
+END_TEST
+
 Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_spool");
@@ -1519,6 +1607,8 @@ Suite *imc_unit_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, append_and_read_back);
+    tcase_add_test(tc, append_in_pieces);
+    tcase_add_test(tc, admit_tells_the_limit_without_writing);
     tcase_add_test(tc, group_commit_threads);
     tcase_add_test(tc, rollover_never_splits);
     tcase_add_test(tc, sealed_after_close);
