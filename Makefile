@@ -16,7 +16,7 @@ BUILD   := build
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
-           imc_report.c imc_health.c imc_home.c imc_metrics.c \
+           imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
            imc_zone.c imc_bucket.c imc_spool_dir.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))

@@ -1,0 +1,37 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_report_client: the report's ClickHouse clients. Each httpd process
+ * keeps a few idle between reports, so that a report reuses a connection;
+ * each has a pool of its own and serves one server's configuration, and a
+ * thread takes one out of the list while it works. Report queries sent
+ * through them carry the limits that bound them on the server too
+ * (readonly=2, max_execution_time from IMChallengeTimeout, a memory cap,
+ * cancel on close where the server knows it).
+ */
+#ifndef IMC_REPORT_CLIENT_H
+#define IMC_REPORT_CLIENT_H
+
+#include <apr_pools.h>
+
+#include "imc_clickhouse.h"
+#include "imc_config.h"
+
+typedef struct imc_report_client {
+    struct imc_report_client *next; /* in the idle list */
+    const imc_config *config;
+    imc_clickhouse *ch;
+    apr_pool_t *pool;
+} imc_report_client;
+
+/* The process's idle list, emptied when pchild is. */
+void imc_report_client_child_init(apr_pool_t *pchild);
+
+/* A client for c's ClickHouse: an idle one, or a new one (NULL when it
+ * cannot start). */
+imc_report_client *imc_report_client_take(const imc_config *c);
+
+/* Keeps client for the next report, or frees it when enough are kept. */
+void imc_report_client_give_back(imc_report_client *client);
+
+#endif /* IMC_REPORT_CLIENT_H */
