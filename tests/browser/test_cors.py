@@ -19,6 +19,10 @@ import pytest
 
 import stack
 
+# A database of its own: the dashboard tests compare the session's
+# database with the dataset they stored in it.
+DATABASE = "imchallenge_cors"
+
 # What a customer's page would hold (the README shows the same code).
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>shop</title></head><body>
@@ -83,7 +87,8 @@ def cors_site(stack_, workdir):
     h = stack.Httpd(workdir / "cors-httpd", stack_.httpd.module_path,
                     port=port, clickhouse_url=stack_.clickhouse.url,
                     batch_delay="50ms",
-                    directives="IMChallengeCORS %s" % allowed)
+                    directives="IMChallengeCORS %s\nIMChallengeDatabase %s"
+                    % (allowed, DATABASE))
     h.start()
     try:
         offset = h.error_log_size()
@@ -111,8 +116,8 @@ def events(site, n, kind="serve"):
 
 def counts(ch, site):
     text = ch.scalar("SELECT count(), uniqExact(correlation_id) FROM "
-                     "imchallenge.events WHERE site_id = toUUID('%s') "
-                     "FORMAT TSV" % site)
+                     "%s.events WHERE site_id = toUUID('%s') "
+                     "FORMAT TSV" % (DATABASE, site))
     return tuple(int(x) for x in text.split("\t"))
 
 
@@ -153,7 +158,7 @@ def test_page_on_another_origin_is_stopped_by_the_browser(browser, stack_,
     h, _, other = cors_site
     ch = stack_.clickhouse
     site = str(uuid.uuid4())
-    stack_.httpd.post("api/event?wait=1", json=events(site, 3), timeout=30)
+    h.post("api/event?wait=1", json=events(site, 3), timeout=30)
     browser.set_script_timeout(60)
     browser.get(other + "/")
     # fetch with JSON: the preflight gets no CORS answer, nothing is sent.
@@ -164,9 +169,11 @@ def test_page_on_another_origin_is_stopped_by_the_browser(browser, stack_,
     # page: no Access-Control-Allow-Origin for this origin.
     got = run_js(browser, "return await report(%s);" % json.dumps(site))
     assert got.get("error", "").startswith("TypeError: Failed to fetch"), got
+    # (httpd logs a request after its answer went out: wait for the line.)
+    answered = r'"GET /api/report/\S*%s\S* HTTP/1.1" 200' % site
+    stack.wait_until(lambda: re.search(answered, h.access_log()), 10,
+                     what="the report's line in the access log")
     log = h.access_log()
-    assert re.search(r'"GET /api/report/\S*%s\S* HTTP/1.1" 200' % site, log), \
-        log[-2000:]
     assert '"OPTIONS /api/event?wait=1 HTTP/1.1" 405' in log, log[-2000:]
     assert counts(ch, site) == (3, 3)
     messages = [m["message"] for m in browser.get_log("browser")]
