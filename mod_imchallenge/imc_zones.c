@@ -7,6 +7,7 @@
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
 
+#include "imc_zone.h"
 #include "imc_zones.h"
 
 #define ZONEINFO "/usr/share/zoneinfo/"
@@ -19,7 +20,7 @@ typedef enum { PROBE_UNKNOWN = 0, PROBE_LISTS, PROBE_NO_LIST } probe_state;
 typedef struct {
     const void *key; /* NULL: an unused entry */
     probe_state probe;
-    char zones[ZONES][IMC_ZONES_MAX_NAME + 1];
+    char zones[ZONES][IMC_ZONE_MAX_NAME + 1];
     int next; /* the zone slot written next, round robin */
 } zone_memory;
 
@@ -40,18 +41,7 @@ apr_status_t imc_zones_child_init(apr_pool_t *pchild)
 
 int imc_zones_well_formed(const char *tz)
 {
-    const char *c;
-
-    if (!*tz || strlen(tz) > IMC_ZONES_MAX_NAME || tz[0] == '/' ||
-        strstr(tz, "..") || !strncmp(tz, "right/", 6)) {
-        return 0;
-    }
-    for (c = tz; *c; ++c) {
-        if (!apr_isalnum(*c) && !strchr("/_+-", *c)) {
-            return 0;
-        }
-    }
-    return 1;
+    return imc_zone_valid_name(tz); /* the calendar's rule, in one place */
 }
 
 /* A compiled zone file (magic "TZif") in the zone database, so that text

@@ -18,14 +18,12 @@
 
 #include "imc_clickhouse.h"
 
-/* The longest zone name accepted. */
-#define IMC_ZONES_MAX_NAME 64
-
 /* Call once per process (child_init); without it nothing is remembered. */
 apr_status_t imc_zones_child_init(apr_pool_t *pchild);
 
 /* Whether tz is a zone name of safe characters only (it is quoted into
- * SQL): letters, digits, "/_+-", no "..", not absolute, not right/. */
+ * SQL): imc_zone_valid_name's rule (letters, digits, "/_+-", no "..", not
+ * absolute, not right/, at most IMC_ZONE_MAX_NAME bytes). */
 int imc_zones_well_formed(const char *tz);
 
 /*
