@@ -170,15 +170,15 @@ FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
 
 $(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
-$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c tests/fuzz/fuzz_common.h $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
-$(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c $(MOD)/imc_access.c \
+$(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c tests/fuzz/fuzz_common.h $(MOD)/imc_access.c \
                       $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
                      $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
-$(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c $(MOD)/imc_zone.c \
+$(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c tests/fuzz/fuzz_common.h $(MOD)/imc_zone.c \
                     $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 

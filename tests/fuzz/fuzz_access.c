@@ -19,29 +19,7 @@
 #include <apr_strings.h>
 
 #include "imc_access.h"
-
-static apr_pool_t *root;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    if (apr_initialize() != APR_SUCCESS ||
-        apr_pool_create(&root, NULL) != APR_SUCCESS) {
-        abort();
-    }
-    return 0;
-}
-
-static void must(int cond)
-{
-    if (!cond) {
-        abort();
-    }
-}
+#include "fuzz_common.h"
 
 static int is_hex_lower(char c)
 {

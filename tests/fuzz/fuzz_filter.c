@@ -19,33 +19,11 @@
 #include <apr_pools.h>
 
 #include "imc_filter.h"
+#include "fuzz_common.h"
 
 #define DAY_SQL "toDate(time)"
 
 static const imc_filter_columns cols = {DAY_SQL, "site_id", "type"};
-static apr_pool_t *root;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    if (apr_initialize() != APR_SUCCESS ||
-        apr_pool_create(&root, NULL) != APR_SUCCESS) {
-        abort();
-    }
-    return 0;
-}
-
-static void must(int cond)
-{
-    if (!cond) {
-        abort();
-    }
-}
-
 static int is_hex_lower(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');

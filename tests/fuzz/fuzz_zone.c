@@ -20,29 +20,7 @@
 #include <apr_pools.h>
 
 #include "imc_bucket.h"
-
-static apr_pool_t *root;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    if (apr_initialize() != APR_SUCCESS ||
-        apr_pool_create(&root, NULL) != APR_SUCCESS) {
-        abort();
-    }
-    return 0;
-}
-
-static void must(int cond)
-{
-    if (!cond) {
-        abort();
-    }
-}
+#include "fuzz_common.h"
 
 /* An instant from 8 bytes of the input (wrapping), spread over 1900-2200
  * with some far outside, even beyond the bounds a zone answers for. */
