@@ -6,6 +6,27 @@
 
 #include "check_main.h"
 
+apr_pool_t *imc_unit_pool;
+
+void imc_unit_setup(void)
+{
+    ck_assert_int_eq(apr_pool_create(&imc_unit_pool, NULL), APR_SUCCESS);
+}
+
+void imc_unit_teardown(void)
+{
+    apr_pool_destroy(imc_unit_pool);
+    imc_unit_pool = NULL;
+}
+
+apr_uint64_t imc_unit_random(apr_uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
 int main(void)
 {
     SRunner *sr;

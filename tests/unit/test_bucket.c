@@ -25,8 +25,6 @@
 #define DAY  86400
 #define TEND ((apr_int64_t)4291747200) /* 2106-01-01 */
 
-static apr_pool_t *pool;
-
 static const char *const zones[] = {"Europe/Berlin",
                                     "America/New_York",
                                     "Australia/Lord_Howe",
@@ -43,33 +41,21 @@ static const char *const zones[] = {"Europe/Berlin",
                                     "Asia/Tehran",
                                     NULL};
 
-static void setup(void)
-{
-    ck_assert_int_eq(apr_pool_create(&pool, NULL), APR_SUCCESS);
-}
-
-static void teardown(void)
-{
-    apr_pool_destroy(pool);
-}
-
 /* ---------------------------------------------------------- helpers */
 
 static apr_uint64_t rnd_state = 0x2545f4914f6cdd1dULL;
 
 static apr_uint64_t rnd(void)
 {
-    rnd_state ^= rnd_state << 13;
-    rnd_state ^= rnd_state >> 7;
-    rnd_state ^= rnd_state << 17;
-    return rnd_state;
+    return imc_unit_random(&rnd_state);
 }
 
 static imc_zone *load(const char *name)
 {
     imc_zone *z = NULL;
 
-    ck_assert_msg(imc_zone_load(&z, pool, name) == APR_SUCCESS, "%s", name);
+    ck_assert_msg(imc_zone_load(&z, imc_unit_pool, name) == APR_SUCCESS, "%s",
+                  name);
     setenv("TZ", name, 1);
     tzset();
     return z;
@@ -108,7 +94,7 @@ static const char *libc_clock_label(apr_int64_t s)
     long off = tm.tm_gmtoff < 0 ? -tm.tm_gmtoff : tm.tm_gmtoff;
 
     strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:00", &tm);
-    return apr_psprintf(pool, "%s%c%02ld:%02ld", buf,
+    return apr_psprintf(imc_unit_pool, "%s%c%02ld:%02ld", buf,
                         tm.tm_gmtoff < 0 ? '-' : '+', off / 3600,
                         off / 60 % 60);
 }
@@ -118,7 +104,7 @@ static const char *day_text(apr_int64_t day)
     int y, m, d;
 
     imc_bucket_date(day, &y, &m, &d);
-    return apr_psprintf(pool, "%04d-%02d-%02d", y, m, d);
+    return apr_psprintf(imc_unit_pool, "%04d-%02d-%02d", y, m, d);
 }
 
 static apr_int64_t ymd(int y, int m, int d)
@@ -131,8 +117,9 @@ static apr_array_header_t *range(const imc_zone *z, imc_bucket_interval iv,
 {
     apr_array_header_t *a;
 
-    ck_assert_int_eq(imc_bucket_range(&a, pool, z, iv, from, to, 10000000),
-                     APR_SUCCESS);
+    ck_assert_int_eq(
+        imc_bucket_range(&a, imc_unit_pool, z, iv, from, to, 10000000),
+        APR_SUCCESS);
     ck_assert_int_eq(a->nelts,
                      imc_bucket_count(z, iv, from, to, (apr_size_t)-1));
     return a;
@@ -298,7 +285,7 @@ START_TEST(random_ranges_tile_their_days)
         apr_int64_t from = (apr_int64_t)(rnd() % (IMC_BUCKET_LAST_DAY + 1));
         apr_int64_t to = from + (apr_int64_t)(rnd() % span[iv]);
         apr_array_header_t *a;
-        apr_hash_t *seen = apr_hash_make(pool);
+        apr_hash_t *seen = apr_hash_make(imc_unit_pool);
         int i;
 
         if (to > IMC_BUCKET_LAST_DAY) {
@@ -554,14 +541,17 @@ START_TEST(counts_are_capped)
     ck_assert_int_eq(imc_bucket_count(z, IMC_BUCKET_DAY, 5, 4, 10), 0);
     ck_assert_int_eq(
         imc_bucket_count(z, IMC_BUCKET_DAY, 0, IMC_BUCKET_MAX_DAY + 1, 10), 0);
-    ck_assert_int_eq(imc_bucket_range(&a, pool, z, IMC_BUCKET_HOUR, 0, 6, 167),
-                     APR_ENOSPC);
+    ck_assert_int_eq(
+        imc_bucket_range(&a, imc_unit_pool, z, IMC_BUCKET_HOUR, 0, 6, 167),
+        APR_ENOSPC);
     ck_assert_ptr_null(a);
-    ck_assert_int_eq(imc_bucket_range(&a, pool, z, IMC_BUCKET_HOUR, 0, 6, 168),
-                     APR_SUCCESS);
+    ck_assert_int_eq(
+        imc_bucket_range(&a, imc_unit_pool, z, IMC_BUCKET_HOUR, 0, 6, 168),
+        APR_SUCCESS);
     ck_assert_int_eq(a->nelts, 168);
-    ck_assert_int_eq(imc_bucket_range(&a, pool, z, IMC_BUCKET_DAY, 6, 0, 10),
-                     APR_EINVAL);
+    ck_assert_int_eq(
+        imc_bucket_range(&a, imc_unit_pool, z, IMC_BUCKET_DAY, 6, 0, 10),
+        APR_EINVAL);
     /* labels fit also at the bounds of the instants a zone answers for */
     ck_assert_int_lt(
         imc_bucket_label(label, z, IMC_BUCKET_MINUTE, IMC_ZONE_TIME_MAX),
@@ -586,9 +576,9 @@ Suite *imc_unit_suite(void)
     TCase *libc = tcase_create("libc");
     TCase *fixed = tcase_create("fixed");
 
-    tcase_add_checked_fixture(cal, setup, teardown);
-    tcase_add_checked_fixture(libc, setup, teardown);
-    tcase_add_checked_fixture(fixed, setup, teardown);
+    tcase_add_checked_fixture(cal, imc_unit_setup, imc_unit_teardown);
+    tcase_add_checked_fixture(libc, imc_unit_setup, imc_unit_teardown);
+    tcase_add_checked_fixture(fixed, imc_unit_setup, imc_unit_teardown);
     tcase_set_timeout(libc, 120);
     tcase_add_test(cal, day_numbers_agree_with_timegm);
     tcase_add_test(cal, intervals_have_names);

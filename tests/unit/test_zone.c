@@ -24,8 +24,6 @@
 #define T0   ((apr_int64_t)0)          /* 1970-01-01 */
 #define TEND ((apr_int64_t)4291747200) /* 2106-01-01 */
 
-static apr_pool_t *pool;
-
 static const char *const zones[] = {"Europe/Berlin",
                                     "America/New_York",
                                     "Australia/Lord_Howe",
@@ -48,26 +46,13 @@ static const char *const zones[] = {"Europe/Berlin",
                                     "Europe/Moscow",
                                     NULL};
 
-static void setup(void)
-{
-    ck_assert_int_eq(apr_pool_create(&pool, NULL), APR_SUCCESS);
-}
-
-static void teardown(void)
-{
-    apr_pool_destroy(pool);
-}
-
 /* ---------------------------------------------------------- helpers */
 
 static apr_uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
 
 static apr_uint64_t rnd(void)
 {
-    rnd_state ^= rnd_state << 13;
-    rnd_state ^= rnd_state >> 7;
-    rnd_state ^= rnd_state << 17;
-    return rnd_state;
+    return imc_unit_random(&rnd_state);
 }
 
 static apr_int64_t rnd_time(void)
@@ -95,7 +80,8 @@ static imc_zone *load(const char *name)
 {
     imc_zone *z = NULL;
 
-    ck_assert_msg(imc_zone_load(&z, pool, name) == APR_SUCCESS, "%s", name);
+    ck_assert_msg(imc_zone_load(&z, imc_unit_pool, name) == APR_SUCCESS, "%s",
+                  name);
     ck_assert_str_eq(imc_zone_name(z), name);
     return z;
 }
@@ -115,7 +101,7 @@ static unsigned char *tzif_make(int off0, const apr_int64_t *at, const int *off,
                                 int n, const char *footer, apr_size_t *len)
 {
     apr_size_t fl = strlen(footer), size = 2 * 44 + 10 + 13 * n + 6 * (n + 1);
-    unsigned char *d = apr_pcalloc(pool, size + 4 + fl + 2), *b;
+    unsigned char *d = apr_pcalloc(imc_unit_pool, size + 4 + fl + 2), *b;
     int i;
 
     memcpy(d, "TZif2", 5);
@@ -160,13 +146,14 @@ static unsigned char *read_zone_file(const char *name, apr_size_t *len)
     apr_file_t *f;
     apr_finfo_t fi;
     unsigned char *buf;
-    const char *path = apr_pstrcat(pool, IMC_ZONE_DIR, name, NULL);
+    const char *path = apr_pstrcat(imc_unit_pool, IMC_ZONE_DIR, name, NULL);
 
-    ck_assert_int_eq(apr_stat(&fi, path, APR_FINFO_SIZE, pool), APR_SUCCESS);
-    ck_assert_int_eq(
-        apr_file_open(&f, path, APR_FOPEN_READ, APR_FPROT_OS_DEFAULT, pool),
-        APR_SUCCESS);
-    buf = apr_palloc(pool, (apr_size_t)fi.size);
+    ck_assert_int_eq(apr_stat(&fi, path, APR_FINFO_SIZE, imc_unit_pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(apr_file_open(&f, path, APR_FOPEN_READ,
+                                   APR_FPROT_OS_DEFAULT, imc_unit_pool),
+                     APR_SUCCESS);
+    buf = apr_palloc(imc_unit_pool, (apr_size_t)fi.size);
     ck_assert_int_eq(apr_file_read_full(f, buf, (apr_size_t)fi.size, len),
                      APR_SUCCESS);
     apr_file_close(f);
@@ -205,12 +192,14 @@ START_TEST(names_are_checked)
     ck_assert(!imc_zone_valid_name("Europe Berlin"));
     ck_assert(!imc_zone_valid_name(
         "Aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
-    ck_assert_int_eq(imc_zone_load(&z, pool, "right/UTC"), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_load(&z, imc_unit_pool, "right/UTC"), APR_EINVAL);
     ck_assert_ptr_null(z);
-    ck_assert_int_eq(imc_zone_load(&z, pool, "Nowhere/Zone"), APR_ENOENT);
-    ck_assert_int_eq(imc_zone_load(&z, pool, "leapseconds"), APR_EINVAL);
-    ck_assert_int_eq(imc_zone_load(&z, pool, "tzdata.zi"), APR_EINVAL);
-    ck_assert_int_eq(imc_zone_load(&z, pool, "Europe"), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_load(&z, imc_unit_pool, "Nowhere/Zone"),
+                     APR_ENOENT);
+    ck_assert_int_eq(imc_zone_load(&z, imc_unit_pool, "leapseconds"),
+                     APR_EINVAL);
+    ck_assert_int_eq(imc_zone_load(&z, imc_unit_pool, "tzdata.zi"), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_load(&z, imc_unit_pool, "Europe"), APR_EINVAL);
 }
 END_TEST
 
@@ -387,7 +376,8 @@ START_TEST(a_fold_can_outlast_the_next_offset)
     unsigned char *d = tzif_make(10800, at, off, 2, "", &len);
     imc_zone *z;
 
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "F", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "F", d, len),
+                     APR_SUCCESS);
     ck_assert_int_eq(imc_zone_offset(z, t1 - 1), 10800);
     ck_assert_int_eq(imc_zone_offset(z, t1), 0);
     ck_assert_int_eq(imc_zone_offset(z, t1 + 3600), 3600);
@@ -411,7 +401,8 @@ START_TEST(permanent_dst_is_dst_all_year)
     imc_zone *z;
     int k;
 
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "X", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "X", d, len),
+                     APR_SUCCESS);
     ck_assert_int_eq(imc_zone_offset(z, 157775316), -4 * 3600);
     for (k = 0; k < 3000; ++k) {
         apr_int64_t t = rnd_time();
@@ -447,7 +438,8 @@ START_TEST(footer_rules_agree_with_the_c_library)
         unsigned char *d = tzif_rule(0, rules[i], &len);
         imc_zone *z;
 
-        ck_assert_msg(imc_zone_parse(&z, pool, "X", d, len) == APR_SUCCESS,
+        ck_assert_msg(imc_zone_parse(&z, imc_unit_pool, "X", d, len) ==
+                          APR_SUCCESS,
                       "%s", rules[i]);
         use_tz(rules[i]);
         for (k = 0; k < 3000; ++k) {
@@ -492,8 +484,9 @@ START_TEST(bad_footer_rules_are_refused)
         if (!bad[i][0]) {
             continue; /* an empty footer is no rule, and valid */
         }
-        ck_assert_msg(imc_zone_parse(&z, pool, "X", d, len) == APR_EINVAL, "%s",
-                      bad[i]);
+        ck_assert_msg(imc_zone_parse(&z, imc_unit_pool, "X", d, len) ==
+                          APR_EINVAL,
+                      "%s", bad[i]);
     }
 }
 END_TEST
@@ -506,9 +499,11 @@ START_TEST(truncated_files_are_refused)
     unsigned char *d = read_zone_file("Europe/Berlin", &len);
     imc_zone *z;
 
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "B", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "B", d, len),
+                     APR_SUCCESS);
     for (n = 0; n < len; ++n) {
-        ck_assert_msg(imc_zone_parse(&z, pool, "B", d, n) == APR_EINVAL,
+        ck_assert_msg(imc_zone_parse(&z, imc_unit_pool, "B", d, n) ==
+                          APR_EINVAL,
                       "%zu of %zu bytes", n, len);
     }
 }
@@ -520,20 +515,26 @@ START_TEST(leap_seconds_and_bad_fields_are_refused)
     unsigned char *d = read_zone_file("right/UTC", &len);
     imc_zone *z;
 
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "R", d, len), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "R", d, len),
+                     APR_EINVAL);
 
     d = tzif_rule(0, "UTC0", &len);
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "U", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "U", d, len),
+                     APR_SUCCESS);
     d[4] = '3';
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "U", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "U", d, len),
+                     APR_SUCCESS);
     d = tzif_rule(27 * 3600, "UTC0", &len); /* offset out of range */
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "U", d, len), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "U", d, len),
+                     APR_EINVAL);
     d = tzif_rule(0, "UTC0", &len);
     d[0] = 'X';
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "U", d, len), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "U", d, len),
+                     APR_EINVAL);
     d = tzif_rule(0, "UTC0", &len);
     d[len - 1] = 'x'; /* footer without its end */
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "U", d, len), APR_EINVAL);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "U", d, len),
+                     APR_EINVAL);
 }
 END_TEST
 
@@ -546,7 +547,8 @@ START_TEST(version_one_files_are_read)
     int k;
 
     d[4] = '\0';
-    ck_assert_int_eq(imc_zone_parse(&z, pool, "V1", d, len), APR_SUCCESS);
+    ck_assert_int_eq(imc_zone_parse(&z, imc_unit_pool, "V1", d, len),
+                     APR_SUCCESS);
     use_tz("America/New_York");
     for (k = 0; k < 2000; ++k) {
         apr_int64_t t = T0 + (apr_int64_t)(rnd() % 2147483647);
@@ -564,10 +566,10 @@ Suite *imc_unit_suite(void)
     TCase *edges = tcase_create("edges");
     TCase *files = tcase_create("files");
 
-    tcase_add_checked_fixture(names, setup, teardown);
-    tcase_add_checked_fixture(libc, setup, teardown);
-    tcase_add_checked_fixture(edges, setup, teardown);
-    tcase_add_checked_fixture(files, setup, teardown);
+    tcase_add_checked_fixture(names, imc_unit_setup, imc_unit_teardown);
+    tcase_add_checked_fixture(libc, imc_unit_setup, imc_unit_teardown);
+    tcase_add_checked_fixture(edges, imc_unit_setup, imc_unit_teardown);
+    tcase_add_checked_fixture(files, imc_unit_setup, imc_unit_teardown);
     tcase_set_timeout(libc, 120);
     tcase_add_test(names, names_are_checked);
     tcase_add_test(names, utc_needs_no_file);
