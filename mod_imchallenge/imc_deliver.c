@@ -666,7 +666,7 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
 
 /*
  * Leaves out of segs the segments stamped for another destination: accepted
- * when this spool delivered to another database or ClickHouse, they are
+ * when this spool delivered to another database, they are
  * kept for it and never sent here. Told once per destination. Segments
  * from before stamps are this destination's.
  */
@@ -704,8 +704,8 @@ static void keep_own(deliverer_t *d, apr_pool_t *p, apr_array_header_t *segs)
                                       "another destination (stamp %s; this "
                                       "server delivers to database %s, stamp "
                                       "%s): kept, not delivered here; set "
-                                      "that IMChallengeDatabase and "
-                                      "IMChallengeClickHouse again, or move "
+                                      "that IMChallengeDatabase again, or "
+                                      "move "
                                       "the files named *-%s.seg* into the "
                                       "spool of a server that delivers there",
                      *(int *)apr_hash_this_val(hi), d->dir, stamp, d->db,
@@ -972,7 +972,7 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->dir = imc_config_spool_dir(c);
     d->db = imc_config_database(c);
     d->table = apr_pstrcat(pool, d->db, ".events", NULL);
-    d->stamp = imc_spool_stamp(pool, d->db, imc_config_clickhouse(c));
+    d->stamp = imc_spool_stamp(pool, d->db);
     d->key = imc_spool_dir_key(pool, d->dir);
     d->slot = imc_metrics_spool_slot(d->key);
     d->foreign = apr_hash_make(pool);

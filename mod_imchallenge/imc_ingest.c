@@ -88,8 +88,8 @@ void imc_ingest_child_init(apr_pool_t *pchild, server_rec *s)
         }
         imc_spool_set_limit(sp, imc_config_spool_limit(c));
         /* so that its deliverer never sends them elsewhere */
-        imc_spool_set_stamp(sp, imc_spool_stamp(pchild, imc_config_database(c),
-                                                imc_config_clickhouse(c)));
+        imc_spool_set_stamp(sp,
+                            imc_spool_stamp(pchild, imc_config_database(c)));
         apr_hash_set(writers, dir, APR_HASH_KEY_STRING, sp);
     }
 }
@@ -359,7 +359,10 @@ static int client_gone(request_rec *r)
     if (r->connection->aborted) {
         return 1;
     }
-    if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
+    /* An HTTP/2 stream's connection (mod_http2 sets its master) has no
+     * socket of its own to peek at: its aborted flag says it all. */
+    if (r->connection->master || !sock ||
+        apr_os_sock_get(&fd, sock) != APR_SUCCESS) {
         return 0;
     }
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);

@@ -194,37 +194,14 @@ const char *imc_spool_seg_stamp(apr_pool_t *p, const char *name)
     return apr_pstrndup(p, dash + 1, (apr_size_t)(name + n - 4 - dash - 1));
 }
 
-static int str_cmp(const void *a, const void *b)
+/* FNV-1a, 64 bits, over the database's name. */
+const char *imc_spool_stamp(apr_pool_t *p, const char *database)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* FNV-1a, 64 bits, over the database and the sorted, normalised URLs. */
-const char *imc_spool_stamp(apr_pool_t *p, const char *database,
-                            const apr_array_header_t *urls)
-{
-    apr_array_header_t *norm = apr_array_make(p, urls->nelts, sizeof(char *));
     apr_uint64_t h = APR_UINT64_C(14695981039346656037);
     const char *s;
-    int i;
-    for (i = 0; i < urls->nelts; i++) {
-        char *u = apr_pstrdup(p, APR_ARRAY_IDX(urls, i, const char *)), *q;
-        apr_size_t n = strlen(u);
-        while (n > 0 && u[n - 1] == '/') {
-            u[--n] = '\0';
-        }
-        for (q = u; *q; q++) {
-            *q = (char)apr_tolower(*q);
-        }
-        APR_ARRAY_PUSH(norm, char *) = u;
-    }
-    qsort(norm->elts, (size_t)norm->nelts, sizeof(char *), str_cmp);
-    for (i = -1; i < norm->nelts; i++) {
-        s = i < 0 ? database : APR_ARRAY_IDX(norm, i, const char *);
-        for (; *s; s++) {
-            h = (h ^ (unsigned char)*s) * APR_UINT64_C(1099511628211);
-        }
-        h = (h ^ '\n') * APR_UINT64_C(1099511628211);
+
+    for (s = database; *s; s++) {
+        h = (h ^ (unsigned char)*s) * APR_UINT64_C(1099511628211);
     }
     return apr_psprintf(p, "%016" APR_UINT64_T_HEX_FMT, h);
 }

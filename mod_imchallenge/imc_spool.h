@@ -135,14 +135,14 @@ apr_status_t imc_spool_append(imc_spool *sp, const char *data, apr_size_t len,
                               imc_spool_pos *pos);
 
 /*
- * The stamp of a destination: 16 hex digits naming a database and a set of
- * ClickHouse URLs (their order, case and trailing slashes aside). Segments
- * carry the stamp of the destination they were accepted for in their name,
- * <16 hex>-<pid>-<seq>-<stamp>.seg, so that a deliverer can tell its own
- * from those of another destination.
+ * The stamp of a destination: 16 hex digits naming the database the events
+ * belong to. Segments carry the stamp of the destination they were
+ * accepted for in their name, <16 hex>-<pid>-<seq>-<stamp>.seg, so that a
+ * deliverer can tell its own from those of another database. The
+ * ClickHouse URLs are left out: they say how to reach the database, and an
+ * administrator who fixes or adds one expects the backlog delivered.
  */
-const char *imc_spool_stamp(apr_pool_t *p, const char *database,
-                            const apr_array_header_t *urls);
+const char *imc_spool_stamp(apr_pool_t *p, const char *database);
 
 /* Name the writer's next segments with stamp (NULL or "": no stamp). Call
  * it before the first append. */
