@@ -948,6 +948,15 @@ static apr_status_t deliver_stop(void *data)
     if (finished) {
         apr_thread_join(&trv, d->thread);
         apr_pool_destroy(d->pool);
+    } else {
+        /* Its pool stays with it: the process ends around it. What it
+         * was sending stays in the spool for the next deliverer. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
+                     IMC_LOGNO(00309) "the delivery thread for %s did not "
+                                      "stop within %" APR_TIME_T_FMT " ms: "
+                                      "left behind; its batch stays in the "
+                                      "spool",
+                     d->dir, apr_time_as_msec(stop_patience(d) + STOP_MARGIN));
     }
     return APR_SUCCESS;
 }
@@ -1060,6 +1069,9 @@ void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s)
         apr_hash_set(dirs, key, APR_HASH_KEY_STRING, dir);
         d = deliverer_make(pchild, s, c);
         rv = d ? deliverer_start(pchild, d) : APR_ENOMEM;
+        if (rv != APR_SUCCESS && d) {
+            apr_pool_destroy(d->pool); /* unmanaged: nothing else frees it */
+        }
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                          IMC_LOGNO(00305) "cannot start the delivery thread "
