@@ -14,7 +14,8 @@ MOD     := mod_imchallenge
 BUILD   := build
 
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
-           imc_event.c imc_filter.c imc_rcache.c imc_spool.c imc_spool_deliver.c \
+           imc_event.c imc_filter.c imc_rcache.c imc_spool_writer.c imc_spool_reader.c \
+           imc_spool_file.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
@@ -129,8 +130,9 @@ $(BUILD)/test_ratelimit: tests/unit/test_ratelimit.c $(CHECK_MAIN) $(MOD)/imc_ra
 $(BUILD)/test_clickhouse: tests/unit/test_clickhouse.c $(CHECK_MAIN) $(MOD)/imc_clickhouse.c \
                           $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool.c \
-                     $(MOD)/imc_spool_deliver.c $(MOD)/imc_spool_dir.c \
+$(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool_writer.c \
+                     $(MOD)/imc_spool_reader.c $(MOD)/imc_spool_file.c \
+                     $(MOD)/imc_spool_dir.c \
                      $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
@@ -175,8 +177,8 @@ $(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c tests/fuzz/fuzz_common.h $(MOD)/i
 $(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c tests/fuzz/fuzz_common.h $(MOD)/imc_access.c \
                       $(MOD)/imc_event.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
-$(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool.c \
-                     $(MOD)/imc_spool_deliver.c $(HDRS) | $(BUILD)
+$(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool_writer.c \
+                     $(MOD)/imc_spool_reader.c $(MOD)/imc_spool_file.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c tests/fuzz/fuzz_common.h $(MOD)/imc_zone.c \
                     $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)

@@ -27,6 +27,14 @@
  * failed write, a crash) never delivers part of a request. Empty lines are
  * white space to ClickHouse's JSONEachRow, so a batch may carry them.
  *
+ * Locks are flock(2), never apr_file_lock (fcntl locks): an fcntl lock
+ * belongs to the process, so the writer's shared lock on its segment would
+ * not conflict with the deliverer's exclusive probe of it in the same
+ * process, and closing any descriptor of the file would drop it. flock
+ * locks belong to the open file, whichever thread or process holds it: a
+ * segment whose writer lives is never taken for sealed, even by the
+ * deliverer thread of that writer's own process.
+ *
  * APR and POSIX only: no httpd headers.
  */
 #ifndef IMC_SPOOL_H
@@ -100,7 +108,7 @@ apr_status_t imc_spool_dir_prepare(apr_pool_t *p, const char *dir, uid_t uid,
  */
 const char *imc_spool_dir_key(apr_pool_t *p, const char *dir);
 
-/* ---- writer ---------------------------------------------------------- */
+/* ---- writer (imc_spool_writer.c; imc_spool_stamp in imc_spool_file.c) */
 
 /*
  * Open a writer on dir (created with mode 0750 if missing). Segments roll
@@ -195,7 +203,7 @@ apr_status_t imc_spool_is_delivered(apr_pool_t *p, const char *dir,
 apr_status_t imc_spool_usage(apr_pool_t *p, const char *dir,
                              imc_spool_usage_t *u);
 
-/* ---- deliverer ------------------------------------------------------- */
+/* ---- reader, for the deliverer (imc_spool_reader.c) ----------------- */
 
 /*
  * Become dir's one deliverer: holds a flock on DIR/.deliver.lock until

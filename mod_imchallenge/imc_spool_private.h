@@ -2,9 +2,9 @@
 
 /*
  * Private declarations shared by the two halves of the spool: the writer
- * (imc_spool.c, which also defines the functions declared here) and the
- * deliverer (imc_spool_deliver.c). Not part of the public API, which is
- * imc_spool.h. Include it after defining _GNU_SOURCE.
+ * (imc_spool_writer.c) and the reader (imc_spool_reader.c); the functions
+ * declared here are defined in imc_spool_file.c. Not part of the public
+ * API, which is imc_spool.h. Include it after defining _GNU_SOURCE.
  */
 #ifndef IMC_SPOOL_PRIVATE_H
 #define IMC_SPOOL_PRIVATE_H
@@ -22,6 +22,9 @@
 #define SEG_EXT ".seg"
 #define POS_EXT ".pos"
 #define TMP_EXT ".tmp"
+
+/* The longest segment file name, with its terminating NUL. */
+#define IMC_SPOOL_NAME_MAX 64
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -45,7 +48,7 @@ static inline int dir_next(apr_finfo_t *fi, apr_dir_t *d)
            fi->name != NULL;
 }
 
-/* ---- defined in imc_spool.c ------------------------------------------- */
+/* ---- defined in imc_spool_file.c -------------------------------------- */
 
 /* open(2) with a pool cleanup that closes the descriptor. */
 apr_status_t imc_spool_fd_open(int **fdp, apr_pool_t *p, const char *path,
@@ -70,6 +73,11 @@ int imc_spool_seg_name_parse(const char *name, apr_time_t *created);
 
 /* The stamp part of a segment name (from p); "" when it has none. */
 const char *imc_spool_seg_stamp(apr_pool_t *p, const char *name);
+
+/* The content of a .pos file, "<done> <intent_end>\n" with two
+ * non-negative numbers; 0 when it is not that. */
+int imc_spool_pos_parse(const char *s, apr_size_t n, apr_off_t *done,
+                        apr_off_t *intent);
 
 /* Read DIR/<name>.pos. No file: *found = 0. Bogus content: 0 0. */
 apr_status_t imc_spool_pos_read(apr_pool_t *p, const char *dir,

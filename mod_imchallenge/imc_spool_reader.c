@@ -1,9 +1,11 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_spool, the deliverer half: list, read, record progress, quarantine
- * and remove segments. The file layout and the guarantees are described in
- * imc_spool.h; the writer half is imc_spool.c.
+ * imc_spool, the reader (for the deliverer): list, read, record progress,
+ * quarantine and remove segments, and the lock that elects one deliverer
+ * per directory. The file layout and the guarantees are described in
+ * imc_spool.h; the writer is imc_spool_writer.c, the helpers both use are
+ * in imc_spool_file.c.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE

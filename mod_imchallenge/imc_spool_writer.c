@@ -1,10 +1,10 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_spool: append-only segment files between acceptance and delivery.
- * The file layout and the guarantees are described in imc_spool.h. This
- * file is the writer half (and the helpers both halves use, declared in
- * imc_spool_private.h); the deliverer half is imc_spool_deliver.c.
+ * imc_spool, the writer: append records to this process's segment, group
+ * commit, roll over, the spool limit. The file layout and the guarantees
+ * are described in imc_spool.h; the reader is imc_spool_reader.c, the
+ * helpers both use are in imc_spool_file.c.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -32,7 +32,6 @@
 #error "imc_spool needs APR with thread support"
 #endif
 
-#define NAME_MAX_   64
 #define USAGE_EVERY apr_time_from_msec(250)
 
 /* A request thread waiting for the fdatasync that covers its write. */
@@ -50,15 +49,15 @@ struct imc_spool {
     int sync;
     apr_thread_mutex_t *mutex;
     apr_thread_cond_t *cond;
-    int fd;                  /* current segment, -1 when none */
-    char name[NAME_MAX_];    /* its file name */
-    apr_off_t end;           /* its size */
-    apr_off_t durable;       /* its size at the last good fdatasync */
-    pid_t pid;               /* owner; a forked child starts afresh */
-    unsigned generation;     /* fork_generation when pid was noted */
-    apr_uint32_t seq;        /* per-process segment counter */
-    apr_time_t last_created; /* keeps names increasing */
-    char stamp[20];          /* "-<stamp>" in segment names, or "" */
+    int fd;                        /* current segment, -1 when none */
+    char name[IMC_SPOOL_NAME_MAX]; /* its file name */
+    apr_off_t end;                 /* its size */
+    apr_off_t durable;             /* its size at the last good fdatasync */
+    pid_t pid;                     /* owner; a forked child starts afresh */
+    unsigned generation;           /* fork_generation when pid was noted */
+    apr_uint32_t seq;              /* per-process segment counter */
+    apr_time_t last_created;       /* keeps names increasing */
+    char stamp[20];                /* "-<stamp>" in segment names, or "" */
     int closed;
     int broken;  /* torn bytes at its end: take no more records */
     int syncing; /* a thread is in fdatasync outside the mutex */
@@ -71,185 +70,6 @@ struct imc_spool {
     apr_uint64_t writes;
     apr_uint64_t syncs;
 };
-
-/* ---- helpers shared with imc_spool_deliver.c --------------------------- */
-
-/* The cleanup of imc_spool_fd_open(), run by imc_spool_fd_close(): one
- * definition, as apr_pool_cleanup_run() finds a cleanup by its address. */
-static apr_status_t fd_cleanup(void *data)
-{
-    int *fd = data;
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-    return APR_SUCCESS;
-}
-
-/* open(2) with a pool cleanup that closes the descriptor. */
-apr_status_t imc_spool_fd_open(int **fdp, apr_pool_t *p, const char *path,
-                               int flags, mode_t mode)
-{
-    int *fd = apr_palloc(p, sizeof(*fd));
-    do {
-        *fd = open(path, flags | O_CLOEXEC, mode);
-    } while (*fd < 0 && errno == EINTR);
-    if (*fd < 0) {
-        return os_error();
-    }
-    apr_pool_cleanup_register(p, fd, fd_cleanup, apr_pool_cleanup_null);
-    *fdp = fd;
-    return APR_SUCCESS;
-}
-
-void imc_spool_fd_close(apr_pool_t *p, int *fd)
-{
-    apr_pool_cleanup_run(p, fd, fd_cleanup);
-}
-
-/* pread until len bytes or end of file; *got tells how many. */
-apr_status_t imc_spool_pread_full(int fd, char *buf, apr_size_t len,
-                                  apr_off_t off, apr_size_t *got)
-{
-    ssize_t n;
-    *got = 0;
-    while (*got < len) {
-        n = pread(fd, buf + *got, len - *got, off + (apr_off_t)*got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return os_error();
-        }
-        if (n == 0) {
-            break;
-        }
-        *got += (apr_size_t)n;
-    }
-    return APR_SUCCESS;
-}
-
-apr_status_t imc_spool_write_full(int fd, const char *buf, apr_size_t len)
-{
-    ssize_t n;
-    while (len > 0) {
-        n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? os_error() : APR_EGENERAL;
-        }
-        buf += n;
-        len -= (apr_size_t)n;
-    }
-    return APR_SUCCESS;
-}
-
-apr_status_t imc_spool_sync_dir(const char *dir)
-{
-    apr_status_t rv = APR_SUCCESS;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        rv = os_error();
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rv;
-}
-
-/* "<16 hex>-<digits>-<digits>[-<16 hex>].seg"; *created from the first
- * hex part. */
-int imc_spool_seg_name_parse(const char *name, apr_time_t *created)
-{
-    static const char digits[] = "0123456789", hex[] = "0123456789abcdef";
-    apr_size_t n = strnlen(name, NAME_MAX_), a, b, end;
-    if (n >= NAME_MAX_ || !ends_with(name, n, SEG_EXT) ||
-        strspn(name, hex) != 16 || name[16] != '-' ||
-        (a = strspn(name + 17, digits)) == 0 || name[17 + a] != '-' ||
-        (b = strspn(name + 18 + a, digits)) == 0) {
-        return 0;
-    }
-    end = 18 + a + b;
-    if (end != n - 4 && !(end + 17 == n - 4 && name[end] == '-' &&
-                          strspn(name + end + 1, hex) == 16)) {
-        return 0;
-    }
-    if (created) {
-        *created = (apr_time_t)apr_strtoi64(name, NULL, 16);
-    }
-    return 1;
-}
-
-const char *imc_spool_seg_stamp(apr_pool_t *p, const char *name)
-{
-    apr_size_t n = strlen(name);
-    const char *dash;
-    /* the stamp is the fourth part: after the third '-' */
-    if (!imc_spool_seg_name_parse(name, NULL) ||
-        !(dash = strchr(name + 17, '-')) || !(dash = strchr(dash + 1, '-'))) {
-        return "";
-    }
-    return apr_pstrndup(p, dash + 1, (apr_size_t)(name + n - 4 - dash - 1));
-}
-
-/* FNV-1a, 64 bits, over the database's name. */
-const char *imc_spool_stamp(apr_pool_t *p, const char *database)
-{
-    apr_uint64_t h = APR_UINT64_C(14695981039346656037);
-    const char *s;
-
-    for (s = database; *s; s++) {
-        h = (h ^ (unsigned char)*s) * APR_UINT64_C(1099511628211);
-    }
-    return apr_psprintf(p, "%016" APR_UINT64_T_HEX_FMT, h);
-}
-
-/* "<done> <intent_end>\n" with two non-negative numbers. */
-static int pos_parse(const char *s, apr_size_t n, apr_off_t *done,
-                     apr_off_t *intent)
-{
-    char text[64], *e;
-    if (n == 0 || n >= sizeof(text)) {
-        return 0;
-    }
-    memcpy(text, s, n);
-    text[n] = '\0';
-    *done = (apr_off_t)apr_strtoi64(text, &e, 10);
-    if (e == text || *e != ' ') {
-        return 0;
-    }
-    *intent = (apr_off_t)apr_strtoi64(e + 1, &e, 10);
-    return *e == '\n' && e[1] == '\0' && *done >= 0 && *intent >= 0;
-}
-
-/* Read DIR/<name>.pos. No file: *found = 0. Bogus content: 0 0. */
-apr_status_t imc_spool_pos_read(apr_pool_t *p, const char *dir,
-                                const char *name, apr_off_t *done,
-                                apr_off_t *intent, int *found)
-{
-    char buf[64];
-    apr_size_t got = 0;
-    apr_status_t rv;
-    int *fd;
-    *done = *intent = 0;
-    *found = 0;
-    rv = imc_spool_fd_open(
-        &fd, p, apr_pstrcat(p, dir, "/", name, POS_EXT, NULL), O_RDONLY, 0);
-    if (rv != APR_SUCCESS) {
-        return APR_STATUS_IS_ENOENT(rv) ? APR_SUCCESS : rv;
-    }
-    *found = 1;
-    rv = imc_spool_pread_full(*fd, buf, sizeof(buf), 0, &got);
-    imc_spool_fd_close(p, fd);
-    if (rv == APR_SUCCESS && !pos_parse(buf, got, done, intent)) {
-        *done = *intent = 0;
-    }
-    return rv;
-}
-
-/* ---- writer ------------------------------------------------------------- */
 
 static void tickets_resolve(ticket *t, apr_status_t rv)
 {
@@ -281,7 +101,7 @@ static void cut_unsynced(imc_spool *sp)
         n = pread(fd, buf, sizeof(buf), 0);
         close(fd);
     }
-    if (n > 0 && pos_parse(buf, (apr_size_t)n, &done, &intent) &&
+    if (n > 0 && imc_spool_pos_parse(buf, (apr_size_t)n, &done, &intent) &&
         (done > sp->durable || intent > sp->durable)) {
         return; /* taken by the deliverer: leave it */
     }
