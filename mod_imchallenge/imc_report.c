@@ -32,6 +32,7 @@ typedef struct {
     apr_size_t filter_len;
     const char *from, *to, *tz;
     int csv;
+    const char *procedure; /* what uniqExact counts (imc_report_client) */
 } report_args;
 
 static int wants_csv(request_rec *r, const char *format)
@@ -187,7 +188,8 @@ static int day_or_open(const char *ymd)
     return ymd ? imc_rcache_day_number(ymd) : IMC_RCACHE_NO_DAY;
 }
 
-/* The query: exact distinct correlation ids per (day, site), days as
+/* The query: exact distinct correlation ids (as a->procedure counts them)
+ * per (day, site), days as
  * numbers (ClickHouse's Date), over the report's from / to or, when
  * ranges is not NULL, over those day ranges only; the ranges it covers
  * are recorded in plan (when not NULL). (Grouping by the Date and UUID in
@@ -216,10 +218,10 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
     }
     return apr_pstrcat(
         p, "SELECT toUInt16(", day_expr(p, a), ") AS day, ",
-        "toString(site_id) AS site, ",
-        "uniqExactIf(correlation_id, type = 'serve') AS served, ",
-        "uniqExactIf(correlation_id, type = 'solve') AS solved FROM ",
-        imc_config_database(c), ".events WHERE (", where, ") AND ", days,
+        "toString(site_id) AS site, ", "uniqExactIf(", a->procedure,
+        ", type = 'serve') AS served, ", "uniqExactIf(", a->procedure,
+        ", type = 'solve') AS solved FROM ", imc_config_database(c),
+        ".events WHERE (", where, ") AND ", days,
         " GROUP BY day, site ORDER BY day, site FORMAT TabSeparated", NULL);
 }
 
@@ -603,7 +605,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
-static int run_report(request_rec *r, const imc_config *c, const report_args *a)
+static int run_report(request_rec *r, const imc_config *c, report_args *a)
 {
     imc_filter_columns cols;
     imc_filter_error ferr;
@@ -636,6 +638,7 @@ static int run_report(request_rec *r, const imc_config *c, const report_args *a)
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
+    a->procedure = client->procedure;
     if (!imc_zones_known(r->pool, c, client->ch, a->tz)) {
         imc_report_client_give_back(client);
         imc_slots_give_back(&slot);

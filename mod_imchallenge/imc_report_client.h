@@ -7,7 +7,8 @@
  * thread takes one out of the list while it works. Report queries sent
  * through them carry the limits that bound them on the server too
  * (readonly=2, max_execution_time from IMChallengeTimeout, a memory cap,
- * cancel on close where the server knows it).
+ * cancel on close where the server knows it), and count distinct
+ * procedures the way the server's release does fastest.
  */
 #ifndef IMC_REPORT_CLIENT_H
 #define IMC_REPORT_CLIENT_H
@@ -17,11 +18,21 @@
 #include "imc_clickhouse.h"
 #include "imc_config.h"
 
+/* A procedure's correlation id as two UInt64s, for uniqExact on releases
+ * that hash a UUID slowly. */
+#define IMC_REPORT_UUID_HALVES                                                 \
+    "reinterpretAsUInt64(reinterpretAsString(correlation_id)), "               \
+    "reinterpretAsUInt64(substring(reinterpretAsString(correlation_id), 9, "   \
+    "8))"
+
 typedef struct imc_report_client {
     struct imc_report_client *next; /* in the idle list */
     const imc_config *config;
     imc_clickhouse *ch;
     apr_pool_t *pool;
+    /* What uniqExact counts for distinct procedures on this server:
+     * "correlation_id", or IMC_REPORT_UUID_HALVES where that is faster. */
+    const char *procedure;
 } imc_report_client;
 
 /* The process's idle list, emptied when pchild is. */

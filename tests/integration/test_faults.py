@@ -1120,12 +1120,17 @@ def test_current_release_inserts_are_synchronous_and_logical_error_retried(
     assert reports and all(q.params.get(
         "cancel_http_readonly_queries_on_client_close") == "1"
         for q in reports)
+    # A current release counts the UUIDs themselves (faster there).
+    rows = [q for q in reports if "uniqExactIf" in q.sql]
+    assert rows and all("uniqExactIf(correlation_id," in q.sql and
+                        "reinterpretAs" not in q.sql for q in rows)
 
 
 def test_nothing_newer_is_sent_to_18_16(clickhouse, make_httpd):
     """18.16 refuses settings it does not know: its INSERTs carry neither
     async_insert nor a token, its report queries no cancel-on-close, but
-    the report's bounds (readonly, time, memory)."""
+    the report's bounds (readonly, time, memory); and they count distinct
+    procedures over the UUID's two halves, which 18.16 hashes faster."""
     with HttpProxy(clickhouse) as px:
         h = make_httpd(clickhouse=px.url, batch_delay="100ms",
                        directives="IMChallengeTimeout 3s")
@@ -1146,6 +1151,11 @@ def test_nothing_newer_is_sent_to_18_16(clickhouse, make_httpd):
         assert q.params["max_execution_time"] == "3"
         assert q.params["max_memory_usage"] == str(1 << 30)
         assert q.params["wait_end_of_query"] == "1"
+    # 18.16 counts the UUIDs as their two UInt64 halves (faster there).
+    rows = [q for q in reports if "uniqExactIf" in q.sql]
+    assert rows and all(
+        "uniqExactIf(reinterpretAsUInt64(reinterpretAsString(correlation_id))"
+        in q.sql for q in rows)
 
 
 def test_slow_report_query_is_stopped_by_clickhouse(clickhouse, make_httpd,
