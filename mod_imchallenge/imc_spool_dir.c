@@ -10,7 +10,11 @@
  * a directory on the way could have root give any file to the server's user
  * at the next reload. The path is therefore walked one name at a time with
  * openat(O_NOFOLLOW), from "/", and the directory is changed through the
- * descriptor that was opened (fchown). The rule for the walk:
+ * descriptor that was opened (fchownat with AT_EMPTY_PATH). Descriptors are
+ * O_PATH: walking needs search permission on each parent only, so a root
+ * without CAP_DAC_OVERRIDE (a container that grants CHOWN alone) still
+ * hands over a spool that already belongs to the server's user, mode 0750.
+ * The rule for the walk:
  *
  *  - every directory on the way belongs to root and only root can write it
  *    (its group may write it when the group is root's);
@@ -180,10 +184,10 @@ static apr_status_t descend(walk_t *w, const char *name)
     if ((rv = real_down(w, name)) != APR_SUCCESS) {
         return rv;
     }
-    fd = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    fd = openat(top, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT &&
         (mkdirat(top, name, 0755) == 0 || errno == EEXIST)) {
-        fd = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd = openat(top, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     if (fd < 0) {
         return os_error();
@@ -206,7 +210,7 @@ static apr_status_t walk(walk_t *w, const char *dir, const char **leaf)
     if (dir[0] != '/') {
         return APR_EINVAL;
     }
-    if ((fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    if ((fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
         return os_error();
     }
     w->fds[w->depth++] = fd;
@@ -269,10 +273,10 @@ apr_status_t imc_spool_dir_prepare(apr_pool_t *p, const char *dir, uid_t uid,
         goto out;
     }
     top = w.fds[w.depth - 1];
-    fd = openat(top, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    fd = openat(top, leaf, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT &&
         (mkdirat(top, leaf, 0750) == 0 || errno == EEXIST)) {
-        fd = openat(top, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd = openat(top, leaf, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
     if (fd < 0) {
         struct stat st;
@@ -288,7 +292,7 @@ apr_status_t imc_spool_dir_prepare(apr_pool_t *p, const char *dir, uid_t uid,
         }
         goto out;
     }
-    if (fchown(fd, uid, gid) != 0) {
+    if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) != 0) {
         rv = os_error();
     }
 out:
