@@ -512,13 +512,16 @@ class ClickHouse:
 
 MPM_SIZING = {
     # Two cores: a few processes, enough threads for wrk, children stable
-    # while idle (idle threads stay between Min- and MaxSpareThreads).
+    # while idle. No child started under load is reaped as a spare
+    # afterwards (MaxSpare* at the most there can be): a reaped child
+    # seals its spool segment, which is then delivered at once, whatever
+    # the batch delay a test relies on.
     "event": """StartServers 2
 ServerLimit 4
 ThreadLimit 32
 ThreadsPerChild 32
 MinSpareThreads 16
-MaxSpareThreads 96
+MaxSpareThreads 128
 MaxRequestWorkers 128
 MaxConnectionsPerChild 0""",
     "worker": """StartServers 2
@@ -526,12 +529,12 @@ ServerLimit 4
 ThreadLimit 32
 ThreadsPerChild 32
 MinSpareThreads 16
-MaxSpareThreads 96
+MaxSpareThreads 128
 MaxRequestWorkers 128
 MaxConnectionsPerChild 0""",
     "prefork": """StartServers 4
 MinSpareServers 2
-MaxSpareServers 8
+MaxSpareServers 16
 ServerLimit 16
 MaxRequestWorkers 16
 MaxConnectionsPerChild 0""",

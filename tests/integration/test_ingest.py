@@ -728,11 +728,8 @@ def test_restart_with_events_queued(make_httpd, clickhouse, how, mpm):
     # The delay holds the 100 events while they are posted: 10 requests
     # on new connections took over 3 s under ASan on a loaded machine. The
     # timeout outlasts it, so that ?wait=1 below sees its event stored.
-    # prefork keeps every child it starts: a child reaped as a spare seals
-    # its segment, which is then delivered at once, delay or not.
     h = make_httpd(mpm=mpm, batch_delay="10s",
-                   directives="IMChallengeTimeout 30s" +
-                   ("\nMaxSpareServers 16" if mpm == "prefork" else ""))
+                   directives="IMChallengeTimeout 30s")
     site = new_id()
     acked = set()
     old_kids = set(h.children())
