@@ -445,29 +445,40 @@ static void print_spool_gauges(request_rec *r)
 
 static void print_gauges(request_rec *r)
 {
+    /* The totals over all spools, in the order they are listed; the age
+     * is kept in milliseconds and shown in seconds. */
+    static const struct {
+        const char *name, *help;
+        imc_metric_gauge g;
+        int ms;
+    } gauges[] = {
+        {"imchallenge_events_queued", "Events in the spool not yet delivered.",
+         IMC_G_QUEUED_EVENTS, 0},
+        {"imchallenge_spool_bytes", "Bytes in the spool not yet delivered.",
+         IMC_G_SPOOL_BYTES, 0},
+        {"imchallenge_oldest_queued_age_seconds",
+         "Age of the oldest event not yet delivered.", IMC_G_OLDEST_AGE_MS, 1},
+        {"imchallenge_quarantined_batches",
+         "Batches ClickHouse refused for good, kept in spool/failed.",
+         IMC_G_QUARANTINED_FILES, 0},
+        {"imchallenge_quarantined_bytes",
+         "Bytes in spool/failed (not counted in IMChallengeSpoolLimit).",
+         IMC_G_QUARANTINED_BYTES, 0},
+    };
     apr_time_t ok = imc_metrics_get(IMC_G_CLICKHOUSE_OK);
     apr_time_t fail = imc_metrics_get(IMC_G_CLICKHOUSE_FAIL);
+    apr_size_t i;
 
-    family(r, "imchallenge_events_queued", "gauge",
-           "Events in the spool not yet delivered.");
-    ap_rprintf(r, "imchallenge_events_queued %" APR_INT64_T_FMT "\n",
-               imc_metrics_get(IMC_G_QUEUED_EVENTS));
-    family(r, "imchallenge_spool_bytes", "gauge",
-           "Bytes in the spool not yet delivered.");
-    ap_rprintf(r, "imchallenge_spool_bytes %" APR_INT64_T_FMT "\n",
-               imc_metrics_get(IMC_G_SPOOL_BYTES));
-    family(r, "imchallenge_oldest_queued_age_seconds", "gauge",
-           "Age of the oldest event not yet delivered.");
-    ap_rprintf(r, "imchallenge_oldest_queued_age_seconds %.3f\n",
-               (double)imc_metrics_get(IMC_G_OLDEST_AGE_MS) / 1000.0);
-    family(r, "imchallenge_quarantined_batches", "gauge",
-           "Batches ClickHouse refused for good, kept in spool/failed.");
-    ap_rprintf(r, "imchallenge_quarantined_batches %" APR_INT64_T_FMT "\n",
-               imc_metrics_get(IMC_G_QUARANTINED_FILES));
-    family(r, "imchallenge_quarantined_bytes", "gauge",
-           "Bytes in spool/failed (not counted in IMChallengeSpoolLimit).");
-    ap_rprintf(r, "imchallenge_quarantined_bytes %" APR_INT64_T_FMT "\n",
-               imc_metrics_get(IMC_G_QUARANTINED_BYTES));
+    for (i = 0; i < sizeof(gauges) / sizeof(gauges[0]); ++i) {
+        apr_int64_t v = imc_metrics_get(gauges[i].g);
+
+        family(r, gauges[i].name, "gauge", gauges[i].help);
+        if (gauges[i].ms) {
+            ap_rprintf(r, "%s %.3f\n", gauges[i].name, (double)v / 1000.0);
+        } else {
+            ap_rprintf(r, "%s %" APR_INT64_T_FMT "\n", gauges[i].name, v);
+        }
+    }
     family(r, "imchallenge_clickhouse_up", "gauge",
            "1 when ClickHouse answered the last ping.");
     ap_rprintf(r, "imchallenge_clickhouse_up %d\n", ok != 0 && ok >= fail);

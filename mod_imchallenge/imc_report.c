@@ -6,7 +6,6 @@
 #include <apr_file_io.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
-#include <apr_thread_mutex.h>
 #include <http_protocol.h>
 
 #include "imc_private.h"
@@ -20,6 +19,7 @@
 #include "imc_report_client.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
+#include "imc_zone.h"
 #include "imc_zones.h"
 
 /* Bytes of report results each httpd process keeps (imc_rcache). */
@@ -109,7 +109,7 @@ static int parse_args(request_rec *r, report_args *a)
     }
     if (!a->tz || !*a->tz) {
         a->tz = "UTC";
-    } else if (!imc_zones_well_formed(a->tz)) {
+    } else if (!imc_zone_valid_name(a->tz)) {
         return bad_zone(r);
     }
     if (format && strcmp(format, "json") && strcmp(format, "csv")) {

@@ -39,11 +39,6 @@ apr_status_t imc_zones_child_init(apr_pool_t *pchild)
     return rv;
 }
 
-int imc_zones_well_formed(const char *tz)
-{
-    return imc_zone_valid_name(tz); /* the calendar's rule, in one place */
-}
-
 /* A compiled zone file (magic "TZif") in the zone database, so that text
  * files such as leapseconds are no zones. The right/ variants count leap
  * seconds, which ClickHouse cannot load. */

@@ -21,11 +21,6 @@
 /* Call once per process (child_init); without it nothing is remembered. */
 apr_status_t imc_zones_child_init(apr_pool_t *pchild);
 
-/* Whether tz is a zone name of safe characters only (it is quoted into
- * SQL): imc_zone_valid_name's rule (letters, digits, "/_+-", no "..", not
- * absolute, not right/, at most IMC_ZONE_MAX_NAME bytes). */
-int imc_zones_well_formed(const char *tz);
-
 /*
  * Whether the server ch reaches (for the configuration key) knows tz,
  * which must be well formed. ClickHouse is asked, through ch, only when
