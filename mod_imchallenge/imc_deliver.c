@@ -58,7 +58,7 @@ typedef struct {
 
 /* What the deliverer remembers of a segment between passes. */
 typedef struct {
-    apr_time_t first_seen; /* pending data first noticed; 0: send now */
+    apr_time_t first_seen; /* the batch delay counts from here */
     apr_off_t counted;     /* lines counted up to here */
     apr_int64_t lines;     /* complete lines in [done, counted) */
     mark_t marks[MARKS];   /* when rows were counted, oldest first */
@@ -94,7 +94,7 @@ typedef struct {
     apr_file_t *lock; /* held: this thread delivers the directory */
     imc_clickhouse *ch;
     imc_schema_features features;
-    int schema_ok, features_ok, failures, started;
+    int schema_ok, features_ok, failures;
     int schema_failures, failing, spool_failing;
     int ping_failed;  /* the last ping got no answer */
     int ping_refused; /* the last ping was refused (told once a streak) */
@@ -362,12 +362,13 @@ static seg_state_t *seg_state(deliverer_t *d, const imc_spool_segment *seg,
 
     if (!st) {
         st = apr_pcalloc(d->state_pool, sizeof(*st));
-        st->first_seen = d->started ? now : 0;
+        st->first_seen = now;
         st->counted = seg->done;
         apr_hash_set(d->state, apr_pstrdup(d->state_pool, seg->name),
                      APR_HASH_KEY_STRING, st);
     }
-    if (st->counted < seg->done) {
+    if (st->counted <= seg->done) { /* none left, or another process
+                                       delivered past them */
         st->counted = seg->done;
         st->lines = 0;
     }
@@ -557,7 +558,8 @@ static int is_due(const deliverer_t *d, const imc_spool_segment *seg,
                   const seg_state_t *st, int flush, apr_time_t now)
 {
     return seg->intent_end > seg->done || flush || seg->sealed ||
-           st->lines >= d->batch_size || now - st->first_seen >= d->batch_delay;
+           st->lines >= d->batch_size ||
+           (st->lines > 0 && now - st->first_seen >= d->batch_delay);
 }
 
 /* Sends the next batch of seg; *more = 1 when rows are left for another. */
@@ -628,11 +630,16 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
         if (seg->ready_end > st->counted &&
             imc_spool_count_lines(p, d->dir, seg, st->counted, seg->ready_end,
                                   &n) == APR_SUCCESS) {
-            if (st->lines == 0 && st->first_seen != 0 && n > 0) {
-                st->first_seen = now;
+            /* Rows there when the segment is first seen are of unknown
+             * age: taken as old as the segment, and their batch delay
+             * counts from its creation, so that a segment left by an
+             * earlier process goes at once and one made a moment ago
+             * waits (an age below 0 is a clock stepped back: new). */
+            if (st->lines == 0 && n > 0) {
+                apr_interval_time_t age = wall - seg->created;
+
+                st->first_seen = st->seen || age < 0 ? now : now - age;
             }
-            /* rows there when the segment is first seen: of unknown age,
-             * taken as old as the segment */
             add_mark(st, seg->ready_end, st->seen ? wall : seg->created);
             st->counted = seg->ready_end;
             st->lines += (apr_int64_t)n;
@@ -811,7 +818,6 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
     keep_own(d, p, segs);
     prune_state(d, segs);
     update_gauges(d, p, segs, now);
-    d->started = 1;
     over = apr_pcalloc(p, (apr_size_t)segs->nelts + 1);
     apr_pool_create(&bp, p);
     while (rv == APR_SUCCESS && !past_stop(d) &&

@@ -722,6 +722,29 @@ def test_concurrent_clients_all_stored(make_httpd, clickhouse, mpm):
 # ------------------------------------------------------------ restarts
 
 
+def test_events_accepted_before_the_first_delivery_wait_the_delay(
+        make_httpd, clickhouse):
+    # Events accepted while the deliverer cannot reach ClickHouse yet are
+    # new ones: once it can, they wait out the batch delay like any others
+    # (since their segment was made at the latest), rather than being
+    # taken for events left by an earlier server and sent at once.
+    clickhouse.pause()
+    try:
+        h = make_httpd(batch_delay="15s")
+        started = time.monotonic()
+        site = new_id()
+        cids = {new_id() for _ in range(10)}
+        accepted(post(h, array([event(site, c) for c in cids])), 10)
+    finally:
+        clickhouse.resume()
+    stack.wait_until(lambda: h.get("readyz", timeout=5).status_code == 200,
+                     20, what="/readyz 200 once ClickHouse answers")
+    time.sleep(1)  # the deliverer's first passes over the spool
+    assert time.monotonic() - started < 15, "checked too late to tell"
+    assert site_ids(clickhouse, site) == (0, 0)
+    wait_stored(clickhouse, site, cids, timeout=30)
+
+
 @pytest.mark.parametrize("mpm", ["event", "prefork"])
 @pytest.mark.parametrize("how", ["graceful", "restart"])
 def test_restart_with_events_queued(make_httpd, clickhouse, how, mpm):
