@@ -16,7 +16,7 @@ BUILD   := build
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_event.c imc_filter.c imc_rcache.c imc_spool_writer.c imc_spool_reader.c \
            imc_spool_file.c \
-           imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c \
+           imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c imc_deliver_policy.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
            imc_zone.c imc_bucket.c imc_spool_dir.c
@@ -32,7 +32,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
-                clickhouse zone bucket
+                clickhouse zone bucket deliver_policy
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -140,6 +140,10 @@ $(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_bucket: tests/unit/test_bucket.c $(CHECK_MAIN) $(MOD)/imc_bucket.c \
                       $(MOD)/imc_zone.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+
+$(BUILD)/test_deliver_policy: tests/unit/test_deliver_policy.c $(CHECK_MAIN) \
+                              $(MOD)/imc_deliver_policy.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)

@@ -28,6 +28,7 @@
 #include "imc_clickhouse.h"
 #include "imc_config.h"
 #include "imc_deliver.h"
+#include "imc_deliver_policy.h"
 #include "imc_metrics.h"
 #include "imc_schema.h"
 #include "imc_spool.h"
@@ -40,36 +41,8 @@
 #define BACKOFF_MAX        apr_time_from_sec(30)
 #define BACKLOG_LOG        apr_time_from_sec(60)
 #define STOP_MARGIN        apr_time_from_sec(1)
-#define MAX_BATCH_BYTES    ((apr_size_t)256 * 1024 * 1024)
 #define MAX_CH_RESPONSE    ((apr_size_t)64 * 1024)
 #define ALLOCATOR_MAX_FREE ((apr_size_t)4 * 1024 * 1024)
-
-#define MARKS 32
-/* Rows of one rejected batch quarantined one by one at most; past them the
- * rest of the batch is quarantined at once (a table that refuses every
- * row would otherwise cost two INSERTs per row). */
-#define MAX_REFUSED_ALONE 8
-
-/* Rows before end were in the spool at the latest by at. */
-typedef struct {
-    apr_off_t end;
-    apr_time_t at;
-} mark_t;
-
-/* What the deliverer remembers of a segment between passes. */
-typedef struct {
-    apr_time_t first_seen; /* the batch delay counts from here */
-    apr_off_t counted;     /* lines counted up to here */
-    apr_int64_t lines;     /* complete lines in [done, counted) */
-    mark_t marks[MARKS];   /* when rows were counted, oldest first */
-    int nmarks;
-    int seen; /* counted once already */
-    /* After a batch rejected for good: rows per batch (0: batch size) until
-     * done passes split_end, so that only the rows ClickHouse refuses on
-     * their own are quarantined; how many were so far. */
-    int split, split_refused;
-    apr_off_t split_end;
-} seg_state_t;
 
 typedef struct {
     server_rec *s; /* the first server that names this spool directory */
@@ -79,8 +52,8 @@ typedef struct {
     int slot;            /* of its gauges (imc_metrics_spool_slot) */
     apr_int64_t queued;  /* events queued, as last counted */
     apr_hash_t *foreign; /* stamps of other destinations, told once */
-    int batch_size, create_schema;
-    apr_interval_time_t batch_delay, timeout;
+    int create_schema;
+    apr_interval_time_t timeout;
     imc_clickhouse_conf chconf;
 
     apr_pool_t *pool; /* the thread's own, not a child of pchild */
@@ -99,11 +72,10 @@ typedef struct {
     int ping_failed;  /* the last ping got no answer */
     int ping_refused; /* the last ping was refused (told once a streak) */
     int probe_told;   /* a refused feature probe was logged */
-    /* on imc_deliver_clock(), as first_seen */
+    /* on imc_deliver_clock() */
     apr_time_t next_ping, next_schema, next_probe, next_try, next_log;
     apr_time_t next_gauges, next_failed; /* next count of DIR/failed */
-    apr_pool_t *state_pool;
-    apr_hash_t *state; /* segment name -> seg_state_t */
+    imc_policy *policy;                  /* what to send next */
     apr_uint32_t rand;
 } deliverer_t;
 
@@ -355,86 +327,6 @@ static void log_recovery(deliverer_t *d, const imc_clickhouse_result *res)
     }
 }
 
-static seg_state_t *seg_state(deliverer_t *d, const imc_spool_segment *seg,
-                              apr_time_t now)
-{
-    seg_state_t *st = apr_hash_get(d->state, seg->name, APR_HASH_KEY_STRING);
-
-    if (!st) {
-        st = apr_pcalloc(d->state_pool, sizeof(*st));
-        st->first_seen = now;
-        st->counted = seg->done;
-        apr_hash_set(d->state, apr_pstrdup(d->state_pool, seg->name),
-                     APR_HASH_KEY_STRING, st);
-    }
-    if (st->counted <= seg->done) { /* none left, or another process
-                                       delivered past them */
-        st->counted = seg->done;
-        st->lines = 0;
-    }
-    return st;
-}
-
-/*
- * Notes that the rows before end were counted at `at`. When the marks run
- * out, every other one goes: the resolution halves evenly, and merged rows
- * only ever look younger than they are.
- */
-static void add_mark(seg_state_t *st, apr_off_t end, apr_time_t at)
-{
-    int i;
-
-    if (st->nmarks == MARKS) {
-        for (i = 0; i < MARKS / 2; ++i) {
-            st->marks[i] = st->marks[2 * i + 1];
-        }
-        st->nmarks = MARKS / 2;
-    }
-    st->marks[st->nmarks].end = end;
-    st->marks[st->nmarks++].at = at;
-}
-
-/* When the oldest row still to deliver was counted (0: not known). */
-static apr_time_t head_time(seg_state_t *st, const imc_spool_segment *seg)
-{
-    int n = 0;
-
-    while (n < st->nmarks && st->marks[n].end <= seg->done) {
-        ++n;
-    }
-    if (n > 0) {
-        memmove(st->marks, st->marks + n,
-                (apr_size_t)(st->nmarks - n) * sizeof(mark_t));
-        st->nmarks -= n;
-    }
-    return st->nmarks ? st->marks[0].at : 0;
-}
-
-/* Keeps the state of the segments that still exist, drops the rest. */
-static void prune_state(deliverer_t *d, apr_array_header_t *segs)
-{
-    apr_pool_t *np;
-    apr_hash_t *nh;
-    int i;
-
-    apr_pool_create(&np, d->pool);
-    nh = apr_hash_make(np);
-    for (i = 0; i < segs->nelts; ++i) {
-        const imc_spool_segment *seg =
-            &APR_ARRAY_IDX(segs, i, imc_spool_segment);
-        seg_state_t *st =
-            apr_hash_get(d->state, seg->name, APR_HASH_KEY_STRING);
-
-        if (st) {
-            apr_hash_set(nh, apr_pstrdup(np, seg->name), APR_HASH_KEY_STRING,
-                         apr_pmemdup(np, st, sizeof(*st)));
-        }
-    }
-    apr_pool_destroy(d->state_pool);
-    d->state_pool = np;
-    d->state = nh;
-}
-
 /* Copies [from, end) of seg to DIR/failed and goes past it. */
 static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
                                imc_spool_segment *seg, apr_off_t from,
@@ -455,55 +347,54 @@ static apr_status_t quarantine(deliverer_t *d, apr_pool_t *p,
 }
 
 /*
- * ClickHouse refused [from, end) of seg for good. A batch of several rows
- * is sent again in halves (the intent is dropped: nothing of it was
- * stored), halving again while refused, so that the rows refused on their
- * own are all that goes to DIR/failed and the good rows around them are
- * delivered. Past MAX_REFUSED_ALONE such rows, the rest of the batch goes
- * to DIR/failed at once.
+ * ClickHouse refused [from, end) of seg for good; the policy says what
+ * follows (imc_policy_refused). A batch of several rows is sent again in
+ * halves (the intent is dropped: nothing of it was stored), halving again
+ * while refused, so that the rows refused on their own are all that goes
+ * to DIR/failed and the good rows around them are delivered. *gone: the
+ * rows that left the queue.
  */
 static apr_status_t reject_for_good(deliverer_t *d, apr_pool_t *p,
-                                    imc_spool_segment *seg, seg_state_t *st,
+                                    imc_spool_segment *seg, imc_policy_seg *st,
                                     apr_off_t from, apr_off_t end, int lines,
-                                    int code)
+                                    int code, apr_uint64_t *gone)
 {
-    apr_uint64_t rest = 0;
+    apr_off_t to;
     apr_status_t rv;
 
-    if (lines > 1) {
-        if (!st->split) {
+    switch (imc_policy_refused(st, lines, end)) {
+        case IMC_POLICY_SPLIT:
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, d->s,
                          IMC_LOGNO(00308) "ClickHouse rejected a batch of %d "
                                           "events of %s for good (code %d); "
                                           "sending it in smaller batches to "
                                           "keep the events it takes",
                          lines, seg->name, code);
-            st->split_refused = 0;
-        }
-        st->split = (lines + 1) / 2;
-        st->split_end = end > st->split_end ? end : st->split_end;
-        rv = imc_spool_intent(p, d->dir, seg, seg->done);
-        return rv ? spool_failed(d, rv) : APR_SUCCESS;
+            /* fall through */
+        case IMC_POLICY_HALVE:
+            rv = imc_spool_intent(p, d->dir, seg, seg->done);
+            return rv ? spool_failed(d, rv) : APR_SUCCESS;
+        case IMC_POLICY_ALONE:
+            *gone = 1;
+            return quarantine(d, p, seg, from, end, 1, code);
+        case IMC_POLICY_THE_REST:
+            break;
     }
-    if (!st->split || ++st->split_refused <= MAX_REFUSED_ALONE ||
-        st->split_end <= end) {
-        return quarantine(d, p, seg, from, end, 1, code);
-    }
-    st->split = 0;
-    rv = imc_spool_count_lines(p, d->dir, seg, from, st->split_end, &rest);
-    if (rv != APR_SUCCESS) {
+    to = imc_policy_split_end(st);
+    if ((rv = imc_spool_count_lines(p, d->dir, seg, from, to, gone))) {
+        *gone = 0;
         return spool_failed(d, rv);
     }
-    st->lines -= (apr_int64_t)rest - lines; /* the caller takes lines */
-    return quarantine(d, p, seg, from, st->split_end, rest, code);
+    return quarantine(d, p, seg, from, to, *gone, code);
 }
 
 /* Sends [from, from+len) of seg, recording the intent first so that a
- * resend after a crash is the same batch with the same token. */
+ * resend after a crash is the same batch with the same token. *gone: the
+ * rows that left the queue (delivered or quarantined). */
 static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
-                               imc_spool_segment *seg, seg_state_t *st,
+                               imc_spool_segment *seg, imc_policy_seg *st,
                                apr_off_t from, const char *buf, apr_size_t len,
-                               int lines, int resend)
+                               int lines, int resend, apr_uint64_t *gone)
 {
     apr_off_t end = from + (apr_off_t)len;
     const char *token =
@@ -514,6 +405,7 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     imc_clickhouse_result res;
     apr_status_t rv;
 
+    *gone = 0;
     if (!resend && (rv = imc_spool_intent(p, d->dir, seg, end))) {
         return spool_failed(d, rv);
     }
@@ -533,12 +425,13 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
         log_recovery(d, &res);
         rv = imc_spool_commit(p, d->dir, seg, end);
         commit_notify();
+        *gone = rv ? 0 : (apr_uint64_t)lines;
         return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
     imc_metrics_add(IMC_M_BATCHES_FAILED, 1);
     if (rv == IMC_CLICKHOUSE_EREJECTED &&
         imc_clickhouse_is_permanent(res.code, d->features.version)) {
-        return reject_for_good(d, p, seg, st, from, end, lines, res.code);
+        return reject_for_good(d, p, seg, st, from, end, lines, res.code, gone);
     }
     if (rv == IMC_CLICKHOUSE_EREJECTED &&
         (res.code == IMC_CH_UNKNOWN_TABLE ||
@@ -550,64 +443,39 @@ static apr_status_t send_batch(deliverer_t *d, apr_pool_t *p,
     return rv;
 }
 
-/*
- * Whether seg has a batch to send now: one to resend, a sealed segment, a
- * full batch, one that waited the batch delay, or any on the way out.
- */
-static int is_due(const deliverer_t *d, const imc_spool_segment *seg,
-                  const seg_state_t *st, int flush, apr_time_t now)
-{
-    return seg->intent_end > seg->done || flush || seg->sealed ||
-           st->lines >= d->batch_size ||
-           (st->lines > 0 && now - st->first_seen >= d->batch_delay);
-}
-
 /* Sends the next batch of seg; *more = 1 when rows are left for another. */
 static apr_status_t deliver_next(deliverer_t *d, apr_pool_t *p,
-                                 imc_spool_segment *seg, seg_state_t *st,
-                                 apr_time_t now, int *more)
+                                 imc_spool_segment *seg, apr_time_t now,
+                                 int *more)
 {
-    int resend = seg->intent_end > seg->done, lines;
+    imc_policy_seg *st = imc_policy_seg_get(d->policy, seg);
+    int resend = seg->intent_end > seg->done, lines, max_rows;
     apr_off_t from = seg->done;
+    apr_uint64_t gone;
+    apr_size_t len, max_bytes;
     const char *buf;
-    apr_size_t len;
     apr_status_t rv;
 
     *more = 0;
-    if (st->split && seg->done >= st->split_end) {
-        st->split = 0;
-    }
-    rv = imc_spool_read(p, d->dir, seg, seg->done,
-                        resend      ? APR_INT32_MAX
-                        : st->split ? st->split
-                                    : d->batch_size,
-                        resend ? (apr_size_t)(seg->intent_end - seg->done)
-                               : MAX_BATCH_BYTES,
-                        &buf, &len, &lines);
+    imc_policy_batch(d->policy, st, seg, &max_rows, &max_bytes);
+    rv = imc_spool_read(p, d->dir, seg, seg->done, max_rows, max_bytes, &buf,
+                        &len, &lines);
     if (rv == APR_SUCCESS && lines == 0 && seg->sealed) {
         rv = imc_spool_commit(p, d->dir, seg, seg->done);
     }
     if (rv != APR_SUCCESS || lines == 0) {
         return rv ? spool_failed(d, rv) : APR_SUCCESS;
     }
-    if ((rv = send_batch(d, p, seg, st, from, buf, len, lines, resend))) {
+    if ((rv =
+             send_batch(d, p, seg, st, from, buf, len, lines, resend, &gone))) {
         return rv;
     }
     if (seg->done == from) {
         *more = 1; /* refused for good: in halves, at once */
         return APR_SUCCESS;
     }
-    if (st->split) {
-        st->split =
-            st->split * 2 < d->batch_size ? st->split * 2 : d->batch_size;
-    }
     /* The spool has advanced seg->done past the batch. */
-    st->lines -= lines;
-    if (st->lines <= 0) {
-        /* Drained: later rows wait for their own batch delay. */
-        st->lines = 0;
-        st->first_seen = now;
-    }
+    imc_policy_advanced(d->policy, st, gone, now);
     *more = seg->done < seg->ready_end;
     return APR_SUCCESS;
 }
@@ -624,30 +492,19 @@ static void update_gauges(deliverer_t *d, apr_pool_t *p,
 
     for (i = 0; i < segs->nelts; ++i) {
         imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
-        seg_state_t *st = seg_state(d, seg, now);
+        imc_policy_seg *st = imc_policy_seg_get(d->policy, seg);
+        apr_off_t from = imc_policy_count_from(st);
         apr_uint64_t n = 0;
 
-        if (seg->ready_end > st->counted &&
-            imc_spool_count_lines(p, d->dir, seg, st->counted, seg->ready_end,
-                                  &n) == APR_SUCCESS) {
-            /* Rows there when the segment is first seen are of unknown
-             * age: taken as old as the segment, and their batch delay
-             * counts from its creation, so that a segment left by an
-             * earlier process goes at once and one made a moment ago
-             * waits (an age below 0 is a clock stepped back: new). */
-            if (st->lines == 0 && n > 0) {
-                apr_interval_time_t age = wall - seg->created;
-
-                st->first_seen = st->seen || age < 0 ? now : now - age;
-            }
-            add_mark(st, seg->ready_end, st->seen ? wall : seg->created);
-            st->counted = seg->ready_end;
-            st->lines += (apr_int64_t)n;
+        if (seg->ready_end > from &&
+            imc_spool_count_lines(p, d->dir, seg, from, seg->ready_end, &n) ==
+                APR_SUCCESS) {
+            imc_policy_counted(st, seg, n, now, wall);
         }
-        st->seen = 1;
-        if (st->lines > 0) {
-            head = head_time(st, seg);
-            lines += st->lines;
+        imc_policy_seen(st);
+        if (imc_policy_queued(st) > 0) {
+            head = imc_policy_head(st, seg);
+            lines += imc_policy_queued(st);
             bytes += seg->size - seg->done;
             if (head && (!oldest || head < oldest)) {
                 oldest = head;
@@ -732,7 +589,7 @@ static void refresh_gauges(deliverer_t *d, apr_pool_t *p, apr_time_t now)
         return;
     }
     keep_own(d, p, segs);
-    prune_state(d, segs);
+    imc_policy_prune(d->policy, segs);
     update_gauges(d, p, segs, now);
 }
 
@@ -772,30 +629,6 @@ static int past_stop(deliverer_t *d)
     return by != 0 && apr_time_now() >= by;
 }
 
-/* The due segment (not yet done in this pass) whose oldest row is the
- * oldest; -1 when none. Ties go to the older segment. */
-static int oldest_due(deliverer_t *d, apr_array_header_t *segs,
-                      const char *over, int flush, apr_time_t now)
-{
-    apr_time_t best_at = 0, at;
-    int i, best = -1;
-
-    for (i = 0; i < segs->nelts; ++i) {
-        imc_spool_segment *seg = &APR_ARRAY_IDX(segs, i, imc_spool_segment);
-        seg_state_t *st = seg_state(d, seg, now);
-
-        if (over[i] || !is_due(d, seg, st, flush, now)) {
-            continue;
-        }
-        at = head_time(st, seg);
-        if (best < 0 || at < best_at) {
-            best = i;
-            best_at = at;
-        }
-    }
-    return best;
-}
-
 /*
  * One pass over the spool: batch after batch, each from the due segment
  * whose oldest row is the oldest, until nothing is due. Segments filled
@@ -816,17 +649,16 @@ static apr_status_t deliver_pass(deliverer_t *d, apr_pool_t *p, int flush)
         return spool_failed(d, rv);
     }
     keep_own(d, p, segs);
-    prune_state(d, segs);
+    imc_policy_prune(d->policy, segs);
     update_gauges(d, p, segs, now);
     over = apr_pcalloc(p, (apr_size_t)segs->nelts + 1);
     apr_pool_create(&bp, p);
     while (rv == APR_SUCCESS && !past_stop(d) &&
-           (i = oldest_due(d, segs, over, flush, now)) >= 0) {
+           (i = imc_policy_oldest_due(d->policy, segs, over, flush, now)) >=
+               0) {
         apr_pool_clear(bp);
-        rv = deliver_next(
-            d, bp, &APR_ARRAY_IDX(segs, i, imc_spool_segment),
-            seg_state(d, &APR_ARRAY_IDX(segs, i, imc_spool_segment), now), now,
-            &more);
+        rv = deliver_next(d, bp, &APR_ARRAY_IDX(segs, i, imc_spool_segment),
+                          now, &more);
         over[i] = !more;
         if (++sent % 16 == 0) { /* a long backlog: keep the gauges current */
             update_gauges(d, p, segs, imc_deliver_clock());
@@ -991,8 +823,6 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->key = imc_spool_dir_key(pool, d->dir);
     d->slot = imc_metrics_spool_slot(d->key);
     d->foreign = apr_hash_make(pool);
-    d->batch_size = imc_config_batch_size(c);
-    d->batch_delay = imc_config_batch_delay(c);
     d->timeout = imc_config_timeout(c);
     d->create_schema = imc_config_create_schema(c);
     d->chconf.urls = imc_config_clickhouse(c);
@@ -1001,8 +831,8 @@ static deliverer_t *deliverer_make(apr_pool_t *pchild, server_rec *s,
     d->chconf.timeout = d->timeout;
     d->chconf.max_response = MAX_CH_RESPONSE;
     d->rand = (apr_uint32_t)(apr_time_now() ^ (apr_time_t)getpid()) | 1;
-    apr_pool_create(&d->state_pool, pool);
-    d->state = apr_hash_make(d->state_pool);
+    d->policy = imc_policy_create(pool, imc_config_batch_size(c),
+                                  imc_config_batch_delay(c));
     (void)pchild;
     return d;
 }
