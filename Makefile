@@ -19,7 +19,7 @@ SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c imc_deliver_policy.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
-           imc_zone.c imc_bucket.c imc_spool_dir.c
+           imc_zone.c imc_bucket.c imc_syntax.c imc_spool_dir.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -32,7 +32,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
-                clickhouse zone bucket deliver_policy
+                clickhouse zone bucket syntax deliver_policy
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -109,20 +109,23 @@ $(BUILD)/test_units: tests/unit/test_units.c $(CHECK_MAIN) $(MOD)/imc_units.c $(
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_config: tests/unit/test_config.c $(CHECK_MAIN) $(MOD)/imc_config.c \
                       $(MOD)/imc_cors.c $(MOD)/imc_units.c $(MOD)/imc_access.c \
-                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_event.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(APXS) -q INCLUDEDIR) \
 	    $(shell pkg-config --cflags apr-util-1) $(filter %.c,$^) $(APR_LIBS) \
 	    $(shell pkg-config --libs apr-util-1) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_cors: tests/unit/test_cors.c $(CHECK_MAIN) $(MOD)/imc_cors.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+$(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c \
+                     $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
-$(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+$(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
-$(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c $(HDRS) | $(BUILD)
+$(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_access: tests/unit/test_access.c $(CHECK_MAIN) $(MOD)/imc_access.c \
-                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_event.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_ratelimit: tests/unit/test_ratelimit.c $(CHECK_MAIN) $(MOD)/imc_ratelimit.c \
                          $(HDRS) | $(BUILD)
@@ -136,10 +139,13 @@ $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool_writ
                      $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
-                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
+                    $(MOD)/imc_bucket.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_bucket: tests/unit/test_bucket.c $(CHECK_MAIN) $(MOD)/imc_bucket.c \
-                      $(MOD)/imc_zone.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_zone.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_syntax: tests/unit/test_syntax.c $(CHECK_MAIN) $(MOD)/imc_syntax.c \
+                      $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 $(BUILD)/test_deliver_policy: tests/unit/test_deliver_policy.c $(CHECK_MAIN) \
@@ -169,23 +175,28 @@ test: deps
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := event filter spool access zone
+FUZZ_TARGETS := event filter spool access zone syntax
 FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
 
-$(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+$(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(MOD)/imc_syntax.c \
+                     $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
-$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c tests/fuzz/fuzz_common.h $(MOD)/imc_filter.c $(HDRS) | $(BUILD)
+$(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c tests/fuzz/fuzz_common.h $(MOD)/imc_filter.c \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c tests/fuzz/fuzz_common.h $(MOD)/imc_access.c \
-                      $(MOD)/imc_event.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_event.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_spool: tests/fuzz/fuzz_spool.c $(MOD)/imc_spool_writer.c \
                      $(MOD)/imc_spool_reader.c $(MOD)/imc_spool_file.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c tests/fuzz/fuzz_common.h $(MOD)/imc_zone.c \
-                    $(MOD)/imc_bucket.c $(HDRS) | $(BUILD)
+                    $(MOD)/imc_bucket.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_syntax: tests/fuzz/fuzz_syntax.c tests/fuzz/fuzz_common.h \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 # Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to

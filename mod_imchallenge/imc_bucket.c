@@ -17,40 +17,6 @@ static const char *const names[] = {"minute", "hour",  "day",
 
 /* ------------------------------------------------------- calendar */
 
-apr_int64_t imc_bucket_floor_div(apr_int64_t a, apr_int64_t b)
-{
-    apr_int64_t q = a / b;
-
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-/* Years starting on 1 March, so that the leap day is the last day of a
- * year: 400-year eras of 146097 days. */
-apr_int64_t imc_bucket_day(int y, int m, int d)
-{
-    apr_int64_t yy = (apr_int64_t)y - (m <= 2);
-    apr_int64_t era = imc_bucket_floor_div(yy, 400);
-    apr_int64_t yoe = yy - era * 400;
-    apr_int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    apr_int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + doe - 719468; /* 719468: 0000-03-01 to 1970 */
-}
-
-void imc_bucket_date(apr_int64_t day, int *y, int *m, int *d)
-{
-    apr_int64_t z = day + 719468;
-    apr_int64_t era = imc_bucket_floor_div(z, 146097);
-    apr_int64_t doe = z - era * 146097;
-    apr_int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    apr_int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    apr_int64_t mp = (5 * doy + 2) / 153;
-
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 /* The first day of the unit (day, ISO week, month) holding day. */
 static apr_int64_t unit_first(imc_bucket_interval iv, apr_int64_t day)
 {
@@ -60,7 +26,7 @@ static apr_int64_t unit_first(imc_bucket_interval iv, apr_int64_t day)
         return day - (((day + 3) % 7) + 7) % 7; /* 1970-01-01: Thursday */
     }
     if (iv == IMC_BUCKET_MONTH) {
-        imc_bucket_date(day, &y, &m, &d);
+        imc_syntax_date(day, &y, &m, &d);
         return day - (d - 1);
     }
     return day;
@@ -75,9 +41,8 @@ static apr_int64_t unit_after(imc_bucket_interval iv, apr_int64_t first)
         return first + 7;
     }
     if (iv == IMC_BUCKET_MONTH) {
-        imc_bucket_date(first, &y, &m, &d);
-        return m == 12 ? imc_bucket_day(y + 1, 1, 1)
-                       : imc_bucket_day(y, m + 1, 1);
+        imc_syntax_date(first, &y, &m, &d);
+        return first + imc_syntax_month_days(y, m);
     }
     return first + 1;
 }
@@ -127,12 +92,12 @@ static void bucket_of(const imc_zone *z, imc_bucket_interval iv, apr_int64_t t,
         } else if (t >= until) {
             t = until - 1;
         }
-        local = imc_bucket_floor_div(t + off, u) * u;
+        local = imc_syntax_floor_div(t + off, u) * u;
         *start = local - off < since ? since : local - off;
         *next = local + u - off > until ? until : local + u - off;
     } else {
         local = imc_zone_local_reached(z, t);
-        first = unit_first(iv, imc_bucket_floor_div(local, DAY));
+        first = unit_first(iv, imc_syntax_floor_div(local, DAY));
         *start = imc_zone_local_to_utc(z, first * DAY);
         *next = imc_zone_local_to_utc(z, unit_after(iv, first) * DAY);
     }
@@ -156,15 +121,6 @@ apr_int64_t imc_bucket_next(const imc_zone *zone, imc_bucket_interval iv,
     return next;
 }
 
-static apr_size_t date_text(char *buf, apr_int64_t day)
-{
-    int y, m, d;
-
-    imc_bucket_date(day, &y, &m, &d);
-    return (apr_size_t)snprintf(buf, IMC_BUCKET_LABEL_SIZE, "%04d-%02d-%02d", y,
-                                m, d);
-}
-
 apr_size_t imc_bucket_label(char *buf, const imc_zone *zone,
                             imc_bucket_interval iv, apr_int64_t t)
 {
@@ -177,16 +133,16 @@ apr_size_t imc_bucket_label(char *buf, const imc_zone *zone,
         return 0;
     }
     if (iv != IMC_BUCKET_MINUTE && iv != IMC_BUCKET_HOUR) {
-        day = imc_bucket_floor_div(imc_zone_local_reached(zone, t), DAY);
-        return date_text(buf, unit_first(iv, day));
+        day = imc_syntax_floor_div(imc_zone_local_reached(zone, t), DAY);
+        return imc_syntax_day_text(buf, unit_first(iv, day));
     }
     bucket_of(zone, iv, t, &start, &next);
     off = imc_zone_offset(zone, start);
     local = start + off;
-    day = imc_bucket_floor_div(local, DAY);
+    day = imc_syntax_floor_div(local, DAY);
     sec = local - day * DAY;
     aoff = off < 0 ? -off : off;
-    n = date_text(buf, day);
+    n = imc_syntax_day_text(buf, day);
     n += (apr_size_t)snprintf(buf + n, IMC_BUCKET_LABEL_SIZE - n,
                               "T%02d:%02d:00%c%02d:%02d", (int)(sec / 3600),
                               (int)(sec / 60 % 60), off < 0 ? '-' : '+',
@@ -212,8 +168,8 @@ static apr_int64_t units_in(imc_bucket_interval iv, apr_int64_t from,
         return (unit_first(iv, to) - unit_first(iv, from)) / 7 + 1;
     }
     if (iv == IMC_BUCKET_MONTH) {
-        imc_bucket_date(from, &y1, &m1, &d1);
-        imc_bucket_date(to, &y2, &m2, &d2);
+        imc_syntax_date(from, &y1, &m1, &d1);
+        imc_syntax_date(to, &y2, &m2, &d2);
         return ((apr_int64_t)y2 - y1) * 12 + (m2 - m1) + 1;
     }
     return to - from + 1;
@@ -232,8 +188,8 @@ static apr_uint64_t count_clock(const imc_zone *z, imc_bucket_interval iv,
         int off = imc_zone_span(z, s, &since, &until);
         apr_int64_t e = until < r1 ? until : r1;
 
-        n += (apr_uint64_t)(1 + imc_bucket_floor_div(e - 1 + off, u) -
-                            imc_bucket_floor_div(s + off, u));
+        n += (apr_uint64_t)(1 + imc_syntax_floor_div(e - 1 + off, u) -
+                            imc_syntax_floor_div(s + off, u));
         s = e;
     }
     return n;

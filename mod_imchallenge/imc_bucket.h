@@ -27,10 +27,8 @@
  * "YYYY-MM-DD", week buckets the date of their Monday, month buckets of
  * their 1st; total buckets have none.
  *
- * Day numbers count days since 1970-01-01 (day 0; negative before). The
- * calendar here (imc_bucket_day, imc_bucket_date) is the proleptic
- * Gregorian one; the project's other date helpers (in imc_event.c,
- * imc_filter.c, imc_rcache.c) should converge on it in one calendar file.
+ * Day numbers count days since 1970-01-01 (day 0; negative before), in
+ * the module's one calendar (imc_syntax, the proleptic Gregorian one).
  */
 
 #ifndef IMC_BUCKET_H
@@ -39,6 +37,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "imc_syntax.h"
 #include "imc_zone.h"
 
 typedef enum {
@@ -51,8 +50,8 @@ typedef enum {
 } imc_bucket_interval;
 
 /* The report's dates: 1970-01-01 to 2105-12-31. */
-#define IMC_BUCKET_FIRST_DAY 0
-#define IMC_BUCKET_LAST_DAY  49672
+#define IMC_BUCKET_FIRST_DAY IMC_SYNTAX_FIRST_DAY
+#define IMC_BUCKET_LAST_DAY  IMC_SYNTAX_LAST_DAY
 
 /* The largest range of day numbers the functions take: a range beyond it
  * is refused (it would leave the instants imc_zone answers for). */
@@ -69,14 +68,22 @@ typedef struct {
     char label[IMC_BUCKET_LABEL_SIZE]; /* "" for total */
 } imc_bucket;
 
-/* a / b rounded toward minus infinity (b > 0). */
-apr_int64_t imc_bucket_floor_div(apr_int64_t a, apr_int64_t b);
+/* The calendar's imc_syntax_floor_div, imc_syntax_day and
+ * imc_syntax_date under the names the bucket's callers know. */
+static inline apr_int64_t imc_bucket_floor_div(apr_int64_t a, apr_int64_t b)
+{
+    return imc_syntax_floor_div(a, b);
+}
 
-/* The day number of the date y-m-d (m 1..12, d 1..31, not checked). */
-apr_int64_t imc_bucket_day(int y, int m, int d);
+static inline apr_int64_t imc_bucket_day(int y, int m, int d)
+{
+    return imc_syntax_day(y, m, d);
+}
 
-/* The date of day number day. */
-void imc_bucket_date(apr_int64_t day, int *y, int *m, int *d);
+static inline void imc_bucket_date(apr_int64_t day, int *y, int *m, int *d)
+{
+    imc_syntax_date(day, y, m, d);
+}
 
 /* The interval named name ("minute" ... "total") into *iv; APR_EINVAL for
  * any other name. */

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "imc_event.h"
+#include "imc_syntax.h"
 
 /* Defaults used when no limits are given. */
 #define IMC_EVENT_DEF_SIZE   (16 * 1024)
@@ -31,8 +32,10 @@
  */
 #define IMC_EVENT_MIN_TEXT 150
 
-/* 2105-12-31T23:59:59Z, the last second an event may carry. */
-#define IMC_EVENT_MAX_SEC APR_INT64_C(4291747199)
+/* 1970-01-01T00:00:00Z and 2105-12-31T23:59:59Z, the first and the last
+ * second an event may carry: the days of the calendar's dates. */
+#define IMC_EVENT_MIN_SEC (IMC_SYNTAX_FIRST_DAY * APR_INT64_C(86400))
+#define IMC_EVENT_MAX_SEC ((IMC_SYNTAX_LAST_DAY + 1) * APR_INT64_C(86400) - 1)
 
 /* The fixed parts of a row, in order. */
 #define ROW_P1 "{\"time\":"
@@ -163,30 +166,6 @@ static int read_digits(const char *s, int n)
     return v;
 }
 
-static int is_leap(int y)
-{
-    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int dim[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    return (m == 2 && is_leap(y)) ? 29 : dim[m - 1];
-}
-
-/* Days from 1970-01-01 to y-m-d, for years from 1 on. */
-static apr_int64_t days_from_epoch(int y, int m, int d)
-{
-    static const int before[12] = {0,   31,  59,  90,  120, 151,
-                                   181, 212, 243, 273, 304, 334};
-    apr_int64_t py = y - 1;
-    apr_int64_t days = 365 * py + py / 4 - py / 100 + py / 400;
-
-    days += before[m - 1] + (m > 2 && is_leap(y)) + (d - 1);
-    return days - 719162; /* the same count for 1970-01-01 */
-}
-
 /* The broken-down fields of a date-time as written. */
 typedef struct {
     int year, mon, day, hour, min, sec;
@@ -237,26 +216,23 @@ static apr_status_t read_fields(const char *s, apr_size_t len, dt_fields *f,
                                 const char **why)
 {
     *why = MSG_TIME_FORMAT;
-    if (len < 19 || s[4] != '-' || s[7] != '-' || s[13] != ':' ||
-        s[16] != ':' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ')) {
+    if (len < 19 || s[13] != ':' || s[16] != ':' ||
+        (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !imc_syntax_date_fields(s, &f->year, &f->mon, &f->day)) {
         return APR_EINVAL;
     }
-    f->year = read_digits(s, 4);
-    f->mon = read_digits(s + 5, 2);
-    f->day = read_digits(s + 8, 2);
     f->hour = read_digits(s + 11, 2);
     f->min = read_digits(s + 14, 2);
     f->sec = read_digits(s + 17, 2);
-    if (f->year < 0 || f->mon < 0 || f->day < 0 || f->hour < 0 || f->min < 0 ||
-        f->sec < 0) {
+    if (f->hour < 0 || f->min < 0 || f->sec < 0) {
         return APR_EINVAL;
     }
     if (read_tail(s, len, 19, f, why) != APR_SUCCESS) {
         return APR_EINVAL;
     }
-    if (f->year < 1 || f->mon < 1 || f->mon > 12 || f->day < 1 ||
-        f->day > days_in_month(f->year, f->mon) || f->hour > 23 ||
-        f->min > 59 || f->sec > 59) {
+    /* Year 0000 is answered as a field error, not as out of range. */
+    if (f->year < 1 || !imc_syntax_date_valid(f->year, f->mon, f->day) ||
+        f->hour > 23 || f->min > 59 || f->sec > 59) {
         *why = MSG_TIME_FIELDS;
         return APR_EINVAL;
     }
@@ -272,9 +248,9 @@ apr_status_t imc_event_parse_time(const char *s, apr_size_t len, apr_time_t *t,
     if (read_fields(s, len, &f, why) != APR_SUCCESS) {
         return APR_EINVAL;
     }
-    secs = days_from_epoch(f.year, f.mon, f.day) * 86400 + f.hour * 3600 +
+    secs = imc_syntax_day(f.year, f.mon, f.day) * 86400 + f.hour * 3600 +
            f.min * 60 + f.sec - f.offset;
-    if (secs < 0 || secs > IMC_EVENT_MAX_SEC) {
+    if (secs < IMC_EVENT_MIN_SEC || secs > IMC_EVENT_MAX_SEC) {
         *why = MSG_TIME_RANGE;
         return APR_EINVAL;
     }
@@ -286,27 +262,7 @@ apr_status_t imc_event_parse_time(const char *s, apr_size_t len, apr_time_t *t,
 
 apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37])
 {
-    apr_size_t k;
-
-    if (len != 36) {
-        return APR_EINVAL;
-    }
-    for (k = 0; k < 36; k++) {
-        char c = s[k];
-
-        if (k == 8 || k == 13 || k == 18 || k == 23) {
-            if (c != '-') {
-                return APR_EINVAL;
-            }
-        } else if (c >= 'A' && c <= 'F') {
-            c = (char)(c - 'A' + 'a');
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return APR_EINVAL;
-        }
-        out[k] = c;
-    }
-    out[36] = '\0';
-    return APR_SUCCESS;
+    return imc_syntax_uuid(s, len, out);
 }
 
 /* ---- one event ------------------------------------------------------- */
@@ -348,13 +304,13 @@ static apr_status_t check_value(int m, const char *s, apr_size_t n,
             }
             return APR_SUCCESS;
         case M_CID:
-            if (imc_event_canon_uuid(s, n, ev->correlation_id) != APR_SUCCESS) {
+            if (imc_syntax_uuid(s, n, ev->correlation_id) != APR_SUCCESS) {
                 return fail(err, 400, 0, "correlation_id",
                             "correlation_id must be a UUID such as " MSG_UUID);
             }
             return APR_SUCCESS;
         default:
-            if (imc_event_canon_uuid(s, n, ev->site_id) != APR_SUCCESS) {
+            if (imc_syntax_uuid(s, n, ev->site_id) != APR_SUCCESS) {
                 return fail(err, 400, 0, "site_id",
                             "site_id must be a UUID such as " MSG_UUID);
             }

@@ -131,7 +131,8 @@ apr_status_t imc_event_parse_time(const char *s, apr_size_t len, apr_time_t *t,
 
 /*
  * Check a UUID (8-4-4-4-12 hex, any case) and write its canonical lower-case
- * form (36 chars + NUL) to out. Returns APR_SUCCESS or APR_EINVAL.
+ * form (36 chars + NUL) to out. Returns APR_SUCCESS or APR_EINVAL. The
+ * module's one UUID form, imc_syntax_uuid, under the event's name.
  */
 apr_status_t imc_event_canon_uuid(const char *s, apr_size_t len, char out[37]);
 

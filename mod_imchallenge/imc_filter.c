@@ -19,6 +19,7 @@
 #include <apr_tables.h>
 
 #include "imc_filter.h"
+#include "imc_syntax.h"
 
 const char *const imc_filter_column_names[] = {"day", "site_id", "type", NULL};
 
@@ -348,70 +349,17 @@ static imc_node *node_new(imc_parser *ps, node_e kind)
     return n;
 }
 
-/* Canonical lower-case UUID into out[37], or 0 if s is not a UUID. */
-static int canon_uuid(const char *s, apr_size_t n, char *out)
-{
-    apr_size_t i;
-
-    if (n != 36) {
-        return 0;
-    }
-    for (i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') {
-                return 0;
-            }
-            out[i] = '-';
-        } else if ((s[i] >= '0' && s[i] <= '9') ||
-                   (s[i] >= 'a' && s[i] <= 'f')) {
-            out[i] = s[i];
-        } else if (s[i] >= 'A' && s[i] <= 'F') {
-            out[i] = (char)(s[i] - 'A' + 'a');
-        } else {
-            return 0;
-        }
-    }
-    out[36] = '\0';
-    return 1;
-}
-
-int imc_filter_valid_date(const char *s, apr_size_t n)
-{
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, m, d, i, last;
-
-    if (n != 10 || s[4] != '-' || s[7] != '-') {
-        return 0;
-    }
-    for (i = 0; i < 10; i++) {
-        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9')) {
-            return 0;
-        }
-    }
-    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 +
-        (s[3] - '0');
-    m = (s[5] - '0') * 10 + (s[6] - '0');
-    d = (s[8] - '0') * 10 + (s[9] - '0');
-    if (y < 1970 || y > 2105 || m < 1 || m > 12 || d < 1) {
-        return 0;
-    }
-    last = mdays[m - 1];
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) {
-        last = 29;
-    }
-    return d <= last;
-}
-
 /* Validate the literal tok for column al and set *sql to its SQL. */
 static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
                                 const imc_token *tok, const char **sql)
 {
-    char uuid[37];
+    char uuid[IMC_SYNTAX_UUID_LEN + 1], date[IMC_SYNTAX_DAY_TEXT_SIZE];
+    apr_int64_t day;
     const char *what;
 
     switch (al->col) {
         case COL_SITE_ID:
-            if (canon_uuid(tok->text, tok->tlen, uuid)) {
+            if (imc_syntax_uuid(tok->text, tok->tlen, uuid) == APR_SUCCESS) {
                 *sql = apr_pstrcat(ps->p, "toUUID('", uuid, "')", NULL);
                 return APR_SUCCESS;
             }
@@ -429,8 +377,10 @@ static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
             what = MSG_TYPE;
             break;
         default:
-            if (imc_filter_valid_date(tok->text, tok->tlen)) {
-                *sql = apr_pstrcat(ps->p, "toDate('", tok->text, "')", NULL);
+            if (imc_syntax_date_parse(tok->text, tok->tlen, &day) ==
+                APR_SUCCESS) {
+                imc_syntax_day_text(date, day);
+                *sql = apr_pstrcat(ps->p, "toDate('", date, "')", NULL);
                 return APR_SUCCESS;
             }
             what = MSG_DATE;

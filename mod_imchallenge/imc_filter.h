@@ -27,7 +27,7 @@
  *
  * Literals: site_id takes a UUID (8-4-4-4-12 hex digits, any case), type
  * takes exactly serve or solve, day takes a calendar date YYYY-MM-DD from
- * 1970-01-01 to 2105-12-31.
+ * 1970-01-01 to 2105-12-31 (both forms are imc_syntax's).
  *
  * Canonical SQL, fully parenthesised:
  *
@@ -127,9 +127,5 @@ extern const char *const imc_filter_column_names[];
 apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
                                 apr_size_t len, const imc_filter_columns *cols,
                                 const char **sql, imc_filter_error *err);
-
-/* Whether s[0..n) is a real calendar date YYYY-MM-DD from 1970-01-01 to
- * 2105-12-31: what a day literal must be (also the report's from/to). */
-int imc_filter_valid_date(const char *s, apr_size_t n);
 
 #endif /* IMC_FILTER_H */

@@ -7,6 +7,7 @@
 #include <apr_thread_mutex.h>
 
 #include "imc_rcache.h"
+#include "imc_syntax.h"
 
 /* A cached day: its fingerprint and its rows in the entry's rows. */
 typedef struct {
@@ -62,34 +63,22 @@ struct imc_rcache_plan {
 
 /* ------------------------------------------------------------- days */
 
-/* Civil-calendar arithmetic with years starting on 1 March, so that the
- * leap day is the last day of a year: 400-year eras of 146097 days. */
 int imc_rcache_day_number(const char *ymd)
 {
-    int y = atoi(ymd), m = atoi(ymd + 5), d = atoi(ymd + 8);
-    int era, yoe, doy, doe;
+    apr_int64_t day;
 
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468; /* 719468: 0000-03-01 to 1970 */
+    if (imc_syntax_day_read(ymd, strlen(ymd), &day) != APR_SUCCESS ||
+        day < INT_MIN + 1 || day > INT_MAX) {
+        return IMC_RCACHE_NO_DAY;
+    }
+    return (int)day;
 }
 
 const char *imc_rcache_day_text(apr_pool_t *p, int day)
 {
-    int z = day + 719468;
-    int era = (z >= 0 ? z : z - 146096) / 146097;
-    int doe = z - era * 146097;
-    int yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int mp = (5 * doy + 2) / 153;
-    int d = doy - (153 * mp + 2) / 5 + 1;
-    int m = mp < 10 ? mp + 3 : mp - 9;
-    int y = yoe + era * 400 + (m <= 2);
+    char text[IMC_SYNTAX_DAY_TEXT_SIZE];
 
-    return apr_psprintf(p, "%04d-%02d-%02d", y, m, d);
+    return apr_pstrmemdup(p, text, imc_syntax_day_text(text, day));
 }
 
 static apr_int64_t clamp_time(apr_int64_t t)

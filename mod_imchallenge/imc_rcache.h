@@ -111,7 +111,9 @@ apr_size_t imc_rcache_bytes(imc_rcache *cache);
 void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
                            apr_int64_t *hi);
 
-/* Day numbers and their YYYY-MM-DD text (proleptic Gregorian). */
+/* Day numbers and their YYYY-MM-DD text: the calendar's day texts
+ * (imc_syntax_day_text, imc_syntax_day_read) for the cache's int days.
+ * A text that is no day's text has the day number IMC_RCACHE_NO_DAY. */
 int imc_rcache_day_number(const char *ymd);
 const char *imc_rcache_day_text(apr_pool_t *p, int day);
 

@@ -19,6 +19,7 @@
 #include "imc_report_client.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
+#include "imc_syntax.h"
 #include "imc_zone.h"
 #include "imc_zones.h"
 
@@ -31,6 +32,7 @@ typedef struct {
     const char *filter; /* URL-decoded */
     apr_size_t filter_len;
     const char *from, *to, *tz;
+    int from_day, to_day; /* IMC_RCACHE_NO_DAY: not given */
     int csv;
     const char *procedure; /* what uniqExact counts (imc_report_client) */
 } report_args;
@@ -73,6 +75,23 @@ static int query_param(apr_pool_t *p, const char *args, const char *name,
     return 1;
 }
 
+/* The day number of the date text (NULL: not given, IMC_RCACHE_NO_DAY)
+ * into *day; 0 when text is no date (imc_syntax_date_parse). */
+static int date_param(const char *text, int *day)
+{
+    apr_int64_t n;
+
+    if (!text) {
+        *day = IMC_RCACHE_NO_DAY;
+        return 1;
+    }
+    if (imc_syntax_date_parse(text, strlen(text), &n) != APR_SUCCESS) {
+        return 0;
+    }
+    *day = (int)n;
+    return 1;
+}
+
 static int bad_zone(request_rec *r)
 {
     return imc_http_error(r, HTTP_BAD_REQUEST,
@@ -99,11 +118,11 @@ static int parse_args(request_rec *r, report_args *a)
                               "from, to, tz and format may each be given "
                               "once, validly URL-encoded");
     }
-    if (a->from && !imc_filter_valid_date(a->from, strlen(a->from))) {
+    if (!date_param(a->from, &a->from_day)) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
                               "from must be a date YYYY-MM-DD");
     }
-    if (a->to && !imc_filter_valid_date(a->to, strlen(a->to))) {
+    if (!date_param(a->to, &a->to_day)) {
         return imc_http_error(r, HTTP_BAD_REQUEST,
                               "to must be a date YYYY-MM-DD");
     }
@@ -183,11 +202,6 @@ static const char *days_sql(apr_pool_t *p, const report_args *a,
                        ")", NULL);
 }
 
-static int day_or_open(const char *ymd)
-{
-    return ymd ? imc_rcache_day_number(ymd) : IMC_RCACHE_NO_DAY;
-}
-
 /* The query: exact distinct correlation ids (as a->procedure counts them)
  * per (day, site), days as
  * numbers (ClickHouse's Date), over the report's from / to or, when
@@ -204,7 +218,7 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
     int i;
 
     if (!ranges) {
-        days = days_sql(p, a, plan, day_or_open(a->from), day_or_open(a->to));
+        days = days_sql(p, a, plan, a->from_day, a->to_day);
     } else {
         days = "(0";
         for (i = 0; i < ranges->nelts; ++i) {
@@ -577,11 +591,9 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
         return rv;
     }
     listed_at = res->endpoint;
-    plan = imc_rcache_plan_make(
-        cache, r->pool, cache_key(r, c, a, where),
-        (const imc_rcache_part *)parts->elts, parts->nelts,
-        a->from ? imc_rcache_day_number(a->from) : IMC_RCACHE_NO_DAY,
-        a->to ? imc_rcache_day_number(a->to) : IMC_RCACHE_NO_DAY);
+    plan = imc_rcache_plan_make(cache, r->pool, cache_key(r, c, a, where),
+                                (const imc_rcache_part *)parts->elts,
+                                parts->nelts, a->from_day, a->to_day);
     ranges = imc_rcache_plan_ranges(plan);
     if (!(cached = imc_rcache_plan_cached_days(plan))) {
         ranges = NULL; /* every day: from / to are cheaper than ranges */

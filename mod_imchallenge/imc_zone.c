@@ -14,7 +14,7 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 
-#include "imc_bucket.h"
+#include "imc_syntax.h"
 #include "imc_zone.h"
 
 #define DAY      86400
@@ -205,17 +205,16 @@ static int rule_parse(const char *s, apr_size_t n, posix_tz *tz)
 /* The local seconds at which rule date r falls in year y. */
 static apr_int64_t rule_local(const rule_date *r, int y)
 {
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    apr_int64_t day = imc_bucket_day(y, 1, 1);
+    int leap = imc_syntax_leap_year(y);
+    apr_int64_t day = imc_syntax_day(y, 1, 1);
 
     if (r->kind == 'J') {
         day += r->d - 1 + (leap && r->d >= 60);
     } else if (r->kind == 'N') {
         day += r->d;
     } else {
-        apr_int64_t first = imc_bucket_day(y, r->m, 1);
-        apr_int64_t next = r->m == 12 ? imc_bucket_day(y + 1, 1, 1)
-                                      : imc_bucket_day(y, r->m + 1, 1);
+        apr_int64_t first = imc_syntax_day(y, r->m, 1);
+        apr_int64_t next = first + imc_syntax_month_days(y, r->m);
         int wd = (int)(((first + 4) % 7 + 7) % 7); /* 1970-01-01: Thu */
 
         day = first + (r->d - wd + 7) % 7 + (apr_int64_t)(r->w - 1) * 7;
@@ -234,7 +233,7 @@ static void rule_expand(apr_array_header_t *ts, const posix_tz *tz,
     int y = 1900, m, d;
 
     if (after > IMC_ZONE_TIME_MIN) {
-        imc_bucket_date(imc_bucket_floor_div(after, DAY), &y, &m, &d);
+        imc_syntax_date(imc_syntax_floor_div(after, DAY), &y, &m, &d);
         y = y - 1 < 1900 ? 1900 : y - 1;
     }
     for (; y <= IMC_ZONE_RULE_YEARS; ++y) {
