@@ -11,17 +11,18 @@
 #include <httpd.h>
 #include <http_config.h>
 
-#define IMC_DEFAULT_CLICKHOUSE  "http://127.0.0.1:8123/"
-#define IMC_DEFAULT_USER        "default"
-#define IMC_DEFAULT_DATABASE    "imchallenge"
-#define IMC_DEFAULT_SPOOL_DIR   "/var/spool/imchallenge"
-#define IMC_DEFAULT_SPOOL_LIMIT ((apr_off_t)1024 * 1024 * 1024)
-#define IMC_DEFAULT_BATCH_SIZE  10000
-#define IMC_DEFAULT_BATCH_DELAY apr_time_from_sec(1)
-#define IMC_DEFAULT_TIMEOUT     apr_time_from_sec(10)
-#define IMC_DEFAULT_EVENT_SIZE  ((apr_off_t)16 * 1024)
-#define IMC_DEFAULT_MAX_EVENTS  10000
-#define IMC_DEFAULT_MAX_REPORTS 8
+#define IMC_DEFAULT_CLICKHOUSE      "http://127.0.0.1:8123/"
+#define IMC_DEFAULT_USER            "default"
+#define IMC_DEFAULT_DATABASE        "imchallenge"
+#define IMC_DEFAULT_SPOOL_DIR       "/var/spool/imchallenge"
+#define IMC_DEFAULT_SPOOL_LIMIT     ((apr_off_t)1024 * 1024 * 1024)
+#define IMC_DEFAULT_BATCH_SIZE      10000
+#define IMC_DEFAULT_BATCH_DELAY     apr_time_from_sec(1)
+#define IMC_DEFAULT_TIMEOUT         apr_time_from_sec(10)
+#define IMC_DEFAULT_EVENT_SIZE      ((apr_off_t)16 * 1024)
+#define IMC_DEFAULT_MAX_EVENTS      10000
+#define IMC_DEFAULT_MAX_REPORTS     8
+#define IMC_DEFAULT_MAX_REPORT_ROWS 100000
 
 /* Server configuration as written; -1 / NULL mean "not set here". */
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
     double rate_limit;                    /* events/s; 0: off */
     double rate_burst;
     int max_reports;
+    int max_report_rows; /* IMChallengeMaxReportRows */
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -91,5 +93,6 @@ const struct imc_access *imc_config_site_access(const imc_config *c);
 double imc_config_rate_limit(const imc_config *c);
 double imc_config_rate_burst(const imc_config *c);
 int imc_config_max_reports(const imc_config *c);
+int imc_config_max_report_rows(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */
