@@ -159,27 +159,33 @@ static const char *offset_sql(apr_pool_t *p, const imc_zone *z,
 }
 
 /* The GROUP BY keys of the interval's buckets (NULL for total) from the
- * offset's SQL. */
+ * offset's SQL. Minute and hour buckets are told apart by their offset too
+ * where it changes in the span; a constant offset is no key (a number
+ * alone in GROUP BY is a column's position on current releases). */
 static const char *keys_sql(apr_pool_t *p, imc_bucket_interval iv,
                             const char *off)
 {
     const char *ls =
         apr_psprintf(p, "(toInt64(toUInt32(time)) + (%s) + %d)", off, SHIFT);
     const char *day = apr_psprintf(p, "intDiv(%s, %d)", ls, DAY);
+    const char *by_off =
+        strncmp(off, "multiIf(", 8) ? "" : apr_pstrcat(p, ", ", off, NULL);
 
     switch (iv) {
         case IMC_BUCKET_MINUTE:
-            return apr_psprintf(p, "intDiv(%s, 60), (%s)", ls, off);
+            return apr_psprintf(p, "intDiv(%s, 60)%s", ls, by_off);
         case IMC_BUCKET_HOUR:
-            return apr_psprintf(p, "intDiv(%s, 3600), (%s)", ls, off);
+            return apr_psprintf(p, "intDiv(%s, 3600)%s", ls, by_off);
         case IMC_BUCKET_DAY:
             return day;
         case IMC_BUCKET_WEEK: /* day + 1: 1969-12-29, a Monday, is 0 */
             return apr_psprintf(p, "intDiv(%s + 1, 7)", day);
-        case IMC_BUCKET_MONTH:
+        case IMC_BUCKET_MONTH: /* 1969-12 west of UTC: before any Date */
             return apr_psprintf(
-                p, "toStartOfMonth(toDate(toUInt16(greatest(%s - 2, 0))))",
-                day);
+                p,
+                "if(%s < 2, -1, toInt32(toUInt16(toStartOfMonth("
+                "toDate(toUInt16(%s - 2))))))",
+                day, day);
         default:
             return NULL;
     }
