@@ -299,6 +299,8 @@ class Intervals:
             "2026-01-31T23:30:00Z", "2026-02-01T00:30:00Z",
             "2028-02-28T23:00:00Z", "2028-02-29T12:00:00Z",
             "2028-03-01T00:10:00Z",
+            # the first hours after the epoch: 1969-12-31 west of UTC
+            "1970-01-01T02:00:00Z", "1970-01-01T06:00:00Z",
             # a week and a month cut by from/to (2026-09-28 is a Monday)
             "2026-09-28T10:00:00Z", "2026-09-30T10:00:00Z",
             "2026-10-01T10:00:00Z", "2026-10-02T10:00:00Z",
@@ -473,7 +475,10 @@ def test_from_to_cut_a_week_and_a_month_keep_their_labels(iv):
     want = ask(iv, interval="week", frm="2026-09-30", to="2026-10-01",
                by="none", fill=True)
     assert [r["bucket"] for r in want["rows"]] == ["2026-09-28"]
-    assert want["rows"][0]["served"] == 2  # 09-28 and 10-02 are out
+    inside = {(e["site_id"], e["correlation_id"]) for e in iv.events
+              if e["type"] == "serve" and e["time"][:10] in ("2026-09-30",
+                                                              "2026-10-01")}
+    assert want["rows"][0]["served"] == len(inside)  # not 09-28 nor 10-02
     want = ask(iv, interval="month", frm="2026-09-30", to="2026-10-01",
                by="none", fill=True)
     assert [r["bucket"] for r in want["rows"]] == ["2026-09-01",
@@ -492,6 +497,20 @@ def test_total_and_none(iv):
     want = ask(iv, interval="total", by="none", frm="2030-01-01",
                to="2030-01-02", fill=True)
     assert want["rows"] == [{"served": 0, "solved": 0, "solve_rate": None}]
+
+
+def test_first_hours_after_the_epoch_west_of_utc(iv):
+    tz = "America/New_York"
+    want = ask(iv, tz=tz, interval="month", by="none")
+    assert want["rows"][0]["bucket"] == "1969-12-01"
+    want = ask(iv, tz=tz, interval="week", by="none")
+    assert want["rows"][0]["bucket"] == "1969-12-29"
+    want = ask(iv, tz=tz, interval="hour", by="none")
+    assert want["rows"][0]["bucket"] == "1969-12-31T21:00:00-05:00"
+    ask(iv, tz=tz, interval="day", by="none", frm="1970-01-01",
+        to="1970-01-02", fill=True)
+    ask(iv, tz="Asia/Kathmandu", interval="hour", frm="1970-01-01",
+        to="1970-01-01")
 
 
 def test_serve_sent_twice_counts_once(iv):
