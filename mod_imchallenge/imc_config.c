@@ -11,12 +11,14 @@
 #include "imc_cors.h"
 #include "imc_units.h"
 
-#define MAX_SIZE        ((apr_off_t)1 << 50)
-#define MAX_DURATION    apr_time_from_sec(24 * 3600)
-#define MAX_COUNT       1000000
-#define MAX_REPORTS     4096
+#define MAX_SIZE     ((apr_off_t)1 << 50)
+#define MAX_DURATION apr_time_from_sec(24 * 3600)
+#define MAX_COUNT    1000000
+#define MAX_REPORTS  4096
+#define MAX_PASSWORD 4096
+
+/* IMChallengeMaxReportRows at most. */
 #define MAX_REPORT_ROWS 100000000
-#define MAX_PASSWORD    4096
 
 void *imc_config_create(apr_pool_t *p, server_rec *s)
 {

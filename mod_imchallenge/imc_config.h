@@ -11,17 +11,19 @@
 #include <httpd.h>
 #include <http_config.h>
 
-#define IMC_DEFAULT_CLICKHOUSE      "http://127.0.0.1:8123/"
-#define IMC_DEFAULT_USER            "default"
-#define IMC_DEFAULT_DATABASE        "imchallenge"
-#define IMC_DEFAULT_SPOOL_DIR       "/var/spool/imchallenge"
-#define IMC_DEFAULT_SPOOL_LIMIT     ((apr_off_t)1024 * 1024 * 1024)
-#define IMC_DEFAULT_BATCH_SIZE      10000
-#define IMC_DEFAULT_BATCH_DELAY     apr_time_from_sec(1)
-#define IMC_DEFAULT_TIMEOUT         apr_time_from_sec(10)
-#define IMC_DEFAULT_EVENT_SIZE      ((apr_off_t)16 * 1024)
-#define IMC_DEFAULT_MAX_EVENTS      10000
-#define IMC_DEFAULT_MAX_REPORTS     8
+#define IMC_DEFAULT_CLICKHOUSE  "http://127.0.0.1:8123/"
+#define IMC_DEFAULT_USER        "default"
+#define IMC_DEFAULT_DATABASE    "imchallenge"
+#define IMC_DEFAULT_SPOOL_DIR   "/var/spool/imchallenge"
+#define IMC_DEFAULT_SPOOL_LIMIT ((apr_off_t)1024 * 1024 * 1024)
+#define IMC_DEFAULT_BATCH_SIZE  10000
+#define IMC_DEFAULT_BATCH_DELAY apr_time_from_sec(1)
+#define IMC_DEFAULT_TIMEOUT     apr_time_from_sec(10)
+#define IMC_DEFAULT_EVENT_SIZE  ((apr_off_t)16 * 1024)
+#define IMC_DEFAULT_MAX_EVENTS  10000
+#define IMC_DEFAULT_MAX_REPORTS 8
+
+/* Rows in one report at most (IMChallengeMaxReportRows). */
 #define IMC_DEFAULT_MAX_REPORT_ROWS 100000
 
 /* Server configuration as written; -1 / NULL mean "not set here". */

@@ -18,8 +18,8 @@
 #include "imc_rparams.h"
 #include "imc_report.h"
 #include "imc_report_buckets.h"
-#include "imc_report_private.h"
 #include "imc_report_client.h"
+#include "imc_report_private.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
 #include "imc_zone.h"
@@ -280,7 +280,7 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
 /* The next line of a TabSeparated answer at *pos, cut at its '\n' in
  * place; NULL at the answer's end, or when its last line has no '\n' (it
  * was cut short: *cut is then set). */
-char *imc_report_next_line(char **pos, int *cut)
+static char *next_line(char **pos, int *cut)
 {
     char *line = *pos, *nl;
 
@@ -298,7 +298,7 @@ char *imc_report_next_line(char **pos, int *cut)
 
 /* Splits a TabSeparated line in place into its fields, empty ones
  * included, keeping at most n; returns how many it has. */
-int imc_report_split_tabs(char *line, char **fields, int n)
+static int split_tabs(char *line, char **fields, int n)
 {
     char *tab;
     int i = 0;
@@ -317,7 +317,7 @@ int imc_report_split_tabs(char *line, char **fields, int n)
 }
 
 /* A decimal number of at most max into *out; 0 unless s is only digits. */
-int imc_report_parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
+static int parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
 {
     apr_uint64_t v = 0;
 
@@ -336,7 +336,7 @@ int imc_report_parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
 
 /* A site_id as ClickHouse writes a UUID: 36 lower-case hex digits and
  * dashes. */
-int imc_report_parse_site(const char *s)
+static int parse_site(const char *s)
 {
     apr_size_t i;
 
@@ -350,10 +350,15 @@ int imc_report_parse_site(const char *s)
     return i == IMC_RCACHE_SITE_LEN;
 }
 
+/* An answer of ClickHouse that is not what the query asks for: a line
+ * that does not parse, as when an exception is written into a 200 answer
+ * after its first rows, or an answer cut short. Never shown, never kept. */
+#define EMALFORMED IMC_REPORT_EMALFORMED
+
 /* Logs the malformed line lineno of an answer (its text with the tabs
- * split_tabs took out, for the log only) and returns IMC_REPORT_EMALFORMED. */
-apr_status_t imc_report_malformed(request_rec *r, const char *what, int lineno,
-                                  char *line, const char *end)
+ * split_tabs took out, for the log only) and returns EMALFORMED. */
+static apr_status_t malformed(request_rec *r, const char *what, int lineno,
+                              char *line, const char *end)
 {
     char *c;
 
@@ -366,7 +371,7 @@ apr_status_t imc_report_malformed(request_rec *r, const char *what, int lineno,
                   IMC_LOGNO(00420) "report: malformed line %d in "
                                    "ClickHouse's answer to the %s: %.200s",
                   lineno, what, line ? line : "(cut short)");
-    return IMC_REPORT_EMALFORMED;
+    return EMALFORMED;
 }
 
 /* Parses ClickHouse's TabSeparated answer: day (a number), site, served,
@@ -379,27 +384,26 @@ static apr_status_t parse_rows(request_rec *r, char *body,
     apr_uint64_t day;
 
     *rows = apr_array_make(r->pool, 64, sizeof(imc_rcache_row));
-    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+    while ((line = next_line(&pos, &cut)) != NULL) {
         imc_rcache_row *row = apr_array_push(*rows);
         char *end = line + strlen(line);
 
         ++lineno;
-        if (imc_report_split_tabs(line, f, 4) != 4 ||
-            !imc_report_parse_uint(f[0], 65535, &day) ||
-            !imc_report_parse_site(f[1]) ||
-            !imc_report_parse_uint(f[2], APR_UINT64_MAX, &row->served) ||
-            !imc_report_parse_uint(f[3], APR_UINT64_MAX, &row->solved)) {
-            return imc_report_malformed(r, "report query", lineno, line, end);
+        if (split_tabs(line, f, 4) != 4 || !parse_uint(f[0], 65535, &day) ||
+            !parse_site(f[1]) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &row->served) ||
+            !parse_uint(f[3], APR_UINT64_MAX, &row->solved)) {
+            return malformed(r, "report query", lineno, line, end);
         }
         row->day = (int)day;
         row->site = f[1];
     }
-    return cut ? imc_report_malformed(r, "report query", lineno + 1, NULL, NULL)
+    return cut ? malformed(r, "report query", lineno + 1, NULL, NULL)
                : APR_SUCCESS;
 }
 
-const char *imc_report_rate(apr_pool_t *p, apr_uint64_t served,
-                            apr_uint64_t solved, const char *none)
+static const char *rate(apr_pool_t *p, apr_uint64_t served, apr_uint64_t solved,
+                        const char *none)
 {
     return served ? apr_psprintf(p, "%.4f", (double)solved / (double)served)
                   : none;
@@ -422,14 +426,14 @@ static void render_json(request_rec *r, apr_array_header_t *rows)
             ",\"solved\":%" APR_UINT64_T_FMT ",\"solve_rate\":%s}",
             i ? "," : "", imc_rcache_day_text(p, row->day),
             imc_http_json_escape(p, row->site), row->served, row->solved,
-            imc_report_rate(p, row->served, row->solved, "null"));
+            rate(p, row->served, row->solved, "null"));
         served += row->served;
         solved += row->solved;
     }
     ap_rprintf(r,
                "],\"totals\":{\"served\":%" APR_UINT64_T_FMT
                ",\"solved\":%" APR_UINT64_T_FMT ",\"solve_rate\":%s}}",
-               served, solved, imc_report_rate(p, served, solved, "null"));
+               served, solved, rate(p, served, solved, "null"));
 }
 
 static void render_csv(request_rec *r, apr_array_header_t *rows)
@@ -441,22 +445,21 @@ static void render_csv(request_rec *r, apr_array_header_t *rows)
     for (i = 0; i < rows->nelts; ++i) {
         const imc_rcache_row *row = &APR_ARRAY_IDX(rows, i, imc_rcache_row);
 
-        ap_rprintf(r,
-                   "%s,%s,%" APR_UINT64_T_FMT ",%" APR_UINT64_T_FMT ",%s\r\n",
-                   imc_rcache_day_text(r->pool, row->day), row->site,
-                   row->served, row->solved,
-                   imc_report_rate(r->pool, row->served, row->solved, ""));
+        ap_rprintf(
+            r, "%s,%s,%" APR_UINT64_T_FMT ",%" APR_UINT64_T_FMT ",%s\r\n",
+            imc_rcache_day_text(r->pool, row->day), row->site, row->served,
+            row->solved, rate(r->pool, row->served, row->solved, ""));
     }
 }
 
 /* Maps a ClickHouse failure to the client's status; its text is logged,
  * never sent. */
-int imc_report_clickhouse_error(request_rec *r, apr_status_t rv,
-                                const imc_clickhouse_result *res)
+static int clickhouse_error(request_rec *r, apr_status_t rv,
+                            const imc_clickhouse_result *res)
 {
     int status;
 
-    if (rv == IMC_REPORT_EMALFORMED) { /* logged by imc_report_malformed() */
+    if (rv == EMALFORMED) { /* logged by malformed() */
         return imc_http_error(r, HTTP_BAD_GATEWAY,
                               "the database's answer could not be read");
     }
@@ -561,18 +564,17 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     }
     pos = (char *)res->body;
     list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+    while ((line = next_line(&pos, &cut)) != NULL) {
         imc_rcache_part *part = apr_array_push(list);
         char *end = line + strlen(line);
         apr_uint64_t first, last;
 
         ++lineno;
-        if (imc_report_split_tabs(line, f, 5) != 5 ||
-            !imc_report_parse_uint(f[0], 65535, &first) ||
-            !imc_report_parse_uint(f[1], 65535, &last) ||
-            !imc_report_parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
+        if (split_tabs(line, f, 5) != 5 || !parse_uint(f[0], 65535, &first) ||
+            !parse_uint(f[1], 65535, &last) ||
+            !parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
             (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
-            return imc_report_malformed(r, "parts list", lineno, line, end);
+            return malformed(r, "parts list", lineno, line, end);
         }
         part->first = (int)first;
         part->last = (int)last;
@@ -581,7 +583,7 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
             usable && mentions(f[4], "time") && !mentions(f[4], "received_at");
     }
     if (cut) {
-        return imc_report_malformed(r, "parts list", lineno + 1, NULL, NULL);
+        return malformed(r, "parts list", lineno + 1, NULL, NULL);
     }
     *parts = usable && list->nelts ? list : NULL;
     return APR_SUCCESS;
@@ -741,7 +743,7 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     }
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
-        return imc_report_clickhouse_error(r, rv, &res);
+        return clickhouse_error(r, rv, &res);
     }
     if (rows->nelts > max) {
         return imc_report_too_many_rows(r, max);
@@ -788,7 +790,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
-        return imc_report_clickhouse_error(r, rv, &res);
+        return clickhouse_error(r, rv, &res);
     }
     if (imc_report_buckets_over(b)) {
         return imc_report_too_many_rows(r, f.max_rows);
@@ -840,4 +842,44 @@ int imc_report_handler(request_rec *r)
     }
     imc_metrics_observe(IMC_H_REPORT, apr_time_now() - start);
     return rc;
+}
+
+/* What imc_report_buckets shares (imc_report_private.h). */
+
+char *imc_report_next_line(char **pos, int *cut)
+{
+    return next_line(pos, cut);
+}
+
+int imc_report_split_tabs(char *line, char **fields, int n)
+{
+    return split_tabs(line, fields, n);
+}
+
+int imc_report_parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
+{
+    return parse_uint(s, max, out);
+}
+
+int imc_report_parse_site(const char *s)
+{
+    return parse_site(s);
+}
+
+apr_status_t imc_report_malformed(request_rec *r, const char *what, int lineno,
+                                  char *line, const char *end)
+{
+    return malformed(r, what, lineno, line, end);
+}
+
+const char *imc_report_rate(apr_pool_t *p, apr_uint64_t served,
+                            apr_uint64_t solved, const char *none)
+{
+    return rate(p, served, solved, none);
+}
+
+int imc_report_clickhouse_error(request_rec *r, apr_status_t rv,
+                                const imc_clickhouse_result *res)
+{
+    return clickhouse_error(r, rv, res);
 }
