@@ -19,7 +19,8 @@ SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c imc_deliver_policy.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
-           imc_zone.c imc_bucket.c imc_syntax.c imc_spool_dir.c
+           imc_zone.c imc_bucket.c imc_syntax.c imc_spool_dir.c imc_rparams.c \
+           imc_report_buckets.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h
@@ -32,7 +33,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
-                clickhouse zone bucket syntax deliver_policy
+                clickhouse zone bucket syntax deliver_policy rparams
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -151,6 +152,9 @@ $(BUILD)/test_syntax: tests/unit/test_syntax.c $(CHECK_MAIN) $(MOD)/imc_syntax.c
 $(BUILD)/test_deliver_policy: tests/unit/test_deliver_policy.c $(CHECK_MAIN) \
                               $(MOD)/imc_deliver_policy.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_rparams: tests/unit/test_rparams.c $(CHECK_MAIN) $(MOD)/imc_rparams.c \
+                       $(MOD)/imc_bucket.c $(MOD)/imc_zone.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -175,7 +179,7 @@ test: deps
 # ---- fuzzing (libFuzzer, ASan + UBSan) -----------------------------------
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := event filter spool access zone syntax
+FUZZ_TARGETS := event filter spool access zone syntax rparams
 FUZZ_CC      := clang
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all $(WARN) -I$(MOD) $(APR_CFLAGS)
@@ -197,6 +201,10 @@ $(BUILD)/fuzz_zone: tests/fuzz/fuzz_zone.c tests/fuzz/fuzz_common.h $(MOD)/imc_z
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_syntax: tests/fuzz/fuzz_syntax.c tests/fuzz/fuzz_common.h \
                       $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+$(BUILD)/fuzz_rparams: tests/fuzz/fuzz_rparams.c tests/fuzz/fuzz_common.h \
+                       $(MOD)/imc_rparams.c $(MOD)/imc_bucket.c $(MOD)/imc_zone.c $(MOD)/imc_syntax.c \
+                       $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 # Each target runs FUZZ_SECONDS from its checked-in seeds; new inputs go to

@@ -17,6 +17,9 @@
 #define MAX_REPORTS  4096
 #define MAX_PASSWORD 4096
 
+/* IMChallengeMaxReportRows at most. */
+#define MAX_REPORT_ROWS 100000000
+
 void *imc_config_create(apr_pool_t *p, server_rec *s)
 {
     imc_config *c = apr_pcalloc(p, sizeof(*c));
@@ -33,6 +36,7 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->rate_limit = -1;
     c->rate_burst = -1;
     c->max_reports = -1;
+    c->max_report_rows = -1;
     return c;
 }
 
@@ -109,6 +113,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     c->rate_limit = add->rate_limit != -1 ? add->rate_limit : base->rate_limit;
     c->rate_burst = add->rate_limit != -1 ? add->rate_burst : base->rate_burst;
     MERGE_NUM(max_reports);
+    MERGE_NUM(max_report_rows);
     return c;
 }
 
@@ -337,6 +342,21 @@ static const char *set_max_reports(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_max_report_rows(cmd_parms *cmd, void *dc,
+                                       const char *arg)
+{
+    long v;
+
+    (void)dc;
+    if (imc_units_parse_int(arg, 1, MAX_REPORT_ROWS, &v) != APR_SUCCESS) {
+        return apr_psprintf(cmd->temp_pool,
+                            "%s: '%s' is not a whole number between 1 and %d",
+                            cmd->cmd->name, arg, MAX_REPORT_ROWS);
+    }
+    cmd_config(cmd)->max_report_rows = (int)v;
+    return NULL;
+}
+
 static const char *set_spool_sync(cmd_parms *cmd, void *dc, int on)
 {
     (void)dc;
@@ -466,6 +486,8 @@ const command_rec imc_config_cmds[] = {
                    "address, or Off"),
     AP_INIT_TAKE1("IMChallengeMaxReports", set_max_reports, NULL, SRV_CONF,
                   "reports running at once at most, across all processes"),
+    AP_INIT_TAKE1("IMChallengeMaxReportRows", set_max_report_rows, NULL,
+                  SRV_CONF, "rows in one report at most"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -557,6 +579,12 @@ double imc_config_rate_limit(const imc_config *c)
 double imc_config_rate_burst(const imc_config *c)
 {
     return c->rate_limit > 0 ? c->rate_burst : 0;
+}
+
+int imc_config_max_report_rows(const imc_config *c)
+{
+    return c->max_report_rows != -1 ? c->max_report_rows
+                                    : IMC_DEFAULT_MAX_REPORT_ROWS;
 }
 
 int imc_config_max_reports(const imc_config *c)

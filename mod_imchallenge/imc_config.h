@@ -23,6 +23,9 @@
 #define IMC_DEFAULT_MAX_EVENTS  10000
 #define IMC_DEFAULT_MAX_REPORTS 8
 
+/* Rows in one report at most (IMChallengeMaxReportRows). */
+#define IMC_DEFAULT_MAX_REPORT_ROWS 100000
+
 /* Server configuration as written; -1 / NULL mean "not set here". */
 typedef struct {
     apr_array_header_t *clickhouse; /* const char * URLs, fail-over order */
@@ -45,6 +48,7 @@ typedef struct {
     double rate_limit;                    /* events/s; 0: off */
     double rate_burst;
     int max_reports;
+    int max_report_rows; /* IMChallengeMaxReportRows */
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -91,5 +95,6 @@ const struct imc_access *imc_config_site_access(const imc_config *c);
 double imc_config_rate_limit(const imc_config *c);
 double imc_config_rate_burst(const imc_config *c);
 int imc_config_max_reports(const imc_config *c);
+int imc_config_max_report_rows(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

@@ -15,8 +15,11 @@
 #include "imc_http.h"
 #include "imc_metrics.h"
 #include "imc_rcache.h"
+#include "imc_rparams.h"
 #include "imc_report.h"
+#include "imc_report_buckets.h"
 #include "imc_report_client.h"
+#include "imc_report_private.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
 #include "imc_syntax.h"
@@ -35,6 +38,8 @@ typedef struct {
     int from_day, to_day; /* IMC_RCACHE_NO_DAY: not given */
     int csv;
     const char *procedure; /* what uniqExact counts (imc_report_client) */
+    imc_rparams params;    /* interval, by, metrics, fill, compare */
+    imc_zone *zone;        /* loaded for params other than the default */
 } report_args;
 
 static int wants_csv(request_rec *r, const char *format)
@@ -99,6 +104,53 @@ static int bad_zone(request_rec *r)
                           "Europe/Paris");
 }
 
+/* The 400 (or, for a metric not computed yet, 501) of bad interval, by,
+ * metrics, fill or compare parameters. */
+static int params_error(request_rec *r, const imc_rparams_error *err)
+{
+    apr_pool_t *p = r->pool;
+    const char *json;
+    int i;
+
+    if (err->kind != IMC_RPARAMS_EMETRIC) {
+        return imc_http_error(r,
+                              err->kind == IMC_RPARAMS_ENOTBUILT
+                                  ? HTTP_NOT_IMPLEMENTED
+                                  : HTTP_BAD_REQUEST,
+                              err->message);
+    }
+    json =
+        apr_pstrcat(p, "{\"error\":\"", imc_http_json_escape(p, err->message),
+                    "\",\"metrics\":[", NULL);
+    for (i = 0; imc_rparams_metric_names[i]; ++i) {
+        json = apr_pstrcat(p, json, i ? ",\"" : "\"",
+                           imc_rparams_metric_names[i], "\"", NULL);
+    }
+    return imc_http_json(r, HTTP_BAD_REQUEST, apr_pstrcat(p, json, "]}", NULL));
+}
+
+/* The report's interval, by, metrics, fill and compare into a->params. */
+static int parse_params(request_rec *r, report_args *a)
+{
+    const char *iv, *by, *metrics, *fill, *compare;
+    imc_rparams_error err;
+
+    if (!query_param(r->pool, r->args, "interval", &iv) ||
+        !query_param(r->pool, r->args, "by", &by) ||
+        !query_param(r->pool, r->args, "metrics", &metrics) ||
+        !query_param(r->pool, r->args, "fill", &fill) ||
+        !query_param(r->pool, r->args, "compare", &compare)) {
+        return imc_http_error(r, HTTP_BAD_REQUEST,
+                              "interval, by, metrics, fill and compare may "
+                              "each be given once, validly URL-encoded");
+    }
+    if (imc_rparams_parse(&a->params, r->pool, iv, by, metrics, fill, compare,
+                          a->from && a->to, a->csv, &err) != APR_SUCCESS) {
+        return params_error(r, &err);
+    }
+    return DECLINED;
+}
+
 /* Parses the path and the query string; answers 400 itself on error.
  * httpd has already URL-decoded the path once (and refused bad escapes and
  * %00): the rest of it is the filter as is. Decoding it again would let
@@ -136,7 +188,7 @@ static int parse_args(request_rec *r, report_args *a)
                               "format must be json or csv");
     }
     a->csv = wants_csv(r, format);
-    return DECLINED;
+    return parse_params(r, a);
 }
 
 static int filter_error(request_rec *r, const imc_filter_error *err)
@@ -315,7 +367,7 @@ static int parse_site(const char *s)
 /* An answer of ClickHouse that is not what the query asks for: a line
  * that does not parse, as when an exception is written into a 200 answer
  * after its first rows, or an answer cut short. Never shown, never kept. */
-#define EMALFORMED (APR_OS_START_USERERR + 40)
+#define EMALFORMED IMC_REPORT_EMALFORMED
 
 /* Logs the malformed line lineno of an answer (its text with the tabs
  * split_tabs took out, for the log only) and returns EMALFORMED. */
@@ -617,44 +669,83 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
-static int run_report(request_rec *r, const imc_config *c, report_args *a)
+int imc_report_too_many_rows(request_rec *r, int max)
+{
+    return imc_http_json(
+        r, HTTP_BAD_REQUEST,
+        apr_psprintf(r->pool,
+                     "{\"error\":\"the report would have more than %d rows "
+                     "(IMChallengeMaxReportRows): ask for fewer days, a "
+                     "longer interval or a narrower filter\",\"limit\":%d}",
+                     max, max));
+}
+
+/* The filter compiled and narrowed to the principal's sites into *where;
+ * DECLINED, or the error answered. */
+static int report_where(request_rec *r, const report_args *a,
+                        const char **where)
 {
     imc_filter_columns cols;
     imc_filter_error ferr;
-    imc_clickhouse_result res;
-    imc_report_client *client;
-    imc_slot slot;
-    apr_array_header_t *rows = NULL;
-    const char *where;
-    apr_status_t rv = APR_SUCCESS;
-    int rc;
 
     cols.day = day_expr(r->pool, a);
     cols.site_id = "site_id";
     cols.type = "type";
-    if (imc_filter_compile(r->pool, a->filter, a->filter_len, &cols, &where,
+    if (imc_filter_compile(r->pool, a->filter, a->filter_len, &cols, where,
                            &ferr) != APR_SUCCESS) {
         return filter_error(r, &ferr);
     }
     /* The cache's key holds where: the narrowed one keeps tenants apart. */
-    if ((rc = imc_tenant_narrow(r, &where)) != DECLINED) {
-        return rc;
-    }
-    if (imc_slots_take(r->server, &slot) != APR_SUCCESS) {
+    return imc_tenant_narrow(r, where);
+}
+
+static void give_back(imc_report_client *client, imc_slot *slot)
+{
+    imc_report_client_give_back(client);
+    imc_slots_give_back(slot);
+}
+
+/* A report slot and a ClickHouse client for the report, whose zone the
+ * server must know; DECLINED, or the error answered. */
+static int take_client(request_rec *r, const imc_config *c, report_args *a,
+                       imc_slot *slot, imc_report_client **client)
+{
+    if (imc_slots_take(r->server, slot) != APR_SUCCESS) {
         apr_table_setn(r->headers_out, "Retry-After", "1");
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "too many reports are running: retry later");
     }
-    if (!(client = imc_report_client_take(c))) {
-        imc_slots_give_back(&slot);
+    if (!(*client = imc_report_client_take(c))) {
+        imc_slots_give_back(slot);
         return imc_http_error(r, HTTP_SERVICE_UNAVAILABLE,
                               "the database client could not start");
     }
-    a->procedure = client->procedure;
-    if (!imc_zones_known(r->pool, c, client->ch, a->tz)) {
-        imc_report_client_give_back(client);
-        imc_slots_give_back(&slot);
+    a->procedure = (*client)->procedure;
+    if (!imc_zones_known(r->pool, c, (*client)->ch, a->tz)) {
+        give_back(*client, slot);
         return bad_zone(r);
+    }
+    return DECLINED;
+}
+
+/* The report per day and site with served, solved and solve_rate: the
+ * form without interval, by, metrics, fill or compare, through the cache. */
+static int day_report(request_rec *r, const imc_config *c, report_args *a,
+                      const char *where)
+{
+    imc_clickhouse_result res;
+    imc_report_client *client;
+    imc_slot slot;
+    apr_array_header_t *rows = NULL;
+    apr_status_t rv = APR_SUCCESS;
+    int rc, max = imc_config_max_report_rows(c);
+
+    if (a->from && a->to &&
+        imc_rcache_day_number(a->to) - imc_rcache_day_number(a->from) >= max) {
+        return imc_report_too_many_rows(r, max);
+    }
+    if ((rc = take_client(r, c, a, &slot, &client)) != DECLINED) {
+        return rc;
     }
     if (cache) {
         rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
@@ -662,10 +753,12 @@ static int run_report(request_rec *r, const imc_config *c, report_args *a)
     if (rv == APR_SUCCESS && !rows) {
         rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
     }
-    imc_report_client_give_back(client);
-    imc_slots_give_back(&slot);
+    give_back(client, &slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
+    }
+    if (rows->nelts > max) {
+        return imc_report_too_many_rows(r, max);
     }
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (a->csv) {
@@ -674,6 +767,61 @@ static int run_report(request_rec *r, const imc_config *c, report_args *a)
         render_json(r, rows);
     }
     return OK;
+}
+
+/* The report with interval, by, metrics, fill or compare
+ * (imc_report_buckets); not cached. */
+static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
+                         const char *where)
+{
+    imc_clickhouse_result res;
+    imc_report_client *client;
+    imc_report_buckets *b;
+    imc_report_form f;
+    imc_slot slot;
+    apr_status_t rv;
+    int rc;
+
+    if (imc_zone_load(&a->zone, r->pool, a->tz) != APR_SUCCESS) {
+        return bad_zone(r);
+    }
+    f.where = where;
+    f.zone = a->zone;
+    f.from = a->from_day;
+    f.to = a->to_day;
+    f.params = &a->params;
+    f.csv = a->csv;
+    f.max_rows = imc_config_max_report_rows(c);
+    if (imc_report_buckets_too_many(&f)) {
+        return imc_report_too_many_rows(r, f.max_rows);
+    }
+    if ((rc = take_client(r, c, a, &slot, &client)) != DECLINED) {
+        return rc;
+    }
+    f.procedure = a->procedure;
+    rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+    give_back(client, &slot);
+    if (rv != APR_SUCCESS) {
+        return clickhouse_error(r, rv, &res);
+    }
+    if (imc_report_buckets_over(b)) {
+        return imc_report_too_many_rows(r, f.max_rows);
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    imc_report_buckets_render(r, b);
+    return OK;
+}
+
+static int run_report(request_rec *r, const imc_config *c, report_args *a)
+{
+    const char *where;
+    int rc;
+
+    if ((rc = report_where(r, a, &where)) != DECLINED) {
+        return rc;
+    }
+    return imc_rparams_is_default(&a->params) ? day_report(r, c, a, where)
+                                              : bucket_report(r, c, a, where);
 }
 
 void imc_report_child_init(apr_pool_t *pchild)
@@ -706,4 +854,44 @@ int imc_report_handler(request_rec *r)
     }
     imc_metrics_observe(IMC_H_REPORT, apr_time_now() - start);
     return rc;
+}
+
+/* What imc_report_buckets shares (imc_report_private.h). */
+
+char *imc_report_next_line(char **pos, int *cut)
+{
+    return next_line(pos, cut);
+}
+
+int imc_report_split_tabs(char *line, char **fields, int n)
+{
+    return split_tabs(line, fields, n);
+}
+
+int imc_report_parse_uint(const char *s, apr_uint64_t max, apr_uint64_t *out)
+{
+    return parse_uint(s, max, out);
+}
+
+int imc_report_parse_site(const char *s)
+{
+    return parse_site(s);
+}
+
+apr_status_t imc_report_malformed(request_rec *r, const char *what, int lineno,
+                                  char *line, const char *end)
+{
+    return malformed(r, what, lineno, line, end);
+}
+
+const char *imc_report_rate(apr_pool_t *p, apr_uint64_t served,
+                            apr_uint64_t solved, const char *none)
+{
+    return rate(p, served, solved, none);
+}
+
+int imc_report_clickhouse_error(request_rec *r, apr_status_t rv,
+                                const imc_clickhouse_result *res)
+{
+    return clickhouse_error(r, rv, res);
 }

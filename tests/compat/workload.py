@@ -16,7 +16,8 @@ and on 2105-12-31), through `?wait=1` (201), plain 202 inserts delivered
 later, a JSON array and the GET form; every report form (no parameters,
 from, to, both, epoch and far-future bounds, zones east and west of UTC
 with whole and half-hour offsets, filters over every column and operator,
-CSV by format= and by Accept), and the same reports again after more events
+CSV by format= and by Accept; every interval, by, metrics, fill and
+compare), and the same reports again after more events
 arrived, so that the report's cache lists the parts and queries only the
 changed days.
 
@@ -210,6 +211,7 @@ class Workload:
             self.report(flts[1], tz=tz, format="csv",
                         **{"from": "2025-01-10"})
             self.report(flts[2], tz=tz, headers={"Accept": "text/csv"})
+        self.interval_reports(flts)
         # Refused before ClickHouse is asked: not in the capture.
         self.report(None, tz="Mars/Olympus", expect=400)
         self.report("colour='red'", expect=400)
@@ -226,6 +228,32 @@ class Workload:
             for f in flts:
                 self.report(f, tz=tz)
         h.check_error_log()
+
+    def interval_reports(self, flts):
+        """Every interval, by=site|none, metrics, fill and compare, over
+        zones with DST, half and quarter-hour offsets, with and without
+        from/to (the transitions then span the events' times)."""
+        ranged = [{"from": "2025-01-10", "to": "2025-01-12"},
+                  {"from": "2025-03-29", "to": "2025-03-31"},
+                  {"from": "2025-10-25", "to": "2025-10-27"}]
+        for tz in ("UTC", "Europe/Berlin", "America/St_Johns",
+                   "Asia/Kathmandu", "Pacific/Pago_Pago"):
+            for iv in ("minute", "hour", "day", "week", "month", "total"):
+                for by in ("site", "none"):
+                    self.report(None, tz=tz, interval=iv, by=by)
+                    for b in ranged:
+                        self.report(flts[0], tz=tz, interval=iv, by=by,
+                                    fill="1", **b)
+            self.report(flts[1], tz=tz, interval="hour",
+                        metrics="solve_rate,served", format="csv",
+                        **{"from": "1970-01-01", "to": "1970-01-02"})
+            self.report(None, tz=tz, interval="week", by="none",
+                        compare="previous_period",
+                        **{"from": "2025-01-06", "to": "2025-01-19"})
+            self.report(None, tz=tz, interval="month",
+                        **{"from": "2105-12-01"})
+        self.report(None, interval="day", metrics="served,unsolved",
+                    expect=501)
 
     def capture(self):
         ex = self.relay.snapshot()

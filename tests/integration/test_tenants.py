@@ -214,6 +214,24 @@ def test_each_tenant_sees_only_its_rows(tenants, written):
     assert body["totals"] == {"served": 4, "solved": 1, "solve_rate": 0.25}
 
 
+def test_interval_forms_show_only_the_tenants_procedures(tenants, written):
+    r = report_as(tenants, "acme", interval="total", by="none")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [{"served": 4, "solved": 1, "solve_rate": 0.25}]
+    body = report_as(tenants, "globex", interval="hour", by="none",
+                     fill="1").json()
+    assert len(body["rows"]) == 24
+    assert [x for x in body["rows"] if x["served"] or x["solved"]] == [
+        {"bucket": DAY + "T12:00:00+00:00", "served": 2, "solved": 0,
+         "solve_rate": 0.0}]
+    r = report_as(tenants, "acme", "site_id='%s'" % G1, interval="week",
+                  by="none", compare="previous_period")
+    assert r.json() == {"rows": [], "totals": {
+        "served": 0, "solved": 0, "solve_rate": None}, "previous": {
+        "from": r.json()["previous"]["from"], "to": r.json()["previous"]["to"],
+        "totals": {"served": 0, "solved": 0, "solve_rate": None}}}
+
+
 def test_csv_shows_only_the_tenants_rows(tenants, written):
     r = report_as(tenants, "globex", format="csv")
     assert r.status_code == 200

@@ -102,6 +102,7 @@ START_TEST(defaults)
     ck_assert_int_eq(imc_config_create_schema(c), 1);
     ck_assert_ptr_null(imc_config_cors(c));
     ck_assert_int_eq(imc_config_max_reports(c), 8);
+    ck_assert_int_eq(imc_config_max_report_rows(c), 100000);
 }
 END_TEST
 
@@ -119,6 +120,7 @@ START_TEST(values)
     ck_assert_ptr_null(directive(s, "IMChallengeCreateSchema", "Off"));
     ck_assert_ptr_null(directive(s, "IMChallengeSpoolDir", "spool"));
     ck_assert_ptr_null(directive(s, "IMChallengeMaxReports", "3"));
+    ck_assert_ptr_null(directive(s, "IMChallengeMaxReportRows", "25"));
     ck_assert_int_eq(imc_config_spool_limit(c), 256 * 1024 * 1024);
     ck_assert_int_eq(imc_config_batch_delay(c), 250000);
     ck_assert_int_eq(imc_config_timeout(c), apr_time_from_sec(120));
@@ -128,6 +130,7 @@ START_TEST(values)
     ck_assert_int_eq(imc_config_create_schema(c), 0);
     ck_assert_str_eq(imc_config_spool_dir(c), "/srv/root/spool");
     ck_assert_int_eq(imc_config_max_reports(c), 3);
+    ck_assert_int_eq(imc_config_max_report_rows(c), 25);
 }
 END_TEST
 
@@ -147,6 +150,9 @@ START_TEST(bad_values)
         {"IMChallengeMaxReports", "0"},
         {"IMChallengeMaxReports", "4097"},
         {"IMChallengeMaxReports", "8x"},
+        {"IMChallengeMaxReportRows", "0"},
+        {"IMChallengeMaxReportRows", "100000001"},
+        {"IMChallengeMaxReportRows", "1e5"},
         {"IMChallengeClickHouse", "ftp://127.0.0.1/"},
         {"IMChallengeClickHouse", "http://user:pw@127.0.0.1:8123/"},
         {"IMChallengeClickHouse", "127.0.0.1:8123"},

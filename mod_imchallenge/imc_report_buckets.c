@@ -1,0 +1,573 @@
+/* Licensed under the Apache License, Version 2.0. */
+
+/*
+ * imc_report_buckets: the report per interval, grouping and metrics. See
+ * imc_report_buckets.h.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_hash.h>
+#include <apr_strings.h>
+#include <http_protocol.h>
+
+#include "imc_private.h"
+#include "imc_bucket.h"
+#include "imc_http.h"
+#include "imc_metrics.h"
+#include "imc_rcache.h"
+#include "imc_report_buckets.h"
+#include "imc_report_client.h"
+#include "imc_report_private.h"
+
+#define DAY 86400
+/* Local seconds are shifted by this in the query so that they are never
+ * negative (no offset is below -26 hours): intDiv then rounds down. */
+#define SHIFT (2 * DAY)
+
+/* A site_id as two UInt64s, beside IMC_REPORT_UUID_HALVES. */
+#define SITE_HALVES                                                            \
+    "reinterpretAsUInt64(reinterpretAsString(site_id)), "                      \
+    "reinterpretAsUInt64(substring(reinterpretAsString(site_id), 9, 8))"
+
+/* The sums a row's metrics are computed from. The solve-window metrics
+ * (unsolved, solve times) add their figures here. */
+typedef struct {
+    apr_uint64_t served, solved;
+} bk_counts;
+
+typedef struct {
+    apr_int64_t start; /* the bucket's first instant: the rows' order */
+    const char *label; /* imc_bucket_label; "" for total */
+    const char *site;  /* NULL with by=none */
+    bk_counts n;
+} bk_row;
+
+struct imc_report_buckets {
+    const imc_report_form *form;
+    apr_array_header_t *rows; /* bk_row, in order */
+    int over;                 /* more rows than max_rows */
+    bk_counts totals;
+    int has_previous;
+    int prev_from, prev_to; /* day numbers */
+    bk_counts previous;
+};
+
+/* The instants [lo, hi] a report looks at; empty when none. */
+typedef struct {
+    apr_int64_t lo, hi;
+    int empty;
+} bk_span;
+
+static apr_int64_t clamp_time(apr_int64_t t)
+{
+    return t < 0 ? 0 : t > IMC_RCACHE_TIME_MAX ? IMC_RCACHE_TIME_MAX : t;
+}
+
+/* The instants of the local days [from, to] (either IMC_RCACHE_NO_DAY:
+ * open), within ClickHouse's DateTime. */
+static bk_span days_span(const imc_zone *z, int from, int to)
+{
+    apr_int64_t lo = from == IMC_RCACHE_NO_DAY
+                         ? 0
+                         : imc_zone_local_to_utc(z, (apr_int64_t)from * DAY);
+    apr_int64_t hi =
+        to == IMC_RCACHE_NO_DAY
+            ? IMC_RCACHE_TIME_MAX
+            : imc_zone_local_to_utc(z, ((apr_int64_t)to + 1) * DAY) - 1;
+    bk_span s;
+
+    s.empty = lo > hi || hi < 0 || lo > IMC_RCACHE_TIME_MAX;
+    s.lo = clamp_time(lo);
+    s.hi = clamp_time(hi);
+    return s;
+}
+
+/* The events the report counts: the filter's, within the span. */
+static const char *span_where(apr_pool_t *p, const char *where,
+                              const bk_span *s)
+{
+    return apr_psprintf(p,
+                        "(%s) AND time >= toDateTime(%" APR_INT64_T_FMT
+                        ") AND time <= toDateTime(%" APR_INT64_T_FMT ")",
+                        where, s->lo, s->hi);
+}
+
+static apr_status_t run_query(request_rec *r, imc_clickhouse *ch,
+                              const char *sql, imc_clickhouse_result *res)
+{
+    apr_status_t rv = imc_clickhouse_query(ch, r->pool, sql, NULL, res);
+
+    imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
+    return rv;
+}
+
+/* Narrows *s to the first and last times of the events it admits (one
+ * query): the zone's transitions are written out only for those. */
+static apr_status_t data_span(request_rec *r, const imc_config *c,
+                              imc_clickhouse *ch, const char *where, bk_span *s,
+                              imc_clickhouse_result *res)
+{
+    const char *sql = apr_pstrcat(
+        r->pool,
+        "SELECT toUInt32(min(time)), toUInt32(max(time)), count() FROM ",
+        imc_config_database(c), ".events WHERE ", span_where(r->pool, where, s),
+        " FORMAT TabSeparated", NULL);
+    apr_uint64_t lo, hi, n;
+    apr_status_t rv;
+    char *pos, *line, *f[3], *end;
+    int cut = 0;
+
+    if ((rv = run_query(r, ch, sql, res)) != APR_SUCCESS) {
+        return rv;
+    }
+    pos = (char *)res->body;
+    line = imc_report_next_line(&pos, &cut);
+    end = line ? line + strlen(line) : NULL;
+    if (!line || *pos || imc_report_split_tabs(line, f, 3) != 3 ||
+        !imc_report_parse_uint(f[0], IMC_RCACHE_TIME_MAX, &lo) ||
+        !imc_report_parse_uint(f[1], IMC_RCACHE_TIME_MAX, &hi) ||
+        !imc_report_parse_uint(f[2], APR_UINT64_MAX, &n)) {
+        return imc_report_malformed(r, "span query", 1, line, end);
+    }
+    s->empty = n == 0;
+    s->lo = (apr_int64_t)lo;
+    s->hi = (apr_int64_t)hi;
+    return APR_SUCCESS;
+}
+
+/* The zone's offset at an event's time over the span, as SQL: one
+ * number, or a multiIf over the transitions inside the span. */
+static const char *offset_sql(apr_pool_t *p, const imc_zone *z,
+                              const bk_span *s)
+{
+    apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
+    apr_int64_t since, until;
+    int off = imc_zone_span(z, s->lo, &since, &until);
+
+    while (until <= s->hi) {
+        APR_ARRAY_PUSH(parts, const char *) = apr_psprintf(
+            p, "toUInt32(time) < %" APR_INT64_T_FMT ", %d, ", until, off);
+        off = imc_zone_span(z, until, &since, &until);
+    }
+    if (!parts->nelts) {
+        return apr_psprintf(p, "%d", off);
+    }
+    return apr_psprintf(p, "multiIf(%s%d)", apr_array_pstrcat(p, parts, 0),
+                        off);
+}
+
+/* The GROUP BY keys of the interval's buckets (NULL for total) from the
+ * offset's SQL. Minute and hour buckets are told apart by their offset too
+ * where it changes in the span; a constant offset is no key (a number
+ * alone in GROUP BY is a column's position on current releases). */
+static const char *keys_sql(apr_pool_t *p, imc_bucket_interval iv,
+                            const char *off)
+{
+    const char *ls =
+        apr_psprintf(p, "(toInt64(toUInt32(time)) + (%s) + %d)", off, SHIFT);
+    const char *day = apr_psprintf(p, "intDiv(%s, %d)", ls, DAY);
+    const char *by_off =
+        strncmp(off, "multiIf(", 8) ? "" : apr_pstrcat(p, ", ", off, NULL);
+
+    switch (iv) {
+        case IMC_BUCKET_MINUTE:
+            return apr_psprintf(p, "intDiv(%s, 60)%s", ls, by_off);
+        case IMC_BUCKET_HOUR:
+            return apr_psprintf(p, "intDiv(%s, 3600)%s", ls, by_off);
+        case IMC_BUCKET_DAY:
+            return day;
+        case IMC_BUCKET_WEEK: /* day + 1: 1969-12-29, a Monday, is 0 */
+            return apr_psprintf(p, "intDiv(%s + 1, 7)", day);
+        case IMC_BUCKET_MONTH: /* 1969-12 west of UTC: before any Date */
+            return apr_psprintf(
+                p,
+                "if(%s < 2, -1, toInt32(toUInt16(toStartOfMonth("
+                "toDate(toUInt16(%s - 2))))))",
+                day, day);
+        default:
+            return NULL;
+    }
+}
+
+/* What uniqExact counts for distinct procedures: (site, correlation id)
+ * pairs over all sites, the correlation id within a site. */
+static const char *procedure_sql(const imc_report_form *f)
+{
+    if (f->params->by_site) {
+        return f->procedure;
+    }
+    return !strcmp(f->procedure, IMC_REPORT_UUID_HALVES)
+               ? SITE_HALVES ", " IMC_REPORT_UUID_HALVES
+               : "site_id, correlation_id";
+}
+
+static const char *build_sql(apr_pool_t *p, const imc_config *c,
+                             const imc_report_form *f, const char *where,
+                             const bk_span *s)
+{
+    const imc_rparams *pr = f->params;
+    const char *keys = keys_sql(p, pr->interval, offset_sql(p, f->zone, s));
+    const char *proc = procedure_sql(f);
+    const char *group = NULL;
+
+    if (keys && pr->by_site) {
+        group = apr_pstrcat(p, keys, ", site_id", NULL);
+    } else {
+        group = keys ? keys : pr->by_site ? "site_id" : NULL;
+    }
+    return apr_pstrcat(p, "SELECT min(toUInt32(time)), ",
+                       pr->by_site ? "toString(site_id), " : "", "uniqExactIf(",
+                       proc, ", type = 'serve'), uniqExactIf(", proc,
+                       ", type = 'solve') FROM ", imc_config_database(c),
+                       ".events WHERE ", span_where(p, where, s),
+                       group ? " GROUP BY " : "", group ? group : "",
+                       apr_psprintf(p, " LIMIT %d", f->max_rows + 1),
+                       " FORMAT TabSeparated", NULL);
+}
+
+/* One line of the answer into row; 0 when it does not parse. */
+static int parse_row(apr_pool_t *p, const imc_report_form *f, char *line,
+                     bk_row *row)
+{
+    int by_site = f->params->by_site, n = by_site ? 4 : 3;
+    imc_bucket_interval iv = f->params->interval;
+    apr_uint64_t t;
+    char *fl[4], *label;
+
+    if (imc_report_split_tabs(line, fl, 4) != n ||
+        !imc_report_parse_uint(fl[0], IMC_RCACHE_TIME_MAX, &t) ||
+        (by_site && !imc_report_parse_site(fl[1])) ||
+        !imc_report_parse_uint(fl[n - 2], APR_UINT64_MAX, &row->n.served) ||
+        !imc_report_parse_uint(fl[n - 1], APR_UINT64_MAX, &row->n.solved)) {
+        return 0;
+    }
+    label = apr_palloc(p, IMC_BUCKET_LABEL_SIZE);
+    imc_bucket_label(label, f->zone, iv, (apr_int64_t)t);
+    row->label = label;
+    row->start = imc_bucket_start(f->zone, iv, (apr_int64_t)t);
+    row->site = by_site ? fl[1] : NULL;
+    return 1;
+}
+
+/* Rows of the answer in body into rows. A row without events (the one
+ * row of an aggregate without GROUP BY over nothing) is none. */
+static apr_status_t parse_rows(request_rec *r, const imc_report_form *f,
+                               char *body, apr_array_header_t *rows)
+{
+    char *pos = body, *line;
+    int lineno = 0, cut = 0;
+
+    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+        bk_row row;
+        char *end = line + strlen(line);
+
+        ++lineno;
+        if (!parse_row(r->pool, f, line, &row)) {
+            return imc_report_malformed(r, "report query", lineno, line, end);
+        }
+        if (row.n.served || row.n.solved) {
+            *(bk_row *)apr_array_push(rows) = row;
+        }
+    }
+    return cut ? imc_report_malformed(r, "report query", lineno + 1, NULL, NULL)
+               : APR_SUCCESS;
+}
+
+static int row_order(const void *a, const void *b)
+{
+    const bk_row *x = a, *y = b;
+
+    if (x->start != y->start) {
+        return x->start < y->start ? -1 : 1;
+    }
+    return x->site && y->site ? strcmp(x->site, y->site) : 0;
+}
+
+/* The rows of the local days [from, to] (either may be open) into rows,
+ * in order; *over when ClickHouse had more than max_rows. */
+static apr_status_t period_rows(request_rec *r, const imc_config *c,
+                                imc_clickhouse *ch, const imc_report_form *f,
+                                int from, int to, apr_array_header_t **rows,
+                                int *over, imc_clickhouse_result *res)
+{
+    bk_span s = days_span(f->zone, from, to);
+    apr_status_t rv;
+
+    *rows = apr_array_make(r->pool, 64, sizeof(bk_row));
+    *over = 0;
+    if (!s.empty && (from == IMC_RCACHE_NO_DAY || to == IMC_RCACHE_NO_DAY) &&
+        (rv = data_span(r, c, ch, f->where, &s, res)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (s.empty) {
+        return APR_SUCCESS;
+    }
+    rv = run_query(r, ch, build_sql(r->pool, c, f, f->where, &s), res);
+    if (rv == APR_SUCCESS) {
+        rv = parse_rows(r, f, (char *)res->body, *rows);
+    }
+    if (rv == APR_SUCCESS && (*rows)->nelts > f->max_rows) {
+        *over = 1;
+    }
+    qsort((*rows)->elts, (size_t)(*rows)->nelts, sizeof(bk_row), row_order);
+    return rv;
+}
+
+static void add_counts(bk_counts *sum, const bk_counts *n)
+{
+    sum->served += n->served;
+    sum->solved += n->solved;
+}
+
+static bk_counts sum_rows(const apr_array_header_t *rows)
+{
+    bk_counts sum = {0, 0};
+    int i;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        add_counts(&sum, &APR_ARRAY_IDX(rows, i, bk_row).n);
+    }
+    return sum;
+}
+
+static int site_order(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The sites of rows, sorted, each once (one NULL with by=none). */
+static apr_array_header_t *sites_of(apr_pool_t *p, const imc_report_form *f,
+                                    const apr_array_header_t *rows,
+                                    apr_hash_t *cells)
+{
+    apr_array_header_t *sites = apr_array_make(p, 8, sizeof(const char *));
+    apr_hash_t *seen = apr_hash_make(p);
+    int i;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+        const char *site = row->site ? row->site : "";
+
+        apr_hash_set(cells, apr_pstrcat(p, row->label, "\t", site, NULL),
+                     APR_HASH_KEY_STRING, row);
+        if (!apr_hash_get(seen, site, APR_HASH_KEY_STRING)) {
+            apr_hash_set(seen, site, APR_HASH_KEY_STRING, site);
+            APR_ARRAY_PUSH(sites, const char *) = row->site;
+        }
+    }
+    if (f->params->by_site) {
+        qsort(sites->elts, (size_t)sites->nelts, sizeof(const char *),
+              site_order);
+    } else if (!sites->nelts) {
+        APR_ARRAY_PUSH(sites, const char *) = NULL;
+    }
+    return sites;
+}
+
+/* fill=1: a row for every bucket of from..to and every site of the rows
+ * (zero counts where nothing happened). */
+static apr_array_header_t *fill_rows(apr_pool_t *p, const imc_report_form *f,
+                                     const apr_array_header_t *rows, int *over)
+{
+    apr_hash_t *cells = apr_hash_make(p);
+    apr_array_header_t *sites = sites_of(p, f, rows, cells), *buckets, *out;
+    int i, j;
+
+    if (f->from > f->to) {
+        return apr_array_make(p, 1, sizeof(bk_row));
+    }
+    if (imc_bucket_range(&buckets, p, f->zone, f->params->interval, f->from,
+                         f->to, (apr_size_t)f->max_rows) != APR_SUCCESS ||
+        imc_rparams_over_limit((apr_uint64_t)buckets->nelts,
+                               (apr_uint64_t)sites->nelts,
+                               (apr_uint64_t)f->max_rows)) {
+        *over = 1;
+        return apr_array_make(p, 1, sizeof(bk_row));
+    }
+    out = apr_array_make(p, buckets->nelts * sites->nelts + 1, sizeof(bk_row));
+    for (i = 0; i < buckets->nelts; ++i) {
+        const imc_bucket *b = &APR_ARRAY_IDX(buckets, i, imc_bucket);
+
+        for (j = 0; j < sites->nelts; ++j) {
+            const char *site = APR_ARRAY_IDX(sites, j, const char *);
+            const bk_row *had = apr_hash_get(
+                cells, apr_pstrcat(p, b->label, "\t", site ? site : "", NULL),
+                APR_HASH_KEY_STRING);
+            bk_row *row = apr_array_push(out);
+
+            memset(row, 0, sizeof(*row));
+            row->start = b->start;
+            row->label = b->label;
+            row->site = site;
+            if (had) {
+                row->n = had->n;
+            }
+        }
+    }
+    return out;
+}
+
+int imc_report_buckets_too_many(const imc_report_form *f)
+{
+    apr_size_t max = (apr_size_t)f->max_rows;
+
+    if (f->from == IMC_RCACHE_NO_DAY || f->to == IMC_RCACHE_NO_DAY ||
+        f->from > f->to) {
+        return 0;
+    }
+    return imc_bucket_count(f->zone, f->params->interval, f->from, f->to,
+                            max + 1) > max;
+}
+
+apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
+                                      const imc_config *c, imc_clickhouse *ch,
+                                      const imc_report_form *f,
+                                      imc_clickhouse_result *res)
+{
+    imc_report_buckets *b = apr_pcalloc(r->pool, sizeof(*b));
+    apr_array_header_t *prev;
+    apr_status_t rv;
+    int over = 0;
+
+    *out = b;
+    b->form = f;
+    rv = period_rows(r, c, ch, f, f->from, f->to, &b->rows, &b->over, res);
+    if (rv != APR_SUCCESS || b->over) {
+        return rv;
+    }
+    if (f->params->fill) {
+        b->rows = fill_rows(r->pool, f, b->rows, &b->over);
+    }
+    b->totals = sum_rows(b->rows);
+    if (!f->params->compare) {
+        return APR_SUCCESS;
+    }
+    b->has_previous = 1;
+    b->prev_to = f->from - 1;
+    b->prev_from = f->from - (f->to - f->from + 1);
+    if (b->prev_to < 0) {
+        return APR_SUCCESS; /* before 1970: no events */
+    }
+    rv = period_rows(r, c, ch, f, b->prev_from < 0 ? 0 : b->prev_from,
+                     b->prev_to, &prev, &over, res);
+    b->over = b->over || over;
+    b->previous = sum_rows(prev);
+    return rv;
+}
+
+int imc_report_buckets_over(const imc_report_buckets *b)
+{
+    return b->over;
+}
+
+/* ------------------------------------------------------------ render */
+
+/* A metric's value as the answer writes it. */
+static const char *metric_text(apr_pool_t *p, imc_metric m, const bk_counts *n,
+                               int csv)
+{
+    switch (m) {
+        case IMC_METRIC_SERVED:
+            return apr_psprintf(p, "%" APR_UINT64_T_FMT, n->served);
+        case IMC_METRIC_SOLVED:
+            return apr_psprintf(p, "%" APR_UINT64_T_FMT, n->solved);
+        case IMC_METRIC_SOLVE_RATE:
+            return imc_report_rate(p, n->served, n->solved, csv ? "" : "null");
+        default: /* not computed yet: imc_rparams refuses it */
+            return csv ? "" : "null";
+    }
+}
+
+/* The metrics of n as JSON members ("served":1,...) or CSV fields. */
+static const char *metrics_text(apr_pool_t *p, const imc_rparams *pr,
+                                const bk_counts *n, int csv)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < pr->nmetrics; ++i) {
+        const char *v = metric_text(p, pr->metrics[i], n, csv);
+
+        s = csv ? apr_pstrcat(p, s, i ? "," : "", v, NULL)
+                : apr_pstrcat(p, s, i ? ",\"" : "\"",
+                              imc_rparams_metric_names[pr->metrics[i]],
+                              "\":", v, NULL);
+    }
+    return s;
+}
+
+/* The name of the rows' time field: NULL for total. */
+static const char *time_field(imc_bucket_interval iv)
+{
+    return iv == IMC_BUCKET_TOTAL ? NULL
+           : iv == IMC_BUCKET_DAY ? "day"
+                                  : "bucket";
+}
+
+static void render_json(request_rec *r, const imc_report_buckets *b)
+{
+    const imc_rparams *pr = b->form->params;
+    const char *tf = time_field(pr->interval);
+    apr_pool_t *p = r->pool;
+    int i;
+
+    ap_set_content_type(r, IMC_JSON_TYPE);
+    ap_rputs("{\"rows\":[", r);
+    for (i = 0; i < b->rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(b->rows, i, bk_row);
+
+        ap_rputs(i ? ",{" : "{", r);
+        if (tf) {
+            ap_rprintf(r, "\"%s\":\"%s\",", tf, row->label);
+        }
+        if (row->site) {
+            ap_rprintf(r, "\"site_id\":\"%s\",", row->site);
+        }
+        ap_rputs(metrics_text(p, pr, &row->n, 0), r);
+        ap_rputs("}", r);
+    }
+    ap_rprintf(r, "],\"totals\":{%s}", metrics_text(p, pr, &b->totals, 0));
+    if (b->has_previous) {
+        ap_rprintf(r,
+                   ",\"previous\":{\"from\":\"%s\",\"to\":\"%s\","
+                   "\"totals\":{%s}}",
+                   imc_rcache_day_text(p, b->prev_from),
+                   imc_rcache_day_text(p, b->prev_to),
+                   metrics_text(p, pr, &b->previous, 0));
+    }
+    ap_rputs("}", r);
+}
+
+static void render_csv(request_rec *r, const imc_report_buckets *b)
+{
+    const imc_rparams *pr = b->form->params;
+    const char *tf = time_field(pr->interval);
+    int i;
+
+    ap_set_content_type(r, "text/csv; charset=utf-8; header=present");
+    ap_rprintf(r, "%s%s%s", tf ? tf : "", tf ? "," : "",
+               pr->by_site ? "site_id," : "");
+    for (i = 0; i < pr->nmetrics; ++i) {
+        ap_rprintf(r, "%s%s", i ? "," : "",
+                   imc_rparams_metric_names[pr->metrics[i]]);
+    }
+    ap_rputs("\r\n", r);
+    for (i = 0; i < b->rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(b->rows, i, bk_row);
+
+        ap_rprintf(r, "%s%s%s%s%s\r\n", tf ? row->label : "", tf ? "," : "",
+                   row->site ? row->site : "", row->site ? "," : "",
+                   metrics_text(r->pool, pr, &row->n, 1));
+    }
+}
+
+void imc_report_buckets_render(request_rec *r, const imc_report_buckets *b)
+{
+    if (b->form->csv) {
+        render_csv(r, b);
+    } else {
+        render_json(r, b);
+    }
+}
