@@ -376,9 +376,16 @@ static void print_report_counters(request_rec *r)
     print_counter(r, "imchallenge_report_errors_total",
                   "Report requests answered with an error.",
                   IMC_M_REPORT_ERRORS);
-    print_labelled(r, "imchallenge_report_days_total",
+    print_labelled(r, "imchallenge_report_day_lookups_total",
                    "Days of reports, by where their rows came from.", "source",
                    sources, sizeof(sources) / sizeof(sources[0]));
+    /* The name before imchallenge_report_day_lookups_total ("days" reads
+     * as a unit to Prometheus' lint), kept for one release. */
+    print_labelled(r, "imchallenge_report_days_total",
+                   "Deprecated: the same as "
+                   "imchallenge_report_day_lookups_total, removed in the "
+                   "next release.",
+                   "source", sources, sizeof(sources) / sizeof(sources[0]));
 }
 
 /* A label value: backslash, double quote and line feed escaped. */

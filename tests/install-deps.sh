@@ -20,10 +20,17 @@
 # Each line printed says where a tool came from: "present" (with its path)
 # or "installed" (with its package).
 #
+# A tool whose package would bring what the tests must not have is taken
+# out of its .deb instead (`deb:PACKAGE:FILE` in the table): promtool comes
+# from Debian's prometheus package, whose post-install starts a Prometheus
+# server; only /usr/bin/promtool is copied, to $IMC_TOOLS_DIR/bin
+# (default /opt/imchallenge-tools/bin), where the tests look for it.
+#
 # IMC_DEPS_DRY_RUN=1 prints what would be installed and changes nothing.
 set -euo pipefail
 
 py=/usr/bin/python3
+tools_dir=${IMC_TOOLS_DIR:-/opt/imchallenge-tools}
 
 # One tool a line: group | name | check (a shell command, run with `eval`) |
 # the Debian packages that provide it.
@@ -44,6 +51,7 @@ test | libfuzzer | clang_rt libclang_rt.fuzzer | libclang-rt-14-dev
 test | curl | command -v curl | curl
 test | pytest | $py -c 'import pytest' | python3-pytest
 test | requests | $py -c 'import requests' | python3-requests
+test | promtool | promtool_binary | deb:prometheus:usr/bin/promtool
 cluster | zookeeper | test -f /usr/share/java/zookeeper.jar | zookeeper
 cluster | java | command -v java | default-jre-headless
 browser | chromium | browser_binary | chromium
@@ -82,11 +90,46 @@ clang_rt() {
 browser_binary() { test -x "${IMC_CHROMIUM:-/usr/bin/chromium}"; }
 driver_binary() { test -x "${IMC_CHROMEDRIVER:-/usr/bin/chromedriver}"; }
 
+# promtool: $IMC_PROMTOOL when set, else the one taken out of the .deb,
+# else one on PATH (tests/integration/test_observe.py looks the same way).
+promtool_path() {
+    if [ -n "${IMC_PROMTOOL:-}" ]; then
+        echo "$IMC_PROMTOOL"
+    elif [ -x "$tools_dir/bin/promtool" ]; then
+        echo "$tools_dir/bin/promtool"
+    else
+        command -v promtool
+    fi
+}
+promtool_binary() {
+    local p
+    p=$(promtool_path) && test -x "$p"
+}
+
+# Copies FILE of the Debian package PACKAGE into $tools_dir/bin, without
+# installing the package (none of its scripts run).
+deb_extract() {
+    local pkg=$1 file=$2 tmp
+    tmp=$(mktemp -d)
+    # apt downloads as _apt where that user may write.
+    chmod 755 "$tmp"
+    chown _apt "$tmp" 2>/dev/null || true
+    if (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) &&
+        dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/root" &&
+        install -D -m 755 "$tmp/root/$file" "$tools_dir/bin/${file##*/}"; then
+        rm -rf "$tmp"
+        return 0
+    fi
+    rm -rf "$tmp"
+    return 1
+}
+
 # Where a present tool is: the path of its command, or the file tested.
 where() {
     case $1 in
         command) command -v "$3" ;;
         test) echo "${@: -1}" ;;
+        promtool_binary) promtool_path ;;
         *) echo "checked" ;;
     esac
 }
@@ -104,7 +147,7 @@ for g in "${groups[@]}"; do
     esac
 done
 
-declare -a names=() packages=()
+declare -a names=() packages=() extracts=()
 declare -A wanted=()
 for g in "${groups[@]}"; do wanted[$g]=1; done
 while IFS='|' read -r group name check pkgs; do
@@ -114,6 +157,11 @@ while IFS='|' read -r group name check pkgs; do
         printf '  %-13s present (%s)\n' "$name" "$(where $check)"
     else
         names+=("$name")
+        pkgs=${pkgs# }
+        if [ "${pkgs#deb:}" != "$pkgs" ]; then
+            extracts+=("${pkgs#deb:}")
+            continue
+        fi
         # shellcheck disable=SC2206
         packages+=($pkgs)
     fi
@@ -121,8 +169,12 @@ done <<<"$TOOLS"
 
 [ ${#names[@]} -gt 0 ] || exit 0
 # Several tools may share a package (pkg-config): ask for each once.
-mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk '!seen[$0]++')
-echo "install-deps: missing ${names[*]}: apt-get install ${packages[*]}"
+[ ${#packages[@]} -eq 0 ] ||
+    mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk '!seen[$0]++')
+plan=()
+[ ${#packages[@]} -eq 0 ] || plan+=("apt-get install ${packages[*]}")
+[ ${#extracts[@]} -eq 0 ] || plan+=("take out of .debs into $tools_dir/bin: ${extracts[*]}")
+echo "install-deps: missing ${names[*]}: $(IFS=';'; echo "${plan[*]}" | sed 's/;/; /g')"
 [ -z "${IMC_DEPS_DRY_RUN:-}" ] || exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: run as root to install them" >&2
@@ -138,7 +190,7 @@ apt-get update -qq
 # Java's post-install scripts fail where the manual-page directory is
 # missing, as in slim container images that drop manual pages.
 mkdir -p /usr/share/man/man1
-if ! apt_install "${packages[@]}"; then
+if [ ${#packages[@]} -gt 0 ] && ! apt_install "${packages[@]}"; then
     # One refused package must not keep the others out: try each alone and
     # name the ones that still fail.
     failed=()
@@ -152,4 +204,12 @@ if ! apt_install "${packages[@]}"; then
 fi
 for p in "${packages[@]}"; do
     printf '  %-13s installed (Debian package)\n' "$p"
+done
+for e in "${extracts[@]}"; do
+    if ! deb_extract "${e%%:*}" "${e#*:}"; then
+        echo "install-deps: could not take ${e#*:} out of ${e%%:*}'s .deb" >&2
+        exit 1
+    fi
+    printf '  %-13s installed (%s, from the .deb of %s)\n' "${e##*/}" \
+        "$tools_dir/bin/${e##*/}" "${e%%:*}"
 done

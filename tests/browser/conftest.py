@@ -9,7 +9,8 @@ Chromium, chromium-driver and python3-selenium come from Debian; when one
 is missing, tests/install-deps.sh installs it; only when that is
 impossible are the tests skipped, with the reason.  Screenshots go
 to tests/browser/artifacts/.  The httpd error log is checked at the end of
-the session like in the integration tests.
+the session like in the integration tests.  The module and the session's
+directory /tmp/imc-browser-* come from tests/stack_fixtures.py.
 
 Run: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/browser
 """
@@ -17,7 +18,6 @@ Run: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/browser
 import datetime
 import os
 import random
-import shutil
 import subprocess
 import sys
 import uuid
@@ -28,11 +28,12 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import stack  # noqa: E402
+import stack_fixtures  # noqa: E402
+from stack_fixtures import pytest_configure  # noqa: E402,F401 (a hook)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = HERE / "artifacts"
-MODULE = Path(os.environ.get("IMC_MODULE") or stack.DEFAULT_MODULE).resolve()
 
 
 def _missing():
@@ -70,19 +71,14 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def workdir(request):
-    base = stack.session_workdir("imc-browser-")
-    yield base
-    stack.finish_workdir(base, request.session.testsfailed)
+workdir = stack_fixtures.workdir_fixture("imc-browser-")
 
 
 @pytest.fixture(scope="session")
 def stack_(workdir):
-    if not MODULE.is_file():
-        pytest.fail("module %s not found: build it with `make`" % MODULE,
-                    pytrace=False)
-    s = stack.Stack(workdir / "stack", MODULE, batch_delay="50ms")
+    s = stack.Stack(workdir / "stack", stack_fixtures.require_module(),
+                    batch_delay="50ms")
+    stack_fixtures.track(s)
     s.start()
     try:
         s.wait_ready(30)

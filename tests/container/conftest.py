@@ -5,7 +5,7 @@
     image       docker/Dockerfile built with podman (tag $IMC_IMAGE, default
                 localhost/mod_imchallenge:test); the base image is made by
                 base-image.sh when it cannot be pulled
-    clickhouse  a private ClickHouse on 127.0.0.1 (tests/stack.py)
+    clickhouse  a private ClickHouse on 127.0.0.1 (tests/stack_fixtures.py)
     containers  a factory: containers.run(env={...}, spool=path) starts the
                 image with --network host; every container started here is
                 removed when the test ends
@@ -26,6 +26,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import stack  # noqa: E402
+import stack_fixtures  # noqa: E402
+from stack_fixtures import clickhouse  # noqa: E402,F401 (a fixture)
+from stack_fixtures import pytest_configure  # noqa: E402,F401 (a hook)
 
 REPO = HERE.parent.parent
 IMAGE = os.environ.get("IMC_IMAGE", "localhost/mod_imchallenge:test")
@@ -48,11 +51,7 @@ def podman(*args, check=True, timeout=600, **kw):
     return res
 
 
-@pytest.fixture(scope="session")
-def workbase(request):
-    base = stack.session_workdir("imc-container-")
-    yield base
-    stack.finish_workdir(base, request.session.testsfailed)
+workbase = stack_fixtures.workdir_fixture("imc-container-")
 
 
 @pytest.fixture(scope="session")
@@ -81,14 +80,6 @@ def image(base_image):
     sys.stderr.write("\nimage %s built in %.0f s\n"
                      % (IMAGE, time.monotonic() - started))
     return IMAGE
-
-
-@pytest.fixture(scope="session")
-def clickhouse(workbase):
-    ch = stack.ClickHouse(workbase / "clickhouse")
-    ch.start()
-    yield ch
-    ch.stop()
 
 
 class Container:

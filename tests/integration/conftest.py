@@ -20,16 +20,11 @@ After every test, each httpd started here is checked: new [error], [crit],
 [alert], [emerg] or unexpected [warn] lines, or a crashed child, fail it.
 The session servers are restarted (or resumed) if a test left them down.
 
-The module comes from $IMC_MODULE, else
-<repo>/mod_imchallenge/.libs/mod_imchallenge.so.  Everything lives in one
-directory /tmp/imc-test-*, removed at the end unless a test failed or
-$IMC_KEEP_TMP is set.  (pytest's own tmp_path_factory root is mode 0700,
-which the www-data children could not enter.)
+The module, the session's ClickHouse and its directory /tmp/imc-test-*
+come from tests/stack_fixtures.py, shared with the browser and container
+tests.
 """
 
-import atexit
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -37,42 +32,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stack  # noqa: E402
+import stack_fixtures  # noqa: E402
+# Tests import MODULE and require_module from here.
+from stack_fixtures import MODULE, require_module  # noqa: E402,F401
+from stack_fixtures import clickhouse  # noqa: E402,F401 (a fixture)
+from stack_fixtures import session_servers, track  # noqa: E402
 
-MODULE = Path(os.environ.get("IMC_MODULE") or stack.DEFAULT_MODULE).resolve()
+workbase = stack_fixtures.workdir_fixture("imc-test-")
 
-_started = []  # every server started here, for the atexit safety net
 _httpds = []  # every httpd whose error log is checked after each test
-_session_servers = []  # restored after a test that left them down
-
-
-@atexit.register
-def _stop_everything():
-    for server in reversed(_started):
-        try:
-            server.stop()
-        except Exception:  # best effort at interpreter exit
-            pass
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "error_log_allow(*regexes): error-log lines the test "
         "causes on purpose")
-    # SIGTERM becomes KeyboardInterrupt so that pytest tears servers down.
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")
-
-
-def require_module():
-    """Fail (not skip) when the module has not been built."""
-    if not MODULE.is_file():
-        pytest.fail("module %s not found: build it with `make` or set "
-                    "IMC_MODULE" % MODULE, pytrace=False)
-    return MODULE
+    stack_fixtures.pytest_configure(config)
 
 
 class ServerFactory:
@@ -93,7 +68,7 @@ class ServerFactory:
         """A new private ClickHouse (options as stack.ClickHouse)."""
         ch = stack.ClickHouse(self._dir("clickhouse"), **options)
         self.owned.append(ch)
-        _started.append(ch)
+        track(ch)
         if start:
             ch.start()
         return ch
@@ -113,7 +88,7 @@ class ServerFactory:
         h = stack.Httpd(self._dir("httpd"), module_path, clickhouse_url=ch,
                         **options)
         self.owned.append(h)
-        _started.append(h)
+        track(h)
         _httpds.append(h)
         if start:
             h.start()
@@ -132,54 +107,39 @@ class ServerFactory:
 
 
 @pytest.fixture(scope="session")
-def workbase(request):
-    base = stack.session_workdir("imc-test-")
-    yield base
-    stack.finish_workdir(base, request.session.testsfailed)
-
-
-@pytest.fixture(scope="session")
-def clickhouse(workbase):
-    ch = stack.ClickHouse(workbase / "clickhouse")
-    _started.append(ch)
-    ch.start()
-    _session_servers.append(ch)
-    yield ch
-    _session_servers.remove(ch)
-    ch.stop()
-
-
-@pytest.fixture(scope="session")
 def httpd(workbase, clickhouse):
     h = stack.Httpd(workbase / "httpd", require_module(),
                     clickhouse_url=clickhouse.url, mpm="event")
-    _started.append(h)
+    track(h)
     _httpds.append(h)
     h.start()
     h.check_error_log()  # start-up warnings would hide behind every offset
-    _session_servers.append(h)
+    session_servers.append(h)
     yield h
-    _session_servers.remove(h)
+    session_servers.remove(h)
     offset = h.error_log_size()
     h.stop()
     # A crash while stopping shows up here, at the end of the session.
     h.check_error_log(offset=offset)
 
 
-@pytest.fixture(scope="session")
-def servers(workbase, request):
+def _factory(workbase, request):
+    """A ServerFactory whose default ClickHouse is the session's, closed
+    when the fixture ends."""
     f = ServerFactory(workbase,
                       lambda: request.getfixturevalue("clickhouse"))
     yield f
     f.close()
+
+
+@pytest.fixture(scope="session")
+def servers(workbase, request):
+    yield from _factory(workbase, request)
 
 
 @pytest.fixture
 def _test_servers(workbase, request):
-    f = ServerFactory(workbase,
-                      lambda: request.getfixturevalue("clickhouse"))
-    yield f
-    f.close()
+    yield from _factory(workbase, request)
 
 
 @pytest.fixture
@@ -206,7 +166,7 @@ def _error_log_guard(request):
     """Fail the test on new error-log lines of any httpd started here."""
     offsets = {id(h): h.error_log_size() for h in _httpds}
     yield
-    for server in list(_session_servers):
+    for server in list(session_servers):
         if isinstance(server, stack.ClickHouse):
             server.ensure_running()
         elif not server.is_running():
@@ -219,7 +179,7 @@ def _error_log_guard(request):
         bad = h.error_log_problems(allowed, offsets.get(id(h), 0))
         if bad:
             report.append("%s:\n  %s" % (h.error_log_file, "\n  ".join(bad)))
-        if not h.is_running() and h not in _session_servers:
+        if not h.is_running() and h not in session_servers:
             _httpds.remove(h)
     if report:
         pytest.fail("unexpected error-log lines during the test:\n"

@@ -7,7 +7,7 @@
   makes one part per month), merged, mutated and truncated, with the days
   its parts cover as the module computes them;
 - `Reports`: reports over a `Client`, each compared with report_util.model;
-- `days_metric()`: imchallenge_report_days_total by source;
+- `days_metric()`: imchallenge_report_day_lookups_total by source;
 - `CountingRelay`: a TCP relay to ClickHouse counting its connections;
 - `SpoilingRelay`: an HTTP relay to ClickHouse that writes an exception
   into the 200 answer of chosen queries, as ClickHouse does when a query
@@ -101,15 +101,15 @@ class Client:
 
 
 def days_metric(h):
-    """(cache, clickhouse): imchallenge_report_days_total by source, read
-    on a connection of its own (it does not touch any cache)."""
+    """(cache, clickhouse): imchallenge_report_day_lookups_total by source,
+    read on a connection of its own (it does not touch any cache)."""
     r = requests.get(h.url + "metrics", timeout=10,
                      headers={"Connection": "close"},
                      proxies={"http": None, "https": None})
     assert r.status_code == 200, r.text
     fams = parse_prometheus(r.text)
-    assert fams["imchallenge_report_days_total"].type == "counter"
-    return tuple(int(sample(fams, "imchallenge_report_days_total",
+    assert fams["imchallenge_report_day_lookups_total"].type == "counter"
+    return tuple(int(sample(fams, "imchallenge_report_day_lookups_total",
                             source=s)) for s in ("cache", "clickhouse"))
 
 

@@ -12,8 +12,8 @@ which the event MPM serves from one child process. Events are written
 directly into ClickHouse (one INSERT, one part per month: parts of known
 content) or through the module. Background merges are stopped, so that
 parts change only when a test says so (OPTIMIZE, mutations run merges
-while they last). The metric imchallenge_report_days_total tells days
-answered from the cache from days asked of ClickHouse.
+while they last). The metric imchallenge_report_day_lookups_total tells
+days answered from the cache from days asked of ClickHouse.
 
 The module keeps no day of a part written in ClickHouse's current second;
 tests that count on the cache wait for their parts to age (Table.settle).
