@@ -59,10 +59,14 @@ CREATE TABLE IF NOT EXISTS imchallenge.events ON CLUSTER imchallenge
 ENGINE = Distributed(imchallenge, imchallenge, events_local,
                      cityHash64(toString(site_id)));
 
--- Upgrading tables made before time_ms (without it), once, in this order:
--- the shards' tables first, so that the Distributed table never sends a
--- column they lack. In place: a change of metadata, no part is rewritten,
--- every row is kept and reads 0. Until then the module's rows go in
--- without time_ms (it leaves out what the table does not have).
+-- Upgrading tables made before time_ms (without them), once, in this
+-- order: the shards' tables first, so that no Distributed table sends a
+-- column they lack,
 --   ALTER TABLE imchallenge.events_local ON CLUSTER imchallenge ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
---   ALTER TABLE imchallenge.events ON CLUSTER imchallenge ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
+-- then the Distributed table on every server, one by one (each server has
+-- its own; ClickHouse refuses ALTER ... ON CLUSTER of a table that is not
+-- replicated when the cluster's shards are):
+--   ALTER TABLE imchallenge.events ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
+-- In place: a change of metadata, no part is rewritten, every row is kept
+-- and reads 0. Until then the module's rows go in without time_ms (it
+-- leaves out what the table does not have).
