@@ -64,7 +64,7 @@ ENGINE = Distributed(imchallenge, imchallenge, events_local,
 -- column they lack,
 --   ALTER TABLE imchallenge.events_local ON CLUSTER imchallenge ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
 -- then the Distributed table on every server, one by one (each server has
--- its own; ClickHouse refuses ALTER ... ON CLUSTER of a table that is not
+-- its own; 18.16 refuses ALTER ... ON CLUSTER of a table that is not
 -- replicated when the cluster's shards are):
 --   ALTER TABLE imchallenge.events ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
 -- In place: a change of metadata, no part is rewritten, every row is kept
