@@ -26,10 +26,12 @@
 
 CREATE DATABASE IF NOT EXISTS imchallenge ON CLUSTER imchallenge;
 
--- One shard's events, on each of its replicas.
+-- One shard's events, on each of its replicas. time_ms: the milliseconds
+-- within time's second (0-999, truncated), 0 for rows stored before it.
 CREATE TABLE IF NOT EXISTS imchallenge.events_local ON CLUSTER imchallenge
 (
     time           DateTime('UTC'),
+    time_ms        UInt16 DEFAULT 0,
     type           Enum8('serve' = 1, 'solve' = 2),
     correlation_id UUID,
     site_id        UUID,
@@ -47,6 +49,7 @@ ORDER BY (site_id, time);
 CREATE TABLE IF NOT EXISTS imchallenge.events ON CLUSTER imchallenge
 (
     time           DateTime('UTC'),
+    time_ms        UInt16 DEFAULT 0,
     type           Enum8('serve' = 1, 'solve' = 2),
     correlation_id UUID,
     site_id        UUID,
@@ -55,3 +58,15 @@ CREATE TABLE IF NOT EXISTS imchallenge.events ON CLUSTER imchallenge
 )
 ENGINE = Distributed(imchallenge, imchallenge, events_local,
                      cityHash64(toString(site_id)));
+
+-- Upgrading tables made before time_ms (without them), once, in this
+-- order: the shards' tables first, so that no Distributed table sends a
+-- column they lack,
+--   ALTER TABLE imchallenge.events_local ON CLUSTER imchallenge ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
+-- then the Distributed table on every server, one by one (each server has
+-- its own; 18.16 refuses ALTER ... ON CLUSTER of a table that is not
+-- replicated when the cluster's shards are):
+--   ALTER TABLE imchallenge.events ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;
+-- In place: a change of metadata, no part is rewritten, every row is kept
+-- and reads 0. Until then the module's rows go in without time_ms (it
+-- leaves out what the table does not have).

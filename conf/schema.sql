@@ -10,7 +10,10 @@
 CREATE DATABASE IF NOT EXISTS imchallenge;
 
 -- One row per accepted event, as the module delivers it: typed columns
--- (times in UTC) and the original event text. Delivery is at least once, so
+-- (times in UTC) and the original event text. time holds the event's whole
+-- second; time_ms the milliseconds within it (0-999, the fraction
+-- truncated, not rounded: time + time_ms / 1000 is never in another second
+-- than time). Rows stored before time_ms existed read 0. Delivery is at least once, so
 -- a redelivered batch may appear twice here; the report counts distinct
 -- correlation ids and never counts it twice.
 --
@@ -24,6 +27,7 @@ CREATE DATABASE IF NOT EXISTS imchallenge;
 CREATE TABLE IF NOT EXISTS imchallenge.events
 (
     time           DateTime('UTC'),
+    time_ms        UInt16 DEFAULT 0,
     type           Enum8('serve' = 1, 'solve' = 2),
     correlation_id UUID,
     site_id        UUID,
@@ -33,3 +37,10 @@ CREATE TABLE IF NOT EXISTS imchallenge.events
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (site_id, time);
+
+-- Upgrading a table made before time_ms (without it): the module does
+-- this at start-up with IMChallengeCreateSchema On, in place (a change of
+-- metadata: no part is rewritten, every row is kept and reads 0). With
+-- IMChallengeCreateSchema Off, run it once by hand (18.16 has no
+-- ADD COLUMN IF NOT EXISTS: run again, it fails with "already exists"):
+--   ALTER TABLE imchallenge.events ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time;

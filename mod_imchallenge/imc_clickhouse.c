@@ -500,7 +500,10 @@ apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
 {
     const char *sql =
         apr_pstrcat(p, "INSERT INTO ", table, " FORMAT JSONEachRow", NULL);
+    /* Every release from 18.16 on knows the setting; without it, a field
+     * the table lacks is INCORRECT_DATA, which would quarantine the rows. */
     const char *path = apr_pstrcat(p, "?query=", imc_clickhouse_escape(p, sql),
+                                   "&input_format_skip_unknown_fields=1",
                                    token ? "&insert_deduplication_token=" : "",
                                    token ? imc_clickhouse_escape(p, token) : "",
                                    params ? params : "", NULL);

@@ -119,8 +119,10 @@ apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
 /*
  * INSERT rows (JSONEachRow) into table ("db.table"); token, when not NULL,
  * is sent as insert_deduplication_token; params as with query (the
- * client's query_params are not sent). Same returns as query: a 200 whose
- * body holds an exception is not a delivery.
+ * client's query_params are not sent). Fields the table has no column for
+ * are left out (input_format_skip_unknown_fields=1): a table made before a
+ * column was added (time_ms) takes the rows without it. Same returns as
+ * query: a 200 whose body holds an exception is not a delivery.
  */
 apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
                                    const char *table, const char *rows,

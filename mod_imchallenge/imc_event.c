@@ -39,6 +39,7 @@
 
 /* The fixed parts of a row, in order. */
 #define ROW_P1 "{\"time\":"
+#define ROW_PM ",\"time_ms\":"
 #define ROW_P2 ",\"type\":\""
 #define ROW_P3 "\",\"correlation_id\":\""
 #define ROW_P4 "\",\"site_id\":\""
@@ -53,9 +54,9 @@
 
 /* Longest row, raw text not counted. */
 #define ROW_FIXED_MAX                                                          \
-    (LIT_LEN(ROW_P1) + LIT_LEN(ROW_P2) + LIT_LEN(ROW_P3) + LIT_LEN(ROW_P4) +   \
-     LIT_LEN(ROW_P5) + LIT_LEN(ROW_P6) + LIT_LEN(ROW_P7) +                     \
-     2 * INT_MAX_DIGITS + 5 + 2 * 36)
+    (LIT_LEN(ROW_P1) + LIT_LEN(ROW_PM) + LIT_LEN(ROW_P2) + LIT_LEN(ROW_P3) +   \
+     LIT_LEN(ROW_P4) + LIT_LEN(ROW_P5) + LIT_LEN(ROW_P6) + LIT_LEN(ROW_P7) +   \
+     2 * INT_MAX_DIGITS + 3 + 5 + 2 * 36)
 
 #define MSG_TIME_FORMAT                                                        \
     "time must be an RFC 3339 date-time such as 2026-11-28T12:00:00Z"
@@ -454,10 +455,19 @@ static apr_int64_t floor_sec(apr_time_t t)
     return (t % APR_USEC_PER_SEC < 0) ? q - 1 : q;
 }
 
+/* The milliseconds of t within its second, truncated (0..999): rounding
+ * could carry into the next second, which is not the one time holds. */
+static apr_int64_t msec_of(apr_time_t t)
+{
+    return (t - floor_sec(t) * APR_USEC_PER_SEC) / 1000;
+}
+
 static char *put_row(char *o, const imc_event *ev, apr_int64_t received)
 {
     o = put_lit(o, ROW_P1, LIT_LEN(ROW_P1));
     o = put_int(o, floor_sec(ev->time));
+    o = put_lit(o, ROW_PM, LIT_LEN(ROW_PM));
+    o = put_int(o, msec_of(ev->time));
     o = put_lit(o, ROW_P2, LIT_LEN(ROW_P2));
     o = put_lit(o, ev->type, 5);
     o = put_lit(o, ROW_P3, LIT_LEN(ROW_P3));
@@ -471,8 +481,8 @@ static char *put_row(char *o, const imc_event *ev, apr_int64_t received)
     return put_lit(o, ROW_P7, LIT_LEN(ROW_P7));
 }
 
-/* A row's site_id is the first ROW_P4 in it: the fields before it are a
- * number, a type word and a UUID; the raw text, which comes after, has
+/* A row's site_id is the first ROW_P4 in it: the fields before it are two
+ * numbers, a type word and a UUID; the raw text, which comes after, has
  * every line end escaped. */
 char *imc_event_row(apr_pool_t *p, const imc_event *ev, apr_time_t received_at)
 {

@@ -1,6 +1,7 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <apr_lib.h>
 #include <apr_strings.h>
@@ -107,6 +108,62 @@ static int probe(imc_clickhouse *ch, apr_pool_t *p, const char *sql,
            atoi(res->body) > 0;
 }
 
+/* Whether db's events table needs time_ms: a MergeTree table without it.
+ * A Distributed (or Merge, View) table is left alone: the tables under it
+ * gain the column first, by hand (README "Upgrading"). */
+static apr_status_t needs_ms(imc_clickhouse *ch, apr_pool_t *p, const char *db,
+                             int *needs, imc_clickhouse_result *res)
+{
+    const char *sql = apr_pstrcat(
+        p,
+        "SELECT engine, (SELECT count() FROM system.columns WHERE database = '",
+        db,
+        "' AND table = 'events' AND name = 'time_ms') FROM system.tables "
+        "WHERE database = '",
+        db, "' AND name = 'events' FORMAT TabSeparated", NULL);
+    apr_status_t rv = imc_clickhouse_query(ch, p, sql, NULL, res);
+    const char *tab;
+
+    *needs = 0;
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (!(tab = strchr(res->body, '\t'))) {
+        return APR_EGENERAL; /* no such table: not the answer of a server */
+    }
+    *needs = atoi(tab + 1) == 0 && tab - res->body >= 9 &&
+             !strncmp(tab - 9, "MergeTree", 9);
+    return APR_SUCCESS;
+}
+
+/*
+ * Adds time_ms to an events table made before it, in place: on a MergeTree
+ * ADD COLUMN changes metadata only; parts are not rewritten, and their
+ * rows read the column's default, 0. 18.16 has no ADD COLUMN IF NOT
+ * EXISTS, hence the look first; a server that added it meanwhile (another
+ * module) makes the ALTER fail, and a second look tells.
+ */
+static apr_status_t migrate(imc_clickhouse *ch, apr_pool_t *p, const char *db,
+                            imc_clickhouse_result *res)
+{
+    imc_clickhouse_result again;
+    int needs;
+    apr_status_t rv = needs_ms(ch, p, db, &needs, res);
+
+    if (rv != APR_SUCCESS || !needs) {
+        return rv;
+    }
+    rv = imc_clickhouse_query(
+        ch, p,
+        apr_pstrcat(p, "ALTER TABLE ", db, ".events ", IMC_SCHEMA_ADD_MS, NULL),
+        NULL, res);
+    if (rv != APR_SUCCESS &&
+        needs_ms(ch, p, db, &needs, &again) == APR_SUCCESS && !needs) {
+        return APR_SUCCESS;
+    }
+    return rv;
+}
+
 apr_status_t imc_schema_apply(imc_clickhouse *ch, apr_pool_t *p, const char *db,
                               imc_schema_features *features,
                               imc_clickhouse_result *res)
@@ -119,7 +176,7 @@ apr_status_t imc_schema_apply(imc_clickhouse *ch, apr_pool_t *p, const char *db,
         rv = imc_clickhouse_query(ch, p, APR_ARRAY_IDX(stmts, i, const char *),
                                   NULL, res);
     }
-    if (rv != APR_SUCCESS) {
+    if (rv != APR_SUCCESS || (rv = migrate(ch, p, db, res)) != APR_SUCCESS) {
         return rv;
     }
     imc_schema_probe(ch, p, features, res);

@@ -20,6 +20,9 @@ typedef struct {
     int refused; /* ClickHouse refused a probe: features taken as absent */
 } imc_schema_features;
 
+/* What an events table made before time_ms needs (conf/schema.sql). */
+#define IMC_SCHEMA_ADD_MS "ADD COLUMN time_ms UInt16 DEFAULT 0 AFTER time"
+
 /* The statements of schema.sql for database db, in order. */
 apr_array_header_t *imc_schema_statements(apr_pool_t *p, const char *db);
 
@@ -34,8 +37,10 @@ apr_status_t imc_schema_probe(imc_clickhouse *ch, apr_pool_t *p,
                               imc_clickhouse_result *res);
 
 /*
- * Apply every statement (each is idempotent) and probe the server's
- * features. On failure res holds ClickHouse's answer (for the log).
+ * Apply every statement (each is idempotent), add time_ms to a MergeTree
+ * events table made without it (in place; a Distributed one is left
+ * alone), and probe the server's features. On failure res holds
+ * ClickHouse's answer (for the log).
  */
 apr_status_t imc_schema_apply(imc_clickhouse *ch, apr_pool_t *p, const char *db,
                               imc_schema_features *features,

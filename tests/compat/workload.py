@@ -8,7 +8,8 @@ the ClickHouse engine of chDB (a current release).
 
 It starts a private ClickHouse 18.16 and httpd with the module
 (tests/stack.py), the module's user `imc` with its password, and between
-them a recording relay (relay.py).  Then: the schema at start-up,
+them a recording relay (relay.py).  Then: an events table of before time_ms with rows in it (made through the
+relay), the schema and its migration at start-up,
 ingestion of events with known answers (tests/integration/report_util's
 Dataset: duplicates, several sites and days, offsets east and west of UTC;
 plus DST days of Europe/Berlin and America/New_York, events at 1970-01-01
@@ -64,10 +65,37 @@ ZONES = ["UTC", "Europe/Moscow", "Asia/Tokyo", "Pacific/Kiritimati",
 # "0000-00-00 00:00:00", current releases as "1970-01-01 00:00:00" (the
 # module's own statements read times as numbers too).  Every column is in
 # the ORDER BY: an event sent twice differs only in received_at.
-TABLE_SQL = ("SELECT toUInt32(time), type, correlation_id, site_id, "
-             "toUInt32(received_at), raw "
-             "FROM imchallenge.events ORDER BY site_id, time, type, "
+TABLE_SQL = ("SELECT toUInt32(time), time_ms, type, correlation_id, "
+             "site_id, toUInt32(received_at), raw "
+             "FROM imchallenge.events ORDER BY site_id, time, time_ms, type, "
              "correlation_id, raw, received_at FORMAT TabSeparated")
+
+# The events table as conf/schema.sql made it before time_ms: the module
+# adds the column at start-up (a look at system.tables / system.columns,
+# then ALTER TABLE ... ADD COLUMN), and the rows already in it read 0.
+OLD_SCHEMA = [
+    "CREATE DATABASE IF NOT EXISTS imchallenge",
+    "CREATE TABLE IF NOT EXISTS imchallenge.events (time DateTime('UTC'), "
+    "type Enum8('serve' = 1, 'solve' = 2), correlation_id UUID, "
+    "site_id UUID, received_at DateTime('UTC'), raw String) "
+    "ENGINE = MergeTree PARTITION BY toYYYYMM(time) "
+    "ORDER BY (site_id, time)",
+]
+
+
+def old_rows():
+    """Rows as a module before time_ms wrote them: a serve and its solve
+    of one site on 2024-12-31, fractions in raw only."""
+    site, cid = str(uuid.uuid4()), str(uuid.uuid4())
+    out = []
+    for kind, sec, text in (("serve", 1735689599, "23:59:59.250"),
+                            ("solve", 1735689600, "00:00:00.125")):
+        day = "2024-12-31" if kind == "serve" else "2025-01-01"
+        raw = json.dumps(event("%sT%sZ" % (day, text), kind, cid, site))
+        out.append(json.dumps({"time": sec, "type": kind,
+                               "correlation_id": cid, "site_id": site,
+                               "received_at": sec, "raw": raw}))
+    return "\n".join(out) + "\n"
 
 
 def edge_events():
@@ -142,6 +170,7 @@ class Workload:
     def start(self):
         self.ch.start()
         self.relay = RecordingRelay(self.ch.url).start()
+        self.old_table()
         directives = ("IMChallengeClickHouseUser %s\n"
                       "IMChallengeClickHousePasswordFile %s"
                       % (self.ch.imc_user, self.ch.password_file))
@@ -153,6 +182,16 @@ class Workload:
         stack.wait_until(lambda: self.h.get("readyz", timeout=2)
                          .status_code == 200, 30, interval=0.2,
                          what="GET /readyz")
+
+    def old_table(self):
+        """The table of before time_ms, with rows, made through the relay
+        so that the replay makes it too before the module migrates it."""
+        http = stack.http_session()
+        for sql in OLD_SCHEMA + ["INSERT INTO imchallenge.events FORMAT "
+                                 "JSONEachRow\n" + old_rows()]:
+            r = http.post(self.relay.url, data=sql.encode("utf-8"),
+                          timeout=30)
+            assert r.status_code == 200, (sql[:60], r.status_code, r.text)
 
     def stop(self):
         for what in (self.h, self.relay, self.ch):
@@ -188,8 +227,10 @@ class Workload:
         post_events(h, edges[:4])  # sent again: stored twice, counted once
         # A JSON array, accepted (202) and delivered in the background.
         late = str(uuid.uuid4())
-        arr = [event("2025-01-12T%02d:00:00Z" % i, "serve", str(uuid.uuid4()),
-                     late) for i in range(5)]
+        # Fractions of a second to the millisecond, truncated beyond.
+        arr = [event("2025-01-12T%02d:00:00%sZ" % (i, frac), "serve",
+                     str(uuid.uuid4()), late)
+               for i, frac in enumerate(("", ".5", ".123", ".1239", ".05"))]
         r = h.post("api/event", data=json.dumps(arr),
                    headers={"Content-Type": "application/json"})
         assert r.status_code == 202, (r.status_code, r.text)

@@ -61,17 +61,18 @@ static void check_row(apr_pool_t *p, const uint8_t *body, size_t size,
 {
     json_error_t jerr;
     json_t *row = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    json_t *t, *r;
+    json_t *t, *ms, *r;
     const char *type, *cid, *sid, *raw;
     size_t type_len, cid_len, sid_len, raw_len;
     imc_event ev;
     imc_event_error err;
 
     CHECK(row != NULL && json_is_object(row));
-    CHECK(json_object_size(row) == 6);
+    CHECK(json_object_size(row) == 7);
     t = json_object_get(row, "time");
+    ms = json_object_get(row, "time_ms");
     r = json_object_get(row, "received_at");
-    CHECK(json_is_integer(t) && json_is_integer(r));
+    CHECK(json_is_integer(t) && json_is_integer(ms) && json_is_integer(r));
     CHECK(json_integer_value(r) == FUZZ_RECEIVED / APR_USEC_PER_SEC);
     type = str_member(row, "type", &type_len);
     cid = str_member(row, "correlation_id", &cid_len);
@@ -82,6 +83,7 @@ static void check_row(apr_pool_t *p, const uint8_t *body, size_t size,
 
     CHECK(imc_event_parse_one(p, raw, raw_len, &ev, &err) == APR_SUCCESS);
     CHECK(json_integer_value(t) == ev.time / APR_USEC_PER_SEC);
+    CHECK(json_integer_value(ms) == ev.time % APR_USEC_PER_SEC / 1000);
     CHECK(json_integer_value(t) >= 0 && json_integer_value(t) <= 4291747199LL);
     CHECK(type_len == 5 && strcmp(type, ev.type) == 0);
     CHECK(cid_len == 36 && strcmp(cid, ev.correlation_id) == 0);

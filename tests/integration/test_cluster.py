@@ -265,3 +265,109 @@ def test_module_writes_and_reports_through_the_cluster(cluster, make_httpd):
         site, served, solved = line.split("\t")
         got[site] = (int(served), int(solved))
     assert got == sites
+
+
+# The tables of conf/schema-cluster.sql as they were before time_ms, in a
+# database of their own (the ZooKeeper path names it too).
+OLD_DB = "imc_upgrade"
+OLD_SCHEMA = [
+    "CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cl}",
+    "CREATE TABLE IF NOT EXISTS {db}.events_local ON CLUSTER {cl} "
+    "(time DateTime('UTC'), type Enum8('serve' = 1, 'solve' = 2), "
+    "correlation_id UUID, site_id UUID, received_at DateTime('UTC'), "
+    "raw String) ENGINE = ReplicatedMergeTree("
+    "'/clickhouse/tables/{{shard}}/{db}/events_local', '{{replica}}') "
+    "PARTITION BY toYYYYMM(time) ORDER BY (site_id, time)",
+    "CREATE TABLE IF NOT EXISTS {db}.events ON CLUSTER {cl} "
+    "(time DateTime('UTC'), type Enum8('serve' = 1, 'solve' = 2), "
+    "correlation_id UUID, site_id UUID, received_at DateTime('UTC'), "
+    "raw String) ENGINE = Distributed({cl}, {db}, events_local, "
+    "cityHash64(toString(site_id)))",
+]
+
+
+def shipped_upgrade(db):
+    """The upgrade statements that conf/schema-cluster.sql gives, for
+    database db: (the shards' tables ON CLUSTER, the Distributed table on
+    each server)."""
+    text = (REPO / "conf" / "schema-cluster.sql").read_text()
+    found = [line.lstrip("- ").rstrip(";") for line in text.splitlines()
+             if line.startswith("--   ALTER TABLE ")]
+    assert len(found) == 2, found
+    assert "events_local ON CLUSTER" in found[0], found
+    assert "ON CLUSTER" not in found[1], found
+    return [s.replace("imchallenge.", db + ".") for s in found]
+
+
+def columns_of(ch, db, table):
+    return ch.query("SELECT name FROM system.columns WHERE database = '%s' "
+                    "AND table = '%s' FORMAT TabSeparated"
+                    % (db, table)).split()
+
+
+def ms_rows(ch, db, sites):
+    """{cid: time_ms} of the sites, read through the Distributed table."""
+    text = ch.query("SELECT toString(correlation_id), time_ms FROM %s.events "
+                    "WHERE site_id IN (%s) FORMAT TabSeparated" % (
+                        db, ",".join("toUUID('%s')" % s for s in sites)))
+    return {c: int(m) for c, m in (x.split("\t") for x in text.splitlines())}
+
+
+def post_ms(h, sites, ms):
+    """One event per site at DAY 12:00:00.<ms>; returns their cids."""
+    cids = {}
+    batch = []
+    for site in sites:
+        cid = str(uuid.uuid4())
+        cids[cid] = ms
+        batch.append({"time": "%sT12:00:00.%03dZ" % (DAY, ms),
+                      "type": "serve", "correlation_id": cid,
+                      "site_id": site})
+    r = h.post("api/event?wait=1", json=batch)
+    assert r.status_code == 201, r.text
+    return cids
+
+
+def test_upgrade_of_tables_made_before_time_ms(cluster, make_httpd):
+    """A cluster whose tables predate time_ms: a module with
+    IMChallengeCreateSchema On leaves its Distributed table alone and keeps
+    delivering (without the milliseconds); the statements that
+    conf/schema-cluster.sql gives add the column on every shard in place
+    (the same parts, the rows kept, reading 0); then the milliseconds are
+    stored through the Distributed table."""
+    shards = cluster["shards"]
+    for sql in OLD_SCHEMA:
+        shards[0].query(sql.format(db=OLD_DB, cl=CLUSTER))
+    sites = [str(uuid.uuid4()) for _ in range(6)]
+    h = make_httpd(clickhouse=shards[0].url,
+                   directives="IMChallengeDatabase %s" % OLD_DB)
+    before = post_ms(h, sites, 250)
+    h.stop()
+    for ch in shards:
+        assert "time_ms" not in columns_of(ch, OLD_DB, "events")
+        assert "time_ms" not in columns_of(ch, OLD_DB, "events_local")
+    parts = [ch.query("SELECT name, rows FROM system.parts WHERE database = "
+                      "'%s' AND active ORDER BY name FORMAT TabSeparated"
+                      % OLD_DB) for ch in shards]
+    assert all(parts), parts  # rows on both shards
+
+    local, distributed = shipped_upgrade(OLD_DB)
+    shards[0].query(local)
+    for ch in shards:
+        ch.query(distributed)
+    for ch, had in zip(shards, parts):
+        for table in ("events_local", "events"):
+            stack.wait_until(
+                lambda: "time_ms" in columns_of(ch, OLD_DB, table), 60,
+                interval=0.2, what="time_ms on every shard")
+        assert ch.query("SELECT name, rows FROM system.parts WHERE database "
+                        "= '%s' AND active ORDER BY name FORMAT TabSeparated"
+                        % OLD_DB) == had
+    assert ms_rows(shards[1], OLD_DB, sites) == {c: 0 for c in before}
+
+    h = make_httpd(clickhouse=shards[1].url,
+                   directives="IMChallengeDatabase %s\n"
+                   "IMChallengeCreateSchema Off" % OLD_DB)
+    after = post_ms(h, sites, 125)
+    assert ms_rows(shards[0], OLD_DB, sites) == dict(
+        {c: 0 for c in before}, **after)

@@ -614,7 +614,7 @@ START_TEST(row_exact)
         "\"site_id\":\"" SID "\"}";
     const char *expect = apr_psprintf(
         pool,
-        "{\"time\":%" APR_INT64_T_FMT ",\"type\":\"solve\","
+        "{\"time\":%" APR_INT64_T_FMT ",\"time_ms\":750,\"type\":\"solve\","
         "\"correlation_id\":\"" CID "\",\"site_id\":\"" SID "\","
         "\"received_at\":%" APR_INT64_T_FMT ",\"raw\":\"{\\\"time\\\":"
         "\\\"2026-11-28T00:30:00.75+01:00\\\",\\\"type\\\":\\\"solve\\\","
@@ -684,7 +684,7 @@ static void raw_is(const char *want)
     ck_assert(json_is_string(raw));
     ck_assert_uint_eq(json_string_length(raw), strlen(want));
     ck_assert_str_eq(json_string_value(raw), want);
-    ck_assert_int_eq(json_object_size(row), 6);
+    ck_assert_int_eq(json_object_size(row), 7);
     json_decref(row);
 }
 
@@ -739,6 +739,51 @@ START_TEST(row_of_event)
 }
 END_TEST
 
+/* time_ms: the fraction's milliseconds, truncated, whatever the zone;
+ * time keeps the whole second. */
+START_TEST(row_time_ms)
+{
+    static const struct {
+        const char *time;
+        int y, mo, d, h, mi, s, ms;
+    } cases[] = {
+        {"2026-11-28T12:00:00Z", 2026, 11, 28, 12, 0, 0, 0},
+        {"2026-11-28T12:00:00.5Z", 2026, 11, 28, 12, 0, 0, 500},
+        {"2026-11-28T12:00:00.05Z", 2026, 11, 28, 12, 0, 0, 50},
+        {"2026-11-28T12:00:00.123Z", 2026, 11, 28, 12, 0, 0, 123},
+        {"2026-11-28T12:00:00.1239Z", 2026, 11, 28, 12, 0, 0, 123},
+        {"2026-11-28T12:00:00.0009Z", 2026, 11, 28, 12, 0, 0, 0},
+        {"2026-11-28T23:59:59.9999Z", 2026, 11, 28, 23, 59, 59, 999},
+        {"2026-11-28T12:00:00.999999999Z", 2026, 11, 28, 12, 0, 0, 999},
+        {"2026-11-28T12:00:00.250+05:30", 2026, 11, 28, 6, 30, 0, 250},
+        {"2026-11-28T00:00:00.7-01:00", 2026, 11, 28, 1, 0, 0, 700},
+        {"2026-11-28 12:00:00.001", 2026, 11, 28, 12, 0, 0, 1},
+        {"1970-01-01T00:00:00.001Z", 1970, 1, 1, 0, 0, 0, 1},
+        {"2105-12-31T23:59:59.999Z", 2105, 12, 31, 23, 59, 59, 999}};
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        const char *body = mk(apr_psprintf(pool, "\"%s\"", cases[i].time),
+                              TY_OK, CID_OK, SID_OK, NULL);
+        const char *want = apr_psprintf(
+            pool, "{\"time\":%" APR_INT64_T_FMT ",\"time_ms\":%d,\"type\":",
+            utc(cases[i].y, cases[i].mo, cases[i].d, cases[i].h, cases[i].mi,
+                cases[i].s),
+            cases[i].ms);
+        imc_event ev;
+
+        expect_ok(body, FS, 1);
+        ck_assert_msg(!strncmp(rows.data, want, strlen(want)), "%s: %s",
+                      cases[i].time, rows.data);
+        ck_assert_int_eq(
+            imc_event_parse_one(pool, body, strlen(body), &ev, &err),
+            APR_SUCCESS);
+        ck_assert_str_eq(
+            imc_event_row(pool, &ev, 1764331200 * APR_USEC_PER_SEC), rows.data);
+    }
+}
+END_TEST
+
 START_TEST(rows_many)
 {
     int n = 500, k;
@@ -757,9 +802,13 @@ START_TEST(rows_many)
     line = rows.data;
     for (k = 0; k < n; k++) {
         const char *nl = strchr(line, '\n');
-        const char *want = apr_psprintf(
-            pool, "{\"time\":%" APR_INT64_T_FMT ",\"type\":\"%s\"",
-            utc(2026, 11, 28, 12, k / 60, k % 60), k % 2 ? "solve" : "serve");
+        /* ".k": k tenths, hundredths or thousandths of a second */
+        int ms = k < 10 ? k * 100 : k < 100 ? k * 10 : k;
+        const char *want = apr_psprintf(pool,
+                                        "{\"time\":%" APR_INT64_T_FMT
+                                        ",\"time_ms\":%d,\"type\":\"%s\"",
+                                        utc(2026, 11, 28, 12, k / 60, k % 60),
+                                        ms, k % 2 ? "solve" : "serve");
 
         ck_assert_ptr_nonnull(nl);
         ck_assert_int_eq(strncmp(line, want, strlen(want)), 0);
@@ -830,6 +879,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, row_exact);
     tcase_add_test(tc, row_raw_escaping);
     tcase_add_test(tc, row_of_event);
+    tcase_add_test(tc, row_time_ms);
     tcase_add_test(tc, rows_many);
     tcase_add_test(tc, text_format);
     suite_add_tcase(s, tc);
