@@ -154,7 +154,8 @@ START_TEST(solve_window)
     size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
-        ck_assert_ptr_null(directive(s, "IMChallengeSolveWindow", cases[i].arg));
+        ck_assert_ptr_null(
+            directive(s, "IMChallengeSolveWindow", cases[i].arg));
         ck_assert_int_eq(imc_config_solve_window(conf(s)), cases[i].want);
     }
 }
