@@ -303,12 +303,14 @@ def json_text(answer, metrics):
     return obj(answer)
 
 
-def csv_text(answer, metrics):
+def csv_text(answer, metrics, head=()):
+    """The CSV's bytes; head: the time and site columns (of the header
+    when there are no rows)."""
     rows = answer["rows"]
     if rows:
         header = list(rows[0].keys())
     else:
-        header = list(metrics)
+        header = list(head) + list(metrics)
     lines = [",".join(header)]
     for r in rows:
         cells = []
@@ -452,7 +454,11 @@ def ask(d, flt=None, keep=None, tz="UTC", interval=None, by=None,
         r = get_report(d.h, flt, format="csv", **params)
         assert r.status_code == 200, (params, r.text)
         assert r.headers["Content-Type"].startswith("text/csv")
-        assert r.text == csv_text(want, mlist), (params, flt)
+        field = {"day": "day", "total": None}.get(interval or "day",
+                                                    "bucket")
+        head = ([field] if field else []) + (["site_id"] if by != "none"
+                                             else [])
+        assert r.text == csv_text(want, mlist, head), (params, flt)
     return want
 
 
