@@ -323,6 +323,7 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
     const char *by_off, *unit = key_parts(p, f->params->interval,
                                           offset_sql(p, f->zone, s), &by_off);
     const char *keys = "", *names = "", *group = NULL, *serves, *each;
+    const char *ts = "arraySort(groupArrayIf(imc_d, imc_ok))";
     int by_site = f->params->by_site;
 
     if (unit) {
@@ -358,11 +359,10 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
     return apr_pstrcat(
         p, "SELECT ", per_row ? "min(imc_t), " : "",
         per_row && by_site ? "toString(site_id), " : "",
-        "count(), countIf(imc_ok), sumIf(imc_d, imc_ok), "
-        "arraySort(groupArrayIf(imc_d, imc_ok))[intDiv(5 * countIf(imc_ok) "
-        "+ 9, 10)], arraySort(groupArrayIf(imc_d, imc_ok))[intDiv(9 * "
-        "countIf(imc_ok) + 9, 10)] FROM (",
-        each, ")", group ? group : "",
+        "count(), countIf(imc_ok), sumIf(imc_d, imc_ok), ", ts, "[",
+        imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"), "], ", ts, "[",
+        imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
+        group ? group : "",
         per_row ? apr_psprintf(p, " LIMIT %d", f->max_rows + 1) : "",
         " FORMAT TabSeparated", NULL);
 }

@@ -207,12 +207,9 @@ apr_uint64_t imc_rparams_mean_ms(apr_uint64_t sum_ms, apr_uint64_t n)
     return q + (r >= n - r); /* 2r >= n: half up */
 }
 
-apr_uint64_t imc_rparams_rank(apr_uint64_t n, unsigned tenths)
+const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n)
 {
-    /* ceil(tenths * n / 10) without the product: n = 10a + b. */
-    apr_uint64_t a = n / 10, b = n % 10;
-
-    return a * tenths + (b * tenths + 9) / 10;
+    return apr_psprintf(p, "intDiv(%u * %s + 9, 10)", tenths, n);
 }
 
 int imc_rparams_is_default(const imc_rparams *params)

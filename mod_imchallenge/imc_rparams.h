@@ -93,10 +93,10 @@ const char *imc_rparams_seconds(apr_pool_t *p, apr_uint64_t ms);
  * half up (0 when n is 0); exact in integers, without overflow. */
 apr_uint64_t imc_rparams_mean_ms(apr_uint64_t sum_ms, apr_uint64_t n);
 
-/* The nearest rank of the quantile tenths/10 among n sorted values,
- * 1-based: the ceiling of tenths * n / 10, in integers (0 when n is 0).
- * ClickHouse computes the same as intDiv(tenths * n + 9, 10). */
-apr_uint64_t imc_rparams_rank(apr_uint64_t n, unsigned tenths);
+/* The SQL of the nearest rank of the quantile tenths/10 among n (an SQL
+ * expression) sorted values, 1-based: the ceiling of tenths * n / 10 in
+ * integers, intDiv(tenths * n + 9, 10) (0 when n is 0). */
+const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n);
 
 /* Whether params ask for the report as it is without any of them (per
  * day and site, served, solved, solve_rate; no fill, no comparison). */

@@ -252,35 +252,29 @@ START_TEST(mean_rounds_half_up_to_the_millisecond)
 }
 END_TEST
 
-/* The nearest rank against the ceiling in exact rationals: n * q <= rank
- * and (rank - 1) < n * q, for every n to 1000 and every tenth. */
+/* The nearest rank's SQL, and its formula against the ceiling in exact
+ * rationals: n * q <= rank and (rank - 1) < n * q, for every n to 1000 and
+ * every tenth (ClickHouse's intDiv of UInt64 is this integer division). */
 START_TEST(nearest_rank)
 {
     apr_uint64_t n, k;
     unsigned t;
 
-    ck_assert_uint_eq(imc_rparams_rank(0, 5), 0);
-    ck_assert_uint_eq(imc_rparams_rank(1, 5), 1);
-    ck_assert_uint_eq(imc_rparams_rank(1, 9), 1);
-    ck_assert_uint_eq(imc_rparams_rank(2, 5), 1);
-    ck_assert_uint_eq(imc_rparams_rank(3, 5), 2);
-    ck_assert_uint_eq(imc_rparams_rank(10, 9), 9);
-    ck_assert_uint_eq(imc_rparams_rank(11, 9), 10);
-    ck_assert_uint_eq(imc_rparams_rank(19, 9), 18);
-    ck_assert_uint_eq(imc_rparams_rank(20, 9), 18);
-    ck_assert_uint_eq(imc_rparams_rank(21, 9), 19);
-    for (n = 1; n <= 1000; ++n) {
+    ck_assert_str_eq(imc_rparams_rank_sql(imc_unit_pool, 5, "count()"),
+                     "intDiv(5 * count() + 9, 10)");
+    ck_assert_str_eq(imc_rparams_rank_sql(imc_unit_pool, 9, "n"),
+                     "intDiv(9 * n + 9, 10)");
+    for (n = 0; n <= 1000; ++n) {
         for (t = 1; t <= 10; ++t) {
-            k = imc_rparams_rank(n, t);
+            k = (t * n + 9) / 10;
+            if (!n) {
+                ck_assert_uint_eq(k, 0);
+                continue;
+            }
             ck_assert(n * t <= 10 * k && 10 * (k - 1) < n * t);
             ck_assert(k >= 1 && k <= n);
-            ck_assert_uint_eq(k, (t * n + 9) / 10); /* the SQL's form */
         }
     }
-    /* Large n: the product t * n would overflow, the rank does not. */
-    ck_assert_uint_eq(imc_rparams_rank(APR_UINT64_MAX, 10), APR_UINT64_MAX);
-    ck_assert_uint_eq(imc_rparams_rank(APR_UINT64_MAX, 5),
-                      APR_UINT64_MAX / 2 + 1);
 }
 END_TEST
 
