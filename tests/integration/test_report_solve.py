@@ -288,3 +288,28 @@ def test_random_rounds(sv):
             by=rnd.choice(["site", "none", None]), metrics=",".join(metrics),
             frm=frm, to=to, fill=ranged and rnd.random() < 0.5,
             compare=ranged and rnd.random() < 0.3)
+
+
+@pytest.mark.error_log_allow(r"\[imchallenge:(error|warn)\]")
+def test_a_table_without_time_ms_is_a_502_for_these_metrics_only(
+        clickhouse, make_httpd):
+    db = "imc_old_" + uuid.uuid4().hex[:12]
+    clickhouse.query("CREATE DATABASE %s" % db)
+    clickhouse.query(
+        "CREATE TABLE %s.events (time DateTime('UTC'), type Enum8('serve' "
+        "= 1, 'solve' = 2), correlation_id UUID, site_id UUID, received_at "
+        "DateTime('UTC'), raw String) ENGINE = MergeTree PARTITION BY "
+        "toYYYYMM(time) ORDER BY (site_id, time)" % db)
+    try:
+        clickhouse.query(
+            "INSERT INTO %s.events (time, type, correlation_id, site_id) "
+            "VALUES (1747000000, 'serve', '%s', '%s')"
+            % (db, uuid.uuid4(), uuid.uuid4()))
+        h = make_httpd(directives="IMChallengeDatabase %s\n"
+                       "IMChallengeCreateSchema Off" % db)
+        r = get_report(h, interval="hour", metrics="served,solved")
+        assert r.status_code == 200 and r.json()["totals"]["served"] == 1
+        assert_clean_error(get_report(h, interval="hour",
+                                      metrics="served,unsolved"), 502)
+    finally:
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
