@@ -309,11 +309,12 @@ static int row_order(const void *a, const void *b)
  * instant (imc_t); per procedure, its solves' times sorted (imc_vs); the
  * first solve at or after S (imc_i) solves it in time when it is within
  * the window (imc_ok), after imc_d milliseconds. A procedure without
- * solves has no match and an empty array (join_use_nulls is off). Both
- * sides read only the events the report admits. Then, per row (per_row)
- * or over all of them together: procedures served, solved in time, their
- * times added, and the nearest-rank p50 and p90 of the sorted times
- * (imc_rparams_rank's integer ceiling). */
+ * solves has no match and an empty array: join_use_nulls is set off, as
+ * a profile may set it on and an array cannot be Nullable. Both sides
+ * read only the events the report admits. Then, per row (per_row) or over
+ * all of them together: procedures served, solved in time, their times
+ * added, and the nearest-rank p50 and p90 of the sorted times
+ * (imc_rparams_rank_sql's integer ceiling). */
 static const char *window_sql(apr_pool_t *p, const imc_config *c,
                               const imc_report_form *f, const bk_span *s,
                               int per_row)
@@ -364,7 +365,7 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
         imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
         group ? group : "",
         per_row ? apr_psprintf(p, " LIMIT %d", f->max_rows + 1) : "",
-        " FORMAT TabSeparated", NULL);
+        " SETTINGS join_use_nulls = 0 FORMAT TabSeparated", NULL);
 }
 
 /* The five figures of a window line (procedures, solved in time, sum,
