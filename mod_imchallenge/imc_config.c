@@ -37,6 +37,7 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->rate_burst = -1;
     c->max_reports = -1;
     c->max_report_rows = -1;
+    c->solve_window = -1;
     return c;
 }
 
@@ -114,6 +115,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     c->rate_burst = add->rate_limit != -1 ? add->rate_burst : base->rate_burst;
     MERGE_NUM(max_reports);
     MERGE_NUM(max_report_rows);
+    MERGE_NUM(solve_window);
     return c;
 }
 
@@ -315,6 +317,13 @@ static const char *set_timeout(cmd_parms *cmd, void *dc, const char *arg)
                         &cmd_config(cmd)->timeout);
 }
 
+static const char *set_solve_window(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    return set_duration(cmd, arg, 0, MAX_DURATION,
+                        &cmd_config(cmd)->solve_window);
+}
+
 static const char *set_batch_size(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
@@ -488,6 +497,9 @@ const command_rec imc_config_cmds[] = {
                   "reports running at once at most, across all processes"),
     AP_INIT_TAKE1("IMChallengeMaxReportRows", set_max_report_rows, NULL,
                   SRV_CONF, "rows in one report at most"),
+    AP_INIT_TAKE1("IMChallengeSolveWindow", set_solve_window, NULL, SRV_CONF,
+                  "DURATION from a serve to its solve counted as solved in "
+                  "time at most"),
     {NULL}};
 
 const apr_array_header_t *imc_config_clickhouse(const imc_config *c)
@@ -585,6 +597,11 @@ int imc_config_max_report_rows(const imc_config *c)
 {
     return c->max_report_rows != -1 ? c->max_report_rows
                                     : IMC_DEFAULT_MAX_REPORT_ROWS;
+}
+
+apr_interval_time_t imc_config_solve_window(const imc_config *c)
+{
+    return c->solve_window != -1 ? c->solve_window : IMC_DEFAULT_SOLVE_WINDOW;
 }
 
 int imc_config_max_reports(const imc_config *c)

@@ -23,6 +23,10 @@
 #define IMC_DEFAULT_MAX_EVENTS  10000
 #define IMC_DEFAULT_MAX_REPORTS 8
 
+/* Longest serve-to-solve time counted as solved in time
+ * (IMChallengeSolveWindow). */
+#define IMC_DEFAULT_SOLVE_WINDOW apr_time_from_sec(600)
+
 /* Rows in one report at most (IMChallengeMaxReportRows). */
 #define IMC_DEFAULT_MAX_REPORT_ROWS 100000
 
@@ -48,7 +52,8 @@ typedef struct {
     double rate_limit;                    /* events/s; 0: off */
     double rate_burst;
     int max_reports;
-    int max_report_rows; /* IMChallengeMaxReportRows */
+    int max_report_rows;              /* IMChallengeMaxReportRows */
+    apr_interval_time_t solve_window; /* IMChallengeSolveWindow */
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -96,5 +101,6 @@ double imc_config_rate_limit(const imc_config *c);
 double imc_config_rate_burst(const imc_config *c);
 int imc_config_max_reports(const imc_config *c);
 int imc_config_max_report_rows(const imc_config *c);
+apr_interval_time_t imc_config_solve_window(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

@@ -31,10 +31,16 @@
     "reinterpretAsUInt64(reinterpretAsString(site_id)), "                      \
     "reinterpretAsUInt64(substring(reinterpretAsString(site_id), 9, 8))"
 
-/* The sums a row's metrics are computed from. The solve-window metrics
- * (unsolved, solve times) add their figures here. */
+/* A procedure's event time in milliseconds (conf/schema.sql: time_ms). */
+#define MS_SQL "(toUInt64(time) * 1000 + time_ms)"
+
+/* The figures a row's metrics are computed from: distinct procedures
+ * served and solved; of those served, how many are not solved in time,
+ * and over those solved in time, how many, their solve times added and
+ * the nearest-rank p50 and p90 (milliseconds). */
 typedef struct {
-    apr_uint64_t served, solved;
+    apr_uint64_t served, solved, unsolved;
+    apr_uint64_t timed, sum_ms, p50_ms, p90_ms;
 } bk_counts;
 
 typedef struct {
@@ -158,24 +164,25 @@ static const char *offset_sql(apr_pool_t *p, const imc_zone *z,
                         off);
 }
 
-/* The GROUP BY keys of the interval's buckets (NULL for total) from the
- * offset's SQL. Minute and hour buckets are told apart by their offset too
- * where it changes in the span; a constant offset is no key (a number
- * alone in GROUP BY is a column's position on current releases). */
-static const char *keys_sql(apr_pool_t *p, imc_bucket_interval iv,
-                            const char *off)
+/* The GROUP BY keys of the interval's buckets from the offset's SQL: the
+ * local unit (NULL for total) and, for minute and hour buckets, the offset
+ * too where it changes in the span (else NULL): a constant offset is no
+ * key (a number alone in GROUP BY is a column's position on current
+ * releases). */
+static const char *key_parts(apr_pool_t *p, imc_bucket_interval iv,
+                             const char *off, const char **by_off)
 {
     const char *ls =
         apr_psprintf(p, "(toInt64(toUInt32(time)) + (%s) + %d)", off, SHIFT);
     const char *day = apr_psprintf(p, "intDiv(%s, %d)", ls, DAY);
-    const char *by_off =
-        strncmp(off, "multiIf(", 8) ? "" : apr_pstrcat(p, ", ", off, NULL);
 
+    *by_off = NULL;
     switch (iv) {
         case IMC_BUCKET_MINUTE:
-            return apr_psprintf(p, "intDiv(%s, 60)%s", ls, by_off);
         case IMC_BUCKET_HOUR:
-            return apr_psprintf(p, "intDiv(%s, 3600)%s", ls, by_off);
+            *by_off = strncmp(off, "multiIf(", 8) ? NULL : off;
+            return apr_psprintf(p, "intDiv(%s, %d)", ls,
+                                iv == IMC_BUCKET_MINUTE ? 60 : 3600);
         case IMC_BUCKET_DAY:
             return day;
         case IMC_BUCKET_WEEK: /* day + 1: 1969-12-29, a Monday, is 0 */
@@ -189,6 +196,15 @@ static const char *keys_sql(apr_pool_t *p, imc_bucket_interval iv,
         default:
             return NULL;
     }
+}
+
+/* The GROUP BY keys of the interval's buckets (NULL for total). */
+static const char *keys_sql(apr_pool_t *p, imc_bucket_interval iv,
+                            const char *off)
+{
+    const char *by_off, *unit = key_parts(p, iv, off, &by_off);
+
+    return unit && by_off ? apr_pstrcat(p, unit, ", ", by_off, NULL) : unit;
 }
 
 /* What uniqExact counts for distinct procedures: (site, correlation id)
@@ -236,6 +252,7 @@ static int parse_row(apr_pool_t *p, const imc_report_form *f, char *line,
     apr_uint64_t t;
     char *fl[4], *label;
 
+    memset(row, 0, sizeof(*row));
     if (imc_report_split_tabs(line, fl, 4) != n ||
         !imc_report_parse_uint(fl[0], IMC_RCACHE_TIME_MAX, &t) ||
         (by_site && !imc_report_parse_site(fl[1])) ||
@@ -285,12 +302,183 @@ static int row_order(const void *a, const void *b)
     return x->site && y->site ? strcmp(x->site, y->site) : 0;
 }
 
+/* ------------------------------------------------------ solve window */
+
+/* The solve window's query (README "Report"): per bucket and procedure
+ * served in it, S the earliest of its serves there (imc_s) and its
+ * instant (imc_t); per procedure, its solves' times sorted (imc_vs); the
+ * first solve at or after S (imc_i) solves it in time when it is within
+ * the window (imc_ok), after imc_d milliseconds. A procedure without
+ * solves has no match and an empty array: join_use_nulls is set off, as
+ * a profile may set it on and an array cannot be Nullable. Both sides
+ * read only the events the report admits. Then, per row (per_row) or over
+ * all of them together: procedures served, solved in time, their times
+ * added, and the nearest-rank p50 and p90 of the sorted times
+ * (imc_rparams_rank_sql's integer ceiling). */
+static const char *window_sql(apr_pool_t *p, const imc_config *c,
+                              const imc_report_form *f, const bk_span *s,
+                              int per_row)
+{
+    const char *adm = span_where(p, f->where, s);
+    const char *table = apr_pstrcat(p, imc_config_database(c), ".events", NULL);
+    const char *by_off, *unit = key_parts(p, f->params->interval,
+                                          offset_sql(p, f->zone, s), &by_off);
+    const char *keys = "", *names = "", *group = NULL, *serves, *each;
+    const char *ts = "arraySort(groupArrayIf(imc_d, imc_ok))";
+    int by_site = f->params->by_site;
+
+    if (unit) {
+        keys = apr_pstrcat(p, unit, " AS imc_k0, ", by_off ? by_off : "",
+                           by_off ? " AS imc_k1, " : "", NULL);
+        names = by_off ? "imc_k0, imc_k1, " : "imc_k0, ";
+    }
+    if (per_row && (unit || by_site)) {
+        group = apr_pstrndup(p, names, strlen(names) - (by_site ? 0 : 2));
+        group =
+            apr_pstrcat(p, " GROUP BY ", group, by_site ? "site_id" : "", NULL);
+    }
+    serves = apr_pstrcat(p, "SELECT ", keys,
+                         "site_id, correlation_id, min(toUInt32(time)) AS "
+                         "imc_t, min(",
+                         MS_SQL, ") AS imc_s FROM ", table, " WHERE ", adm,
+                         " AND type = 'serve' GROUP BY ", names,
+                         "site_id, correlation_id", NULL);
+    each = apr_pstrcat(
+        p, "SELECT ", names,
+        "site_id, imc_t, arrayFirstIndex(imc_v -> imc_v "
+        ">= imc_s, imc_vs) AS imc_i, imc_i > 0 AND imc_vs[imc_i] <= imc_s + ",
+        apr_psprintf(
+            p, "%" APR_UINT64_T_FMT,
+            (apr_uint64_t)apr_time_as_msec(imc_config_solve_window(c))),
+        " AS imc_ok, imc_vs[imc_i] - imc_s AS imc_d FROM (", serves,
+        ") AS imc_serves ANY LEFT JOIN (SELECT site_id, correlation_id, "
+        "arraySort(groupArray(",
+        MS_SQL, ")) AS imc_vs FROM ", table, " WHERE ", adm,
+        " AND type = 'solve' GROUP BY site_id, "
+        "correlation_id) AS imc_solves USING (site_id, correlation_id)",
+        NULL);
+    return apr_pstrcat(
+        p, "SELECT ", per_row ? "min(imc_t), " : "",
+        per_row && by_site ? "toString(site_id), " : "",
+        "count(), countIf(imc_ok), sumIf(imc_d, imc_ok), ", ts, "[",
+        imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"), "], ", ts, "[",
+        imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
+        group ? group : "",
+        per_row ? apr_psprintf(p, " LIMIT %d", f->max_rows + 1) : "",
+        " SETTINGS join_use_nulls = 0 FORMAT TabSeparated", NULL);
+}
+
+/* The five figures of a window line (procedures, solved in time, sum,
+ * p50, p90) into n; 0 when they do not parse. */
+static int parse_window(char **fl, bk_counts *n)
+{
+    apr_uint64_t procs;
+
+    if (!imc_report_parse_uint(fl[0], APR_UINT64_MAX, &procs) ||
+        !imc_report_parse_uint(fl[1], procs, &n->timed) ||
+        !imc_report_parse_uint(fl[2], APR_UINT64_MAX, &n->sum_ms) ||
+        !imc_report_parse_uint(fl[3], APR_UINT64_MAX, &n->p50_ms) ||
+        !imc_report_parse_uint(fl[4], APR_UINT64_MAX, &n->p90_ms)) {
+        return 0;
+    }
+    n->unsolved = procs - n->timed;
+    return 1;
+}
+
+/* The window's figures of each bucket (and site) into the row of rows
+ * with its label (and site). A bucket has a line only where something
+ * was served, and then a row: one that has none (an event that arrived
+ * between the two queries) is left out. */
+static apr_status_t window_rows(request_rec *r, const imc_config *c,
+                                imc_clickhouse *ch, const imc_report_form *f,
+                                const bk_span *s, apr_array_header_t *rows,
+                                imc_clickhouse_result *res)
+{
+    int by_site = f->params->by_site, n = by_site ? 7 : 6, lineno = 0, cut = 0;
+    apr_hash_t *cells = apr_hash_make(r->pool);
+    char *pos, *line, *fl[7], label[IMC_BUCKET_LABEL_SIZE];
+    apr_status_t rv;
+    apr_uint64_t t;
+    int i;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+
+        apr_hash_set(cells,
+                     apr_pstrcat(r->pool, row->label, "\t",
+                                 row->site ? row->site : "", NULL),
+                     APR_HASH_KEY_STRING, row);
+    }
+    if ((rv = run_query(r, ch, window_sql(r->pool, c, f, s, 1), res)) !=
+        APR_SUCCESS) {
+        return rv;
+    }
+    pos = (char *)res->body;
+    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+        char *end = line + strlen(line);
+        bk_counts w;
+        bk_row *row;
+
+        ++lineno;
+        memset(&w, 0, sizeof(w));
+        if (imc_report_split_tabs(line, fl, 7) != n ||
+            !imc_report_parse_uint(fl[0], IMC_RCACHE_TIME_MAX, &t) ||
+            (by_site && !imc_report_parse_site(fl[1])) ||
+            !parse_window(fl + n - 5, &w)) {
+            return imc_report_malformed(r, "solve window query", lineno, line,
+                                        end);
+        }
+        imc_bucket_label(label, f->zone, f->params->interval, (apr_int64_t)t);
+        row = apr_hash_get(
+            cells,
+            apr_pstrcat(r->pool, label, "\t", by_site ? fl[1] : "", NULL),
+            APR_HASH_KEY_STRING);
+        if (row) {
+            w.served = row->n.served;
+            w.solved = row->n.solved;
+            row->n = w;
+        }
+    }
+    return cut ? imc_report_malformed(r, "solve window query", lineno + 1, NULL,
+                                      NULL)
+               : APR_SUCCESS;
+}
+
+/* The window's figures over all the rows' procedures together into
+ * *n: unsolved and the solve times (served and solved are the rows'). */
+static apr_status_t window_totals(request_rec *r, const imc_config *c,
+                                  imc_clickhouse *ch, const imc_report_form *f,
+                                  const bk_span *s, bk_counts *n,
+                                  imc_clickhouse_result *res)
+{
+    char *pos, *line, *fl[5], *end;
+    apr_status_t rv;
+    int cut = 0;
+
+    if ((rv = run_query(r, ch, window_sql(r->pool, c, f, s, 0), res)) !=
+        APR_SUCCESS) {
+        return rv;
+    }
+    pos = (char *)res->body;
+    line = imc_report_next_line(&pos, &cut);
+    end = line ? line + strlen(line) : NULL;
+    if (!line || *pos || imc_report_split_tabs(line, fl, 5) != 5 ||
+        !parse_window(fl, n)) {
+        return imc_report_malformed(r, "solve window totals", 1, line, end);
+    }
+    return APR_SUCCESS;
+}
+
 /* The rows of the local days [from, to] (either may be open) into rows,
- * in order; *over when ClickHouse had more than max_rows. */
+ * in order; *over when ClickHouse had more than max_rows. With win, the
+ * rows carry the solve window's figures; with wtotals (not NULL), the
+ * window's figures over all the rows go there (left alone when nothing
+ * is admitted). */
 static apr_status_t period_rows(request_rec *r, const imc_config *c,
                                 imc_clickhouse *ch, const imc_report_form *f,
-                                int from, int to, apr_array_header_t **rows,
-                                int *over, imc_clickhouse_result *res)
+                                int from, int to, int win, bk_counts *wtotals,
+                                apr_array_header_t **rows, int *over,
+                                imc_clickhouse_result *res)
 {
     bk_span s = days_span(f->zone, from, to);
     apr_status_t rv;
@@ -312,20 +500,37 @@ static apr_status_t period_rows(request_rec *r, const imc_config *c,
         *over = 1;
     }
     qsort((*rows)->elts, (size_t)(*rows)->nelts, sizeof(bk_row), row_order);
+    if (rv == APR_SUCCESS && !*over && win && (*rows)->nelts) {
+        rv = window_rows(r, c, ch, f, &s, *rows, res);
+    }
+    if (rv == APR_SUCCESS && !*over && wtotals) {
+        rv = window_totals(r, c, ch, f, &s, wtotals, res);
+    }
     return rv;
+}
+
+/* The solve times of w (a window's figures over all) into n. */
+static void take_times(bk_counts *n, const bk_counts *w)
+{
+    n->timed = w->timed;
+    n->sum_ms = w->sum_ms;
+    n->p50_ms = w->p50_ms;
+    n->p90_ms = w->p90_ms;
 }
 
 static void add_counts(bk_counts *sum, const bk_counts *n)
 {
     sum->served += n->served;
     sum->solved += n->solved;
+    sum->unsolved += n->unsolved;
 }
 
 static bk_counts sum_rows(const apr_array_header_t *rows)
 {
-    bk_counts sum = {0, 0};
+    bk_counts sum;
     int i;
 
+    memset(&sum, 0, sizeof(sum));
     for (i = 0; i < rows->nelts; ++i) {
         add_counts(&sum, &APR_ARRAY_IDX(rows, i, bk_row).n);
     }
@@ -427,13 +632,17 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
                                       imc_clickhouse_result *res)
 {
     imc_report_buckets *b = apr_pcalloc(r->pool, sizeof(*b));
+    int win = imc_rparams_needs_window(f->params);
+    int times = imc_rparams_needs_times(f->params), over = 0;
     apr_array_header_t *prev;
+    bk_counts wt;
     apr_status_t rv;
-    int over = 0;
 
     *out = b;
     b->form = f;
-    rv = period_rows(r, c, ch, f, f->from, f->to, &b->rows, &b->over, res);
+    memset(&wt, 0, sizeof(wt));
+    rv = period_rows(r, c, ch, f, f->from, f->to, win, times ? &wt : NULL,
+                     &b->rows, &b->over, res);
     if (rv != APR_SUCCESS || b->over) {
         return rv;
     }
@@ -441,6 +650,7 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
         b->rows = fill_rows(r->pool, f, b->rows, &b->over);
     }
     b->totals = sum_rows(b->rows);
+    take_times(&b->totals, &wt);
     if (!f->params->compare) {
         return APR_SUCCESS;
     }
@@ -450,10 +660,13 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
     if (b->prev_to < 0) {
         return APR_SUCCESS; /* before 1970: no events */
     }
+    memset(&wt, 0, sizeof(wt));
     rv = period_rows(r, c, ch, f, b->prev_from < 0 ? 0 : b->prev_from,
-                     b->prev_to, &prev, &over, res);
+                     b->prev_to, 0, win ? &wt : NULL, &prev, &over, res);
     b->over = b->over || over;
     b->previous = sum_rows(prev);
+    b->previous.unsolved = wt.unsolved;
+    take_times(&b->previous, &wt);
     return rv;
 }
 
@@ -475,8 +688,22 @@ static const char *metric_text(apr_pool_t *p, imc_metric m, const bk_counts *n,
             return apr_psprintf(p, "%" APR_UINT64_T_FMT, n->solved);
         case IMC_METRIC_SOLVE_RATE:
             return imc_report_rate(p, n->served, n->solved, csv ? "" : "null");
-        default: /* not computed yet: imc_rparams refuses it */
-            return csv ? "" : "null";
+        case IMC_METRIC_UNSOLVED:
+            return apr_psprintf(p, "%" APR_UINT64_T_FMT, n->unsolved);
+        default:
+            break;
+    }
+    if (!n->timed) {
+        return csv ? "" : "null";
+    }
+    switch (m) {
+        case IMC_METRIC_SOLVE_TIME_AVG:
+            return imc_rparams_seconds(
+                p, imc_rparams_mean_ms(n->sum_ms, n->timed));
+        case IMC_METRIC_SOLVE_TIME_P50:
+            return imc_rparams_seconds(p, n->p50_ms);
+        default:
+            return imc_rparams_seconds(p, n->p90_ms);
     }
 }
 

@@ -158,13 +158,58 @@ apr_status_t imc_rparams_parse(imc_rparams *out, apr_pool_t *p,
     return APR_SUCCESS;
 }
 
-/* The metrics of the solve window and millisecond times are not computed
- * yet: they need IMChallengeSolveWindow and times kept to the
- * millisecond. */
+/* Every metric is computed: kept so that a metric added to the names
+ * before it is computed answers 501. */
 int imc_rparams_metric_built(imc_metric m)
 {
-    return m == IMC_METRIC_SERVED || m == IMC_METRIC_SOLVED ||
-           m == IMC_METRIC_SOLVE_RATE;
+    return m >= IMC_METRIC_SERVED && m < IMC_METRIC_COUNT;
+}
+
+int imc_rparams_needs_window(const imc_rparams *params)
+{
+    int i;
+
+    for (i = 0; i < params->nmetrics; ++i) {
+        if (params->metrics[i] >= IMC_METRIC_UNSOLVED) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int imc_rparams_needs_times(const imc_rparams *params)
+{
+    int i;
+
+    for (i = 0; i < params->nmetrics; ++i) {
+        if (params->metrics[i] >= IMC_METRIC_SOLVE_TIME_AVG) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+const char *imc_rparams_seconds(apr_pool_t *p, apr_uint64_t ms)
+{
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT ".%03u", ms / 1000,
+                        (unsigned)(ms % 1000));
+}
+
+apr_uint64_t imc_rparams_mean_ms(apr_uint64_t sum_ms, apr_uint64_t n)
+{
+    apr_uint64_t q, r;
+
+    if (!n) {
+        return 0;
+    }
+    q = sum_ms / n;
+    r = sum_ms % n;
+    return q + (r >= n - r); /* 2r >= n: half up */
+}
+
+const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n)
+{
+    return apr_psprintf(p, "intDiv(%u * %s + 9, 10)", tenths, n);
 }
 
 int imc_rparams_is_default(const imc_rparams *params)

@@ -16,7 +16,12 @@
  *     compare   previous_period; needs from and to, not with CSV
  *
  * Errors are 400s but for a known metric that this build does not compute
- * (IMC_RPARAMS_ENOTBUILT, a 501); validity is checked before that.
+ * (IMC_RPARAMS_ENOTBUILT, a 501; this build computes every one); validity
+ * is checked before that.
+ *
+ * The solve-window metrics (unsolved, solve_time_avg/p50/p90) are computed
+ * by ClickHouse from millisecond times; the arithmetic of their answer is
+ * here: seconds with 3 decimals, the mean rounded to the millisecond.
  */
 #ifndef IMC_RPARAMS_H
 #define IMC_RPARAMS_H
@@ -75,6 +80,23 @@ apr_status_t imc_rparams_parse(imc_rparams *out, apr_pool_t *p,
 
 /* Whether the metric is computed by this build. */
 int imc_rparams_metric_built(imc_metric m);
+
+/* Whether params ask for a metric of the solve window (unsolved or a
+ * solve time), and for a solve time. */
+int imc_rparams_needs_window(const imc_rparams *params);
+int imc_rparams_needs_times(const imc_rparams *params);
+
+/* Milliseconds as seconds with 3 decimals ("0.001", "600.000"). */
+const char *imc_rparams_seconds(apr_pool_t *p, apr_uint64_t ms);
+
+/* The mean of n solve times adding up to sum_ms, in milliseconds rounded
+ * half up (0 when n is 0); exact in integers, without overflow. */
+apr_uint64_t imc_rparams_mean_ms(apr_uint64_t sum_ms, apr_uint64_t n);
+
+/* The SQL of the nearest rank of the quantile tenths/10 among n (an SQL
+ * expression) sorted values, 1-based: the ceiling of tenths * n / 10 in
+ * integers, intDiv(tenths * n + 9, 10) (0 when n is 0). */
+const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n);
 
 /* Whether params ask for the report as it is without any of them (per
  * day and site, served, solved, solve_rate; no fill, no comparison). */

@@ -18,7 +18,7 @@ later, a JSON array and the GET form; every report form (no parameters,
 from, to, both, epoch and far-future bounds, zones east and west of UTC
 with whole and half-hour offsets, filters over every column and operator,
 CSV by format= and by Accept; every interval, by, metrics, fill and
-compare), and the same reports again after more events
+compare; the solve window's metrics), and the same reports again after more events
 arrived, so that the report's cache lists the parts and queries only the
 changed days.
 
@@ -54,6 +54,10 @@ sys.path.insert(0, str(HERE))
 import stack  # noqa: E402
 from relay import RecordingRelay  # noqa: E402
 from report_util import Dataset, event, get_report, post_events  # noqa: E402
+
+# The report's metrics (SPEC section 5).
+METRICS = ["served", "solved", "solve_rate", "unsolved", "solve_time_avg",
+           "solve_time_p50", "solve_time_p90"]
 
 # Zones east and west of UTC, whole and half-hour offsets, +14 and -11.
 ZONES = ["UTC", "Europe/Moscow", "Asia/Tokyo", "Pacific/Kiritimati",
@@ -133,6 +137,29 @@ def edge_events():
         event("2105-12-31T22:00:00-01:00", "solve", c(), E),
     ]
     return D, E, evs
+
+
+def window_events():
+    """Site W: procedures around the solve window (10m) to the
+    millisecond, on 2025-01-12 and 13 (UTC)."""
+    W = str(uuid.uuid4())
+    evs = []
+    for i, (serve, solves) in enumerate((
+            ("10:00:00.000", ["10:00:00.001"]),
+            ("10:01:00.250", ["10:11:00.250"]),           # at the window
+            ("10:02:00.000", ["10:12:00.001"]),           # 1 ms past it
+            ("10:03:00.500", ["10:03:20.500", "10:03:10.000"]),
+            ("10:05:00.001", ["10:05:00.000"]),           # before
+            ("10:06:00.000", []),
+            ("23:59:59.900", ["00:00:00.100"]))):         # next day
+        cid = str(uuid.uuid4())
+        evs.append(event("2025-01-12T%sZ" % serve, "serve", cid, W))
+        if i == 3:
+            evs.append(event("2025-01-12T10:03:40.000Z", "serve", cid, W))
+        for v in solves:
+            day = "13" if v.startswith("00:") else "12"
+            evs.append(event("2025-01-%sT%sZ" % (day, v), "solve", cid, W))
+    return W, evs
 
 
 def filters(ds, D, E):
@@ -225,6 +252,7 @@ class Workload:
         D, E, edges = edge_events()
         post_events(h, edges)
         post_events(h, edges[:4])  # sent again: stored twice, counted once
+        post_events(h, window_events()[1])
         # A JSON array, accepted (202) and delivered in the background.
         late = str(uuid.uuid4())
         # Fractions of a second to the millisecond, truncated beyond.
@@ -293,8 +321,34 @@ class Workload:
                         **{"from": "2025-01-06", "to": "2025-01-19"})
             self.report(None, tz=tz, interval="month",
                         **{"from": "2105-12-01"})
-        self.report(None, interval="day", metrics="served,unsolved",
-                    expect=501)
+        self.window_reports(flts)
+
+    def window_reports(self, flts):
+        """The solve window's metrics: every interval, by, fill, compare,
+        filters and bounds, JSON and CSV, over procedures solved 1 ms
+        after their serve, at the window and 1 ms past it, twice, before
+        their serve and across midnight."""
+        every = ",".join(METRICS)
+        for tz in ("UTC", "Europe/Berlin", "Asia/Kathmandu",
+                   "America/St_Johns"):
+            for iv in ("minute", "hour", "day", "week", "month", "total"):
+                for by in ("site", "none"):
+                    self.report(None, tz=tz, interval=iv, by=by,
+                                metrics=every)
+                self.report(flts[0], tz=tz, interval=iv, metrics=every,
+                            fill="1", **{"from": "2025-01-12",
+                                         "to": "2025-01-13"})
+            self.report(None, tz=tz, interval="day", by="none",
+                        metrics="unsolved,solve_time_p90", format="csv",
+                        **{"from": "2025-01-10", "to": "2025-01-13"})
+            self.report(None, tz=tz, interval="day", metrics=every,
+                        compare="previous_period",
+                        **{"from": "2025-01-12", "to": "2025-01-13"})
+        for f in flts:
+            self.report(f, interval="hour", metrics=every)
+        for b in BOUNDS:
+            self.report(None, interval="total", by="none",
+                        metrics="solve_time_avg,unsolved", **b)
 
     def capture(self):
         ex = self.relay.snapshot()

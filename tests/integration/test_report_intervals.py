@@ -26,7 +26,8 @@ UTC = datetime.timezone.utc
 DAY = 86400
 METRICS = ["served", "solved", "solve_rate", "unsolved", "solve_time_avg",
            "solve_time_p50", "solve_time_p90"]
-NOT_BUILT = METRICS[3:]
+TIMES = METRICS[4:]
+WINDOW_MS = 600000  # IMChallengeSolveWindow's default, 10m
 ZONES = ["UTC", "Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu",
          "America/St_Johns", "America/New_York", "Australia/Adelaide",
          "Pacific/Chatham", "Australia/Lord_Howe", "America/Sao_Paulo"]
@@ -40,6 +41,14 @@ def instant(text):
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return int(t.timestamp())
+
+
+def instant_ms(text):
+    """The event's time in milliseconds, its fraction truncated."""
+    t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return instant(text) * 1000 + t.microsecond // 1000
 
 
 def offset(zone, t):
@@ -132,8 +141,8 @@ def range_buckets(zone, iv, frm, to):
 
 
 def admitted(events, zone, keep, frm, to):
-    """(instant, site, cid, type) of the events the filter and from/to
-    admit."""
+    """(instant, site, cid, type, milliseconds) of the events the filter
+    and from/to admit."""
     out = []
     for e in events:
         t = instant(e["time"])
@@ -143,32 +152,63 @@ def admitted(events, zone, keep, frm, to):
             continue
         if (frm and day < frm) or (to and day > to):
             continue
-        out.append((t, site, e["correlation_id"].lower(), e["type"]))
+        out.append((t, site, e["correlation_id"].lower(), e["type"],
+                    instant_ms(e["time"])))
     return out
 
 
-def metric_values(metrics, served, solved):
+def solve_times(times):
+    """avg, p50, p90 of solve times (ms), None when there are none: the
+    mean rounded half up to the millisecond, nearest ranks ceil(q n)."""
+    if not times:
+        return None, None, None
+    ts, n = sorted(times), len(times)
+    avg = (2 * sum(ts) + n) // (2 * n)
+    return avg, ts[(5 * n + 9) // 10 - 1], ts[(9 * n + 9) // 10 - 1]
+
+
+def metric_values(metrics, served, solved, unsolved=0, times=()):
+    avg, p50, p90 = solve_times(times)
     out = {}
     for m in metrics:
         out[m] = {"served": served, "solved": solved,
-                  "solve_rate": solved / served if served else None
-                  }[m]
+                  "solve_rate": solved / served if served else None,
+                  "unsolved": unsolved, "solve_time_avg": avg,
+                  "solve_time_p50": p50, "solve_time_p90": p90}[m]
+    out["_times"] = list(times)
     return out
+
+
+def in_time(solves, s, window_ms):
+    """The earliest solve V with S <= V <= S + window, or None."""
+    ok = [v for v in solves if s <= v <= s + window_ms]
+    return min(ok) if ok else None
 
 
 def model_rows(events, tz="UTC", interval="day", by="site",
                metrics=("served", "solved", "solve_rate"), keep=None,
-               frm=None, to=None, fill=False):
+               frm=None, to=None, fill=False, window_ms=WINDOW_MS):
     """The rows the module must answer, each a dict in the answer's key
-    order, plus an order key."""
+    order (and "_times", the solve times of its procedures solved in
+    time)."""
     zone = zoneinfo.ZoneInfo(tz)
-    groups = {}
-    for t, site, cid, type_ in admitted(events, zone, keep, frm, to):
+    groups, first_serve, solves = {}, {}, {}
+    for t, site, cid, type_, ms in admitted(events, zone, keep, frm, to):
         order, label = bucket_of(zone, interval, t)
         key = (order, label, site if by == "site" else "")
         served, solved = groups.setdefault(key, (set(), set()))
         proc = cid if by == "site" else (site, cid)
         (served if type_ == "serve" else solved).add(proc)
+        if type_ == "serve":
+            k = (key, (site, cid))
+            first_serve[k] = min(first_serve.get(k, ms), ms)
+        else:
+            solves.setdefault((site, cid), []).append(ms)
+    times = {}
+    for (key, pair), s in first_serve.items():
+        v = in_time(solves.get(pair, []), s, window_ms)
+        if v is not None:
+            times.setdefault(key, []).append(v - s)
     if fill:
         sites = sorted({k[2] for k in groups}) if by == "site" else [""]
         for order, label in range_buckets(zone, interval, frm, to):
@@ -184,7 +224,9 @@ def model_rows(events, tz="UTC", interval="day", by="site",
             r[field] = label
         if by == "site":
             r["site_id"] = site
-        r.update(metric_values(metrics, len(served), len(solved)))
+        t = times.get(key, [])
+        r.update(metric_values(metrics, len(served), len(solved),
+                               len(served) - len(t), t))
         rows.append(r)
     return rows
 
@@ -192,7 +234,8 @@ def model_rows(events, tz="UTC", interval="day", by="site",
 def model_answer(events, metrics=("served", "solved", "solve_rate"),
                  compare=False, **kw):
     """The JSON answer as a dict (key order kept)."""
-    full = list(dict.fromkeys(list(metrics) + ["served", "solved"]))
+    full = list(dict.fromkeys(list(metrics) + ["served", "solved",
+                                                "unsolved"]))
     rows = model_rows(events, metrics=full, **kw)
     answer = {"rows": [strip(r, metrics) for r in rows],
               "totals": totals_of(rows, metrics)}
@@ -210,7 +253,8 @@ def model_answer(events, metrics=("served", "solved", "solve_rate"),
 
 
 def strip(row, metrics):
-    out = {k: v for k, v in row.items() if k not in METRICS}
+    out = {k: v for k, v in row.items()
+           if k not in METRICS and not k.startswith("_")}
     for m in metrics:
         out[m] = row[m]
     return out
@@ -219,7 +263,11 @@ def strip(row, metrics):
 def totals_of(rows, metrics):
     served = sum(r["served"] for r in rows)
     solved = sum(r["solved"] for r in rows)
-    return metric_values(metrics, served, solved)
+    unsolved = sum(r.get("unsolved", 0) for r in rows)
+    times = [t for r in rows for t in r["_times"]]
+    out = metric_values(metrics, served, solved, unsolved, times)
+    out.pop("_times", None)
+    return out
 
 
 def rate4(v):
@@ -229,6 +277,12 @@ def rate4(v):
         decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_UP))
 
 
+def seconds(ms):
+    """Milliseconds as the module writes a solve time: seconds, 3
+    decimals."""
+    return "%d.%03d" % (ms // 1000, ms % 1000)
+
+
 def json_text(answer, metrics):
     """The answer's exact bytes: compact JSON, rates with 4 decimals."""
     def obj(d):
@@ -236,6 +290,8 @@ def json_text(answer, metrics):
         for k, v in d.items():
             if k == "solve_rate":
                 text = "null" if v is None else rate4(v)
+            elif k in TIMES:
+                text = "null" if v is None else seconds(v)
             elif isinstance(v, dict):
                 text = obj(v)
             elif isinstance(v, list):
@@ -247,19 +303,22 @@ def json_text(answer, metrics):
     return obj(answer)
 
 
-def csv_text(answer, metrics):
+def csv_text(answer, metrics, head=()):
+    """The CSV's bytes; head: the time and site columns (of the header
+    when there are no rows)."""
     rows = answer["rows"]
     if rows:
         header = list(rows[0].keys())
     else:
-        header = list(metrics)
+        header = list(head) + list(metrics)
     lines = [",".join(header)]
     for r in rows:
         cells = []
         for k in header:
             v = r[k]
             cells.append("" if v is None else
-                         rate4(v) if k == "solve_rate" else str(v))
+                         rate4(v) if k == "solve_rate" else
+                         seconds(v) if k in TIMES else str(v))
         lines.append(",".join(cells))
     return "".join(line + "\r\n" for line in lines)
 
@@ -385,7 +444,8 @@ def ask(d, flt=None, keep=None, tz="UTC", interval=None, by=None,
         params["compare"] = "previous_period"
     want = model_answer(d.events, metrics=mlist, compare=compare, tz=tz,
                         interval=interval or "day", by=by or "site",
-                        keep=keep, frm=frm, to=to, fill=fill)
+                        keep=keep, frm=frm, to=to, fill=fill,
+                        window_ms=getattr(d, "window_ms", WINDOW_MS))
     r = get_report(d.h, flt, **params)
     assert r.status_code == 200, (params, r.status_code, r.text)
     assert r.headers["Content-Type"].startswith("application/json")
@@ -394,7 +454,11 @@ def ask(d, flt=None, keep=None, tz="UTC", interval=None, by=None,
         r = get_report(d.h, flt, format="csv", **params)
         assert r.status_code == 200, (params, r.text)
         assert r.headers["Content-Type"].startswith("text/csv")
-        assert r.text == csv_text(want, mlist), (params, flt)
+        field = {"day": "day", "total": None}.get(interval or "day",
+                                                    "bucket")
+        head = ([field] if field else []) + (["site_id"] if by != "none"
+                                             else [])
+        assert r.text == csv_text(want, mlist, head), (params, flt)
     return want
 
 
@@ -534,7 +598,9 @@ def test_procedures_over_all_sites_are_pairs(iv):
 
 
 @pytest.mark.parametrize("metrics", ["solve_rate", "solved,served",
-                                     "solve_rate,served,solved", "served"])
+                                     "solve_rate,served,solved", "served",
+                                     "solve_time_p90,unsolved,served",
+                                     ",".join(reversed(METRICS))])
 def test_metrics_in_the_order_asked(iv, metrics):
     want = ask(iv, interval="week", metrics=metrics, tz="Europe/Berlin")
     assert list(want["totals"].keys()) == metrics.split(",")
@@ -586,8 +652,7 @@ def test_random_rounds(iv):
             to = (start + datetime.timedelta(
                 days=rnd.randrange(span))).isoformat()
         fill = ranged and rnd.random() < 0.5
-        metrics = ",".join(rnd.sample(["served", "solved", "solve_rate"],
-                                      rnd.randrange(1, 4)))
+        metrics = ",".join(rnd.sample(METRICS, rnd.randrange(1, 8)))
         compare = ranged and rnd.random() < 0.3
         ask(iv, flt, keep, tz=tz, interval=interval, by=by,
             metrics=metrics, frm=frm, to=to, fill=fill, compare=compare)
@@ -599,7 +664,8 @@ def test_random_rounds(iv):
 def default_text(d):
     """The report as it was before intervals: per day and site."""
     rows = model_rows(d.events)
-    answer = {"rows": rows, "totals": totals_of(rows, ["served", "solved",
+    answer = {"rows": [strip(r, ["served", "solved", "solve_rate"])
+                       for r in rows], "totals": totals_of(rows, ["served", "solved",
                                                        "solve_rate"])}
     return answer
 
@@ -655,11 +721,15 @@ def test_unknown_metric_lists_the_known_ones(iv, name):
                     "metrics": METRICS}
 
 
-@pytest.mark.parametrize("name", NOT_BUILT)
-def test_solve_window_metrics_are_501(iv, name):
-    r = get_report(iv.h, metrics="served," + name, interval="hour")
-    body = assert_clean_error(r, 501)
-    assert name in body["error"]
+@pytest.mark.parametrize("name", METRICS[3:])
+def test_solve_window_metrics_have_values(iv, name):
+    want = ask(iv, metrics="served," + name, interval="hour",
+               frm="2026-10-20", to="2026-10-29")
+    values = [r[name] for r in want["rows"]]
+    assert any(v for v in values), (name, values)  # not all zero or null
+    if name != "unsolved":
+        assert None in values  # hours served nothing solved in time
+        assert want["totals"][name] is not None
 
 
 @pytest.mark.parametrize("query", ["interval=day&interval=hour",

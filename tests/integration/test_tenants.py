@@ -230,6 +230,15 @@ def test_interval_forms_show_only_the_tenants_procedures(tenants, written):
         "served": 0, "solved": 0, "solve_rate": None}, "previous": {
         "from": r.json()["previous"]["from"], "to": r.json()["previous"]["to"],
         "totals": {"served": 0, "solved": 0, "solve_rate": None}}}
+    # The solve window's metrics: another tenant's site is never read.
+    r = report_as(tenants, "globex", interval="total", by="none",
+                  metrics="served,unsolved,solve_time_p50")
+    assert r.json()["rows"] == [{"served": 2, "unsolved": 2,
+                                 "solve_time_p50": None}]
+    r = report_as(tenants, "acme", "site_id='%s'" % G1, interval="total",
+                  metrics="unsolved,solve_time_avg")
+    assert r.json() == {"rows": [], "totals": {"unsolved": 0,
+                                               "solve_time_avg": None}}
 
 
 def test_csv_shows_only_the_tenants_rows(tenants, written):

@@ -103,6 +103,7 @@ START_TEST(defaults)
     ck_assert_ptr_null(imc_config_cors(c));
     ck_assert_int_eq(imc_config_max_reports(c), 8);
     ck_assert_int_eq(imc_config_max_report_rows(c), 100000);
+    ck_assert_int_eq(imc_config_solve_window(c), apr_time_from_sec(600));
 }
 END_TEST
 
@@ -131,6 +132,32 @@ START_TEST(values)
     ck_assert_str_eq(imc_config_spool_dir(c), "/srv/root/spool");
     ck_assert_int_eq(imc_config_max_reports(c), 3);
     ck_assert_int_eq(imc_config_max_report_rows(c), 25);
+    ck_assert_ptr_null(directive(s, "IMChallengeSolveWindow", "30s"));
+    ck_assert_int_eq(imc_config_solve_window(c), apr_time_from_sec(30));
+}
+END_TEST
+
+/* IMChallengeSolveWindow: every DURATION form, 0 to a day. */
+START_TEST(solve_window)
+{
+    static const struct {
+        const char *arg;
+        apr_interval_time_t want;
+    } cases[] = {{"0", 0},
+                 {"1ms", 1000},
+                 {"1500ms", 1500000},
+                 {"45", apr_time_from_sec(45)},
+                 {"30s", apr_time_from_sec(30)},
+                 {"10m", apr_time_from_sec(600)},
+                 {"1440m", apr_time_from_sec(86400)}};
+    server_rec *s = new_server();
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        ck_assert_ptr_null(
+            directive(s, "IMChallengeSolveWindow", cases[i].arg));
+        ck_assert_int_eq(imc_config_solve_window(conf(s)), cases[i].want);
+    }
 }
 END_TEST
 
@@ -153,6 +180,11 @@ START_TEST(bad_values)
         {"IMChallengeMaxReportRows", "0"},
         {"IMChallengeMaxReportRows", "100000001"},
         {"IMChallengeMaxReportRows", "1e5"},
+        {"IMChallengeSolveWindow", "1441m"},
+        {"IMChallengeSolveWindow", "-1s"},
+        {"IMChallengeSolveWindow", "10 m"},
+        {"IMChallengeSolveWindow", "1h"},
+        {"IMChallengeSolveWindow", ""},
         {"IMChallengeClickHouse", "ftp://127.0.0.1/"},
         {"IMChallengeClickHouse", "http://user:pw@127.0.0.1:8123/"},
         {"IMChallengeClickHouse", "127.0.0.1:8123"},
@@ -178,6 +210,7 @@ START_TEST(bad_values)
     ck_assert_int_eq(imc_config_batch_size(conf(s)), 10000);
     ck_assert_str_eq(imc_config_database(conf(s)), "imchallenge");
     ck_assert_ptr_null(imc_config_cors(conf(s)));
+    ck_assert_int_eq(imc_config_solve_window(conf(s)), apr_time_from_sec(600));
 }
 END_TEST
 
@@ -264,6 +297,7 @@ START_TEST(merge)
     ck_assert_ptr_null(directive(base, "IMChallengeBatchSize", "100"));
     ck_assert_ptr_null(directive(base, "IMChallengeSpoolSync", "On"));
     ck_assert_ptr_null(directive(base, "IMChallengeDatabase", "main"));
+    ck_assert_ptr_null(directive(base, "IMChallengeSolveWindow", "30s"));
     ck_assert_ptr_null(directive(vhost, "IMChallengeDatabase", "other"));
     ck_assert_ptr_null(directive(vhost, "IMChallengeSpoolSync", "Off"));
     ck_assert_ptr_null(
@@ -275,6 +309,9 @@ START_TEST(merge)
     ck_assert_int_eq(imc_config_batch_size(m), 100);
     ck_assert_int_eq(imc_config_spool_sync(m), 0);
     ck_assert_int_eq(imc_config_timeout(m), apr_time_from_sec(10));
+    ck_assert_int_eq(imc_config_solve_window(m), apr_time_from_sec(30));
+    ck_assert_int_eq(imc_config_solve_window(conf(vhost)),
+                     apr_time_from_sec(600));
     urls = imc_config_clickhouse(m);
     ck_assert_int_eq(urls->nelts, 2);
     ck_assert_str_eq(APR_ARRAY_IDX(urls, 1, const char *),
@@ -293,6 +330,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, values);
     tcase_add_test(tc, bad_values);
+    tcase_add_test(tc, solve_window);
     tcase_add_test(tc, password_file);
     tcase_add_test(tc, url_secret_never_echoed);
     tcase_add_test(tc, merge);

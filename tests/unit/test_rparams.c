@@ -4,7 +4,8 @@
  * Unit tests of imc_rparams: the report's interval, by, metrics, fill and
  * compare parameters (defaults, every valid value, every error and its
  * kind, the order of the metrics asked), which forms are the default one,
- * and the row limit's arithmetic at its edges.
+ * the row limit's arithmetic at its edges, and the solve times' arithmetic
+ * (seconds, the mean's rounding, nearest ranks).
  */
 
 #include <string.h>
@@ -187,7 +188,7 @@ START_TEST(unknown_metric_is_named)
 }
 END_TEST
 
-START_TEST(solve_window_metrics_are_not_built)
+START_TEST(every_metric_is_built)
 {
     imc_rparams pr;
     imc_rparams_error err;
@@ -197,22 +198,83 @@ START_TEST(solve_window_metrics_are_not_built)
         apr_status_t rv = parse(&pr, &err, "hour", NULL,
                                 imc_rparams_metric_names[i], NULL, NULL, 0, 0);
 
-        if (i <= IMC_METRIC_SOLVE_RATE) {
-            ck_assert_int_eq(rv, APR_SUCCESS);
-            ck_assert(imc_rparams_metric_built((imc_metric)i));
-        } else {
-            ck_assert_int_eq(rv, APR_EINVAL);
-            ck_assert_int_eq(err.kind, IMC_RPARAMS_ENOTBUILT);
-            ck_assert_str_eq(err.name, imc_rparams_metric_names[i]);
-            ck_assert(!imc_rparams_metric_built((imc_metric)i));
-        }
+        ck_assert_int_eq(rv, APR_SUCCESS);
+        ck_assert(imc_rparams_metric_built((imc_metric)i));
+        ck_assert_int_eq(imc_rparams_needs_window(&pr),
+                         i >= IMC_METRIC_UNSOLVED);
+        ck_assert_int_eq(imc_rparams_needs_times(&pr),
+                         i >= IMC_METRIC_SOLVE_TIME_AVG);
     }
     ck_assert_int_eq(i, IMC_METRIC_COUNT);
-    /* A 400 of another parameter comes before the 501. */
+    ck_assert(!imc_rparams_metric_built(IMC_METRIC_COUNT));
+    parse(&pr, &err, NULL, NULL, "served,solve_time_p90,solved", NULL, NULL, 0,
+          0);
+    ck_assert(imc_rparams_needs_window(&pr) && imc_rparams_needs_times(&pr));
+    parse(&pr, &err, NULL, NULL, NULL, NULL, NULL, 0, 0);
+    ck_assert(!imc_rparams_needs_window(&pr));
+    /* A 400 of another parameter still comes first. */
     parse(&pr, &err, "year", NULL, "unsolved", NULL, NULL, 0, 0);
     ck_assert_int_eq(err.kind, IMC_RPARAMS_EINVAL);
     parse(&pr, &err, NULL, NULL, "unsolved", "1", NULL, 0, 0);
     ck_assert_int_eq(err.kind, IMC_RPARAMS_EINVAL);
+}
+END_TEST
+
+START_TEST(seconds_with_three_decimals)
+{
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 0), "0.000");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 1), "0.001");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 999), "0.999");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 1000), "1.000");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 600000), "600.000");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, 86400001), "86400.001");
+    ck_assert_str_eq(imc_rparams_seconds(imc_unit_pool, APR_UINT64_MAX),
+                     "18446744073709551.615");
+}
+END_TEST
+
+START_TEST(mean_rounds_half_up_to_the_millisecond)
+{
+    ck_assert_uint_eq(imc_rparams_mean_ms(0, 0), 0);
+    ck_assert_uint_eq(imc_rparams_mean_ms(7, 1), 7);
+    ck_assert_uint_eq(imc_rparams_mean_ms(3, 2), 2);  /* 1.5 */
+    ck_assert_uint_eq(imc_rparams_mean_ms(5, 4), 1);  /* 1.25 */
+    ck_assert_uint_eq(imc_rparams_mean_ms(7, 4), 2);  /* 1.75 */
+    ck_assert_uint_eq(imc_rparams_mean_ms(1, 3), 0);  /* 0.333 */
+    ck_assert_uint_eq(imc_rparams_mean_ms(2, 3), 1);  /* 0.667 */
+    ck_assert_uint_eq(imc_rparams_mean_ms(10, 4), 3); /* 2.5 */
+    /* No overflow where 2 * sum would: the mean of n times the maximum. */
+    ck_assert_uint_eq(imc_rparams_mean_ms(APR_UINT64_MAX, 1), APR_UINT64_MAX);
+    ck_assert_uint_eq(imc_rparams_mean_ms(APR_UINT64_MAX - 1, 2),
+                      APR_UINT64_MAX / 2);
+    ck_assert_uint_eq(imc_rparams_mean_ms(APR_UINT64_MAX, 2),
+                      APR_UINT64_MAX / 2 + 1);
+}
+END_TEST
+
+/* The nearest rank's SQL, and its formula against the ceiling in exact
+ * rationals: n * q <= rank and (rank - 1) < n * q, for every n to 1000 and
+ * every tenth (ClickHouse's intDiv of UInt64 is this integer division). */
+START_TEST(nearest_rank)
+{
+    apr_uint64_t n, k;
+    unsigned t;
+
+    ck_assert_str_eq(imc_rparams_rank_sql(imc_unit_pool, 5, "count()"),
+                     "intDiv(5 * count() + 9, 10)");
+    ck_assert_str_eq(imc_rparams_rank_sql(imc_unit_pool, 9, "n"),
+                     "intDiv(9 * n + 9, 10)");
+    for (n = 0; n <= 1000; ++n) {
+        for (t = 1; t <= 10; ++t) {
+            k = (t * n + 9) / 10;
+            if (!n) {
+                ck_assert_uint_eq(k, 0);
+                continue;
+            }
+            ck_assert(n * t <= 10 * k && 10 * (k - 1) < n * t);
+            ck_assert(k >= 1 && k <= n);
+        }
+    }
 }
 END_TEST
 
@@ -246,7 +308,10 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, bad_values);
     tcase_add_test(tc, fill_and_compare_need_a_range);
     tcase_add_test(tc, unknown_metric_is_named);
-    tcase_add_test(tc, solve_window_metrics_are_not_built);
+    tcase_add_test(tc, every_metric_is_built);
+    tcase_add_test(tc, seconds_with_three_decimals);
+    tcase_add_test(tc, mean_rounds_half_up_to_the_millisecond);
+    tcase_add_test(tc, nearest_rank);
     tcase_add_test(tc, row_limit);
     suite_add_tcase(s, tc);
     return s;
