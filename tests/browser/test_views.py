@@ -214,3 +214,60 @@ def test_live_view_refreshes_with_new_events(browser, stack_, post):
     assert rows[-1]["day"].endswith("+00:00")
     assert browser.execute_script("return window.__chart.isConnected")
     assert severe(browser.get_log("browser")) == []
+
+
+def solve_events(site, day, seconds):
+    """A procedure per solve time: served at noon, solved seconds later."""
+    evs = []
+    for i, s in enumerate(seconds):
+        cid = str(uuid.uuid4())
+        served = datetime.datetime.fromisoformat(day + "T12:00:00+00:00") + \
+            datetime.timedelta(minutes=i)
+        solved = served + datetime.timedelta(seconds=s)
+        evs.append({"time": served.isoformat(), "type": "serve",
+                    "correlation_id": cid, "site_id": site})
+        evs.append({"time": solved.isoformat(), "type": "solve",
+                    "correlation_id": cid, "site_id": site})
+    return evs
+
+
+def test_solve_time_chart_and_median(browser, stack_, post):
+    site = str(uuid.uuid4())
+    post(solve_events(site, "2026-11-24", [2 * s for s in range(1, 11)]) +
+         solve_events(site, "2026-11-25", list(range(1, 11))))
+    filt = "site_id='%s'" % site
+    params = {"filter": filt, "from": "2026-11-25", "to": "2026-11-25"}
+    status, body = report(stack_, filt, by="none", compare="previous_period",
+                          metrics="solve_time_p50,solve_time_p90",
+                          **{"from": "2026-11-25", "to": "2026-11-25"})
+    assert status == 200
+    # Nearest rank: the 5th and the 9th of ten solve times.
+    assert body["totals"]["solve_time_p50"] == 5.0
+    assert body["totals"]["solve_time_p90"] == 9.0
+    assert body["previous"]["totals"]["solve_time_p50"] == 10.0
+    browser.get(stack_.url + "#" + urllib.parse.urlencode(params))
+    browser.get_log("browser")
+    wait(browser, "the median solve time",
+         lambda d: d.find_element(By.ID, "total-p50").text == "5.00 s")
+    assert browser.find_element(By.ID, "delta-p50").text == \
+        "\u25bc -50.0% vs 2026-11-24 \u2013 2026-11-24"
+    titles = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#times .hit title'))"
+        ".map(t => t.textContent)")
+    assert titles == ["2026-11-25: median 5.00 s, 90th percentile 9.00 s"]
+    assert browser.execute_script(
+        "return document.querySelectorAll('#times circle.p50').length") == 1
+    # Over both days, by day: a point a day, each its own quantiles.
+    browser.get(stack_.url + "#" + urllib.parse.urlencode(
+        {"filter": filt, "from": "2026-11-24", "to": "2026-11-25"}))
+    def times(d):
+        return d.execute_script(
+            "return Array.from(document.querySelectorAll('#times .hit title'))"
+            ".map(t => t.textContent)")
+
+    wait(browser, "two days of solve times",
+         lambda d: len(times(d)) == 2 and times(d)[0].startswith("2026-11-24"))
+    assert times(browser) == [
+        "2026-11-24: median 10.0 s, 90th percentile 18.0 s",
+        "2026-11-25: median 5.00 s, 90th percentile 9.00 s"]
+    assert severe(browser.get_log("browser")) == []
