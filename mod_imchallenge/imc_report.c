@@ -29,7 +29,10 @@
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
 static imc_rcache *cache; /* this process's; NULL: none */
-static int listing_told;  /* a refused parts listing was logged */
+/* Bytes of answers of the other forms each process keeps (imc_rcache). */
+#define FORMS_BUDGET ((apr_size_t)16 * 1024 * 1024)
+static imc_rcache_forms *forms; /* this process's; NULL: none */
+static int listing_told;        /* a refused parts listing was logged */
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -769,8 +772,125 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     return OK;
 }
 
+/* The seconds past an event that the form's metrics look at (the solve
+ * window), or -1 when the form is not to be kept: a metric whose reach
+ * the key would not hold. served, solved and solve_rate read only the
+ * buckets' own events. */
+static apr_int64_t form_window(const imc_rparams *pr)
+{
+    int i;
+
+    for (i = 0; i < pr->nmetrics; ++i) {
+        if (pr->metrics[i] != IMC_METRIC_SERVED &&
+            pr->metrics[i] != IMC_METRIC_SOLVED &&
+            pr->metrics[i] != IMC_METRIC_SOLVE_RATE) {
+            return -1; /* IMChallengeSolveWindow's seconds, once built */
+        }
+    }
+    return 0;
+}
+
+/* Everything a form's answer depends on but the events: the day report's
+ * key, the form's parameters as parsed, from / to, the row limit, what
+ * uniqExact counts and the solve window. */
+static const char *form_key(request_rec *r, const imc_config *c,
+                            const report_args *a, const imc_report_form *f,
+                            apr_int64_t window)
+{
+    const imc_rparams *pr = f->params;
+    const char *metrics = "";
+    int i;
+
+    for (i = 0; i < pr->nmetrics; ++i) {
+        metrics = apr_psprintf(r->pool, "%s%d,", metrics, (int)pr->metrics[i]);
+    }
+    return apr_psprintf(
+        r->pool,
+        "%s\ninterval=%d by_site=%d metrics=%s fill=%d "
+        "compare=%d from=%d to=%d max_rows=%d window=%" APR_INT64_T_FMT "\n%s",
+        cache_key(r, c, a, f->where), (int)pr->interval, pr->by_site, metrics,
+        pr->fill, pr->compare, f->from, f->to, f->max_rows, window,
+        f->procedure);
+}
+
+/* A form's answer looked up in the process's cache: key NULL when it
+ * cannot be kept (no usable parts list, or a metric the key does not
+ * cover). */
+typedef struct {
+    const char *key;
+    apr_uint64_t fp;
+    int keep;      /* no part of the database's current second */
+    int listed_at; /* the endpoint that listed the parts */
+} form_lookup;
+
+/* The parts list and the kept answer of form f into *b (NULL: none). */
+static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
+                                    const report_args *a, imc_clickhouse *ch,
+                                    const imc_report_form *f, form_lookup *look,
+                                    imc_report_buckets **b,
+                                    imc_clickhouse_result *res)
+{
+    apr_int64_t window = form_window(f->params);
+    apr_array_header_t *parts;
+    apr_size_t size;
+    apr_status_t rv;
+    int first, last, recent;
+    void *blob;
+
+    look->key = NULL;
+    *b = NULL;
+    if (!forms || window < 0) {
+        return APR_SUCCESS;
+    }
+    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+        return rv;
+    }
+    imc_rcache_forms_days(f->from, f->to, f->params->compare, window, &first,
+                          &last);
+    look->fp = imc_rcache_fingerprint((const imc_rcache_part *)parts->elts,
+                                      parts->nelts, first, last, &recent);
+    look->key = form_key(r, c, a, f, window);
+    look->keep = !recent;
+    look->listed_at = res->endpoint;
+    blob = imc_rcache_forms_get(forms, r->pool, look->key, look->fp, &size);
+    if (blob && (*b = imc_report_buckets_unpack(r->pool, f, blob, size))) {
+        imc_metrics_add(IMC_M_REPORT_FORMS_CACHED, 1);
+    } else {
+        imc_metrics_add(IMC_M_REPORT_FORMS_QUERIED, 1);
+    }
+    return APR_SUCCESS;
+}
+
+/* The form's answer through the cache (imc_rcache_forms): the one kept
+ * while the parts its events can be in are the same, else ClickHouse's,
+ * kept unless a part is of the current second, the answer is over the
+ * row limit or the query failed over to another server than the parts
+ * list's. */
+static apr_status_t form_answer(request_rec *r, const imc_config *c,
+                                const report_args *a, imc_clickhouse *ch,
+                                const imc_report_form *f,
+                                imc_report_buckets **b,
+                                imc_clickhouse_result *res)
+{
+    form_lookup look;
+    apr_size_t size;
+    apr_status_t rv = form_lookup_run(r, c, a, ch, f, &look, b, res);
+
+    if (rv != APR_SUCCESS || *b) {
+        return rv;
+    }
+    rv = imc_report_buckets_query(b, r, c, ch, f, res);
+    if (rv == APR_SUCCESS && look.key && look.keep &&
+        !imc_report_buckets_over(*b) && res->endpoint == look.listed_at) {
+        void *blob = imc_report_buckets_pack(*b, r->pool, &size);
+
+        imc_rcache_forms_put(forms, look.key, look.fp, blob, size);
+    }
+    return rv;
+}
+
 /* The report with interval, by, metrics, fill or compare
- * (imc_report_buckets); not cached. */
+ * (imc_report_buckets), through the forms' cache. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
@@ -799,7 +919,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     f.procedure = a->procedure;
-    rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+    rv = form_answer(r, c, a, client->ch, &f, &b, &res);
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
@@ -829,6 +949,9 @@ void imc_report_child_init(apr_pool_t *pchild)
     imc_zones_child_init(pchild); /* on failure, zones are not remembered */
     if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
         cache = NULL;
+    }
+    if (imc_rcache_forms_create(&forms, pchild, FORMS_BUDGET) != APR_SUCCESS) {
+        forms = NULL;
     }
     imc_report_client_child_init(pchild);
 }

@@ -462,6 +462,76 @@ int imc_report_buckets_over(const imc_report_buckets *b)
     return b->over;
 }
 
+/* ------------------------------------------------------ kept answers */
+
+/* A row as kept (imc_rcache_forms): its texts inside it. */
+typedef struct {
+    bk_row row;
+    char label[IMC_BUCKET_LABEL_SIZE];
+    char site[IMC_RCACHE_SITE_LEN + 1];
+    int has_site;
+} bk_kept_row;
+
+/* An answer as kept: this, then its rows. */
+typedef struct {
+    imc_report_buckets b;
+    int nrows;
+} bk_kept;
+
+void *imc_report_buckets_pack(const imc_report_buckets *b, apr_pool_t *p,
+                              apr_size_t *size)
+{
+    int i, n = b->rows->nelts;
+    bk_kept *k;
+    bk_kept_row *rows;
+
+    *size = sizeof(*k) + sizeof(*rows) * (apr_size_t)n;
+    k = apr_pcalloc(p, *size);
+    k->b = *b;
+    k->b.form = NULL;
+    k->b.rows = NULL;
+    k->nrows = n;
+    rows = (bk_kept_row *)(k + 1);
+    for (i = 0; i < n; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(b->rows, i, bk_row);
+
+        rows[i].row = *row;
+        rows[i].row.label = rows[i].row.site = NULL;
+        apr_cpystrn(rows[i].label, row->label, sizeof(rows[i].label));
+        if (row->site) {
+            rows[i].has_site = 1;
+            apr_cpystrn(rows[i].site, row->site, sizeof(rows[i].site));
+        }
+    }
+    return k;
+}
+
+imc_report_buckets *imc_report_buckets_unpack(apr_pool_t *p,
+                                              const imc_report_form *f,
+                                              void *blob, apr_size_t size)
+{
+    bk_kept *k = blob;
+    bk_kept_row *rows = (bk_kept_row *)(k + 1);
+    imc_report_buckets *b;
+    int i;
+
+    if (size < sizeof(*k) || k->nrows < 0 ||
+        size != sizeof(*k) + sizeof(*rows) * (apr_size_t)k->nrows) {
+        return NULL;
+    }
+    b = apr_pmemdup(p, &k->b, sizeof(*b));
+    b->form = f;
+    b->rows = apr_array_make(p, k->nrows + 1, sizeof(bk_row));
+    for (i = 0; i < k->nrows; ++i) {
+        bk_row *row = apr_array_push(b->rows);
+
+        *row = rows[i].row;
+        row->label = rows[i].label;
+        row->site = rows[i].has_site ? rows[i].site : NULL;
+    }
+    return b;
+}
+
 /* ------------------------------------------------------------ render */
 
 /* A metric's value as the answer writes it. */
