@@ -7,6 +7,7 @@
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <util_filter.h>
 
 #include "imc_private.h"
 #include "imc_clickhouse.h"
@@ -791,8 +792,8 @@ static apr_int64_t form_window(const imc_rparams *pr)
 }
 
 /* Everything a form's answer depends on but the events: the day report's
- * key, the form's parameters as parsed, from / to, the row limit, what
- * uniqExact counts and the solve window. */
+ * key, the form's parameters as parsed, JSON or CSV, from / to, the row
+ * limit, what uniqExact counts and the solve window. */
 static const char *form_key(request_rec *r, const imc_config *c,
                             const report_args *a, const imc_report_form *f,
                             apr_int64_t window)
@@ -806,10 +807,10 @@ static const char *form_key(request_rec *r, const imc_config *c,
     }
     return apr_psprintf(
         r->pool,
-        "%s\ninterval=%d by_site=%d metrics=%s fill=%d "
-        "compare=%d from=%d to=%d max_rows=%d window=%" APR_INT64_T_FMT "\n%s",
+        "%s\ninterval=%d by_site=%d metrics=%s fill=%d compare=%d csv=%d "
+        "from=%d to=%d max_rows=%d window=%" APR_INT64_T_FMT "\n%s",
         cache_key(r, c, a, f->where), (int)pr->interval, pr->by_site, metrics,
-        pr->fill, pr->compare, f->from, f->to, f->max_rows, window,
+        pr->fill, pr->compare, f->csv, f->from, f->to, f->max_rows, window,
         f->procedure);
 }
 
@@ -821,24 +822,22 @@ typedef struct {
     apr_uint64_t fp;
     int keep;      /* no part of the database's current second */
     int listed_at; /* the endpoint that listed the parts */
+    char *kept;    /* the answer kept: its content type, NUL, its body */
+    apr_size_t size;
 } form_lookup;
 
-/* The parts list and the kept answer of form f into *b (NULL: none). */
+/* The parts list and the answer kept of form f, if any, into *look. */
 static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
                                     const report_args *a, imc_clickhouse *ch,
                                     const imc_report_form *f, form_lookup *look,
-                                    imc_report_buckets **b,
                                     imc_clickhouse_result *res)
 {
     apr_int64_t window = form_window(f->params);
     apr_array_header_t *parts;
-    apr_size_t size;
     apr_status_t rv;
     int first, last, recent;
-    void *blob;
 
-    look->key = NULL;
-    *b = NULL;
+    memset(look, 0, sizeof(*look));
     if (!forms || window < 0) {
         return APR_SUCCESS;
     }
@@ -852,45 +851,132 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
     look->key = form_key(r, c, a, f, window);
     look->keep = !recent;
     look->listed_at = res->endpoint;
-    blob = imc_rcache_forms_get(forms, r->pool, look->key, look->fp, &size);
-    if (blob && (*b = imc_report_buckets_unpack(r->pool, f, blob, size))) {
-        imc_metrics_add(IMC_M_REPORT_FORMS_CACHED, 1);
-    } else {
-        imc_metrics_add(IMC_M_REPORT_FORMS_QUERIED, 1);
+    look->kept =
+        imc_rcache_forms_get(forms, r->pool, look->key, look->fp, &look->size);
+    if (look->kept && !memchr(look->kept, '\0', look->size)) {
+        look->kept = NULL; /* not one this file kept */
     }
+    imc_metrics_add(
+        look->kept ? IMC_M_REPORT_FORMS_CACHED : IMC_M_REPORT_FORMS_QUERIED, 1);
     return APR_SUCCESS;
 }
 
-/* The form's answer through the cache (imc_rcache_forms): the one kept
- * while the parts its events can be in are the same, else ClickHouse's,
- * kept unless a part is of the current second, the answer is over the
- * row limit or the query failed over to another server than the parts
- * list's. */
-static apr_status_t form_answer(request_rec *r, const imc_config *c,
-                                const report_args *a, imc_clickhouse *ch,
-                                const imc_report_form *f,
-                                imc_report_buckets **b,
-                                imc_clickhouse_result *res)
+/* Sends the answer kept: its content type and its bytes. */
+static int form_send_kept(request_rec *r, const form_lookup *look)
 {
-    form_lookup look;
-    apr_size_t size;
-    apr_status_t rv = form_lookup_run(r, c, a, ch, f, &look, b, res);
+    apr_size_t n = strlen(look->kept) + 1;
 
-    if (rv != APR_SUCCESS || *b) {
-        return rv;
-    }
-    rv = imc_report_buckets_query(b, r, c, ch, f, res);
-    if (rv == APR_SUCCESS && look.key && look.keep &&
-        !imc_report_buckets_over(*b) && res->endpoint == look.listed_at) {
-        void *blob = imc_report_buckets_pack(*b, r->pool, &size);
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_type(r, look->kept);
+    ap_rwrite(look->kept + n, (int)(look->size - n), r);
+    return OK;
+}
 
-        imc_rcache_forms_put(forms, look.key, look.fp, blob, size);
+/* What the keeping filter collects of an answer on its way out. */
+typedef struct {
+    const char *key;
+    apr_uint64_t fp;
+    char *buf; /* the body so far */
+    apr_size_t len, cap;
+    int done; /* kept, or not to be */
+} form_keeper;
+
+/* Appends n bytes to k's buffer, doubling it; 0 past what may be kept. */
+static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
+                         apr_size_t n)
+{
+    if (k->len + n > FORMS_BUDGET / 2) {
+        return 0;
     }
-    return rv;
+    if (k->len + n > k->cap) {
+        apr_size_t cap = k->cap ? k->cap : 16384;
+        char *buf;
+
+        while (cap < k->len + n) {
+            cap *= 2;
+        }
+        buf = apr_palloc(p, cap);
+        memcpy(buf, k->buf, k->len);
+        k->buf = buf;
+        k->cap = cap;
+    }
+    memcpy(k->buf + k->len, data, n);
+    k->len += n;
+    return 1;
+}
+
+/* Keeps the answer collected: its content type, NUL, its body. */
+static void keeper_put(request_rec *r, const form_keeper *k)
+{
+    const char *type = r->content_type;
+    apr_size_t n = type ? strlen(type) + 1 : 0;
+    char *blob;
+
+    if (r->status != HTTP_OK || !type) {
+        return;
+    }
+    blob = apr_palloc(r->pool, n + k->len + 1);
+    memcpy(blob, type, n);
+    if (k->len) {
+        memcpy(blob + n, k->buf, k->len);
+    }
+    imc_rcache_forms_put(forms, k->key, k->fp, blob, n + k->len);
+}
+
+/* The output filter that keeps a form's answer as it is sent: its bytes
+ * as rendered, kept at the end of the stream (imc_rcache_forms). */
+static apr_status_t keep_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    form_keeper *k = f->ctx;
+    apr_bucket *b;
+
+    for (b = APR_BRIGADE_FIRST(bb); !k->done && b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        const char *data;
+        apr_size_t n;
+
+        if (APR_BUCKET_IS_EOS(b)) {
+            k->done = 1;
+            keeper_put(f->r, k);
+        } else if (!APR_BUCKET_IS_METADATA(b) &&
+                   (apr_bucket_read(b, &data, &n, APR_BLOCK_READ) !=
+                        APR_SUCCESS ||
+                    !keeper_append(f->r->pool, k, data, n))) {
+            k->done = 1;
+        }
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
+static ap_filter_rec_t *keep_filter_handle;
+
+void imc_report_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    keep_filter_handle = ap_register_output_filter(
+        "IMC_REPORT_KEEP", keep_filter, NULL, AP_FTYPE_RESOURCE);
+}
+
+/* Has the answer about to be rendered kept as it goes out, unless a part
+ * is of the database's current second or the query failed over to
+ * another server than the parts list's. */
+static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
+{
+    form_keeper *k;
+
+    if (!look->key || !look->keep || endpoint != look->listed_at ||
+        !keep_filter_handle) {
+        return;
+    }
+    k = apr_pcalloc(r->pool, sizeof(*k));
+    k->key = look->key;
+    k->fp = look->fp;
+    ap_add_output_filter_handle(keep_filter_handle, k, r, r->connection);
 }
 
 /* The report with interval, by, metrics, fill or compare
- * (imc_report_buckets), through the forms' cache. */
+ * (imc_report_buckets), through the forms' cache: an answer kept while
+ * the parts its events can be in are the same, else ClickHouse's. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
@@ -898,6 +984,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     imc_report_client *client;
     imc_report_buckets *b;
     imc_report_form f;
+    form_lookup look;
     imc_slot slot;
     apr_status_t rv;
     int rc;
@@ -919,15 +1006,22 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     f.procedure = a->procedure;
-    rv = form_answer(r, c, a, client->ch, &f, &b, &res);
+    rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
+    if (rv == APR_SUCCESS && !look.kept) {
+        rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+    }
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
+    }
+    if (look.kept) {
+        return form_send_kept(r, &look);
     }
     if (imc_report_buckets_over(b)) {
         return imc_report_too_many_rows(r, f.max_rows);
     }
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    form_keep(r, &look, res.endpoint);
     imc_report_buckets_render(r, b);
     return OK;
 }

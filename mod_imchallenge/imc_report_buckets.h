@@ -53,15 +53,6 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
 /* Whether the rows are more than max_rows. */
 int imc_report_buckets_over(const imc_report_buckets *b);
 
-/* The answer as one block of *size bytes from p, to be kept
- * (imc_rcache_forms), and a kept block (living as long as p) as the
- * answer of form f again; NULL when the block is not one. */
-void *imc_report_buckets_pack(const imc_report_buckets *b, apr_pool_t *p,
-                              apr_size_t *size);
-imc_report_buckets *imc_report_buckets_unpack(apr_pool_t *p,
-                                              const imc_report_form *f,
-                                              void *blob, apr_size_t size);
-
 /* Answers the rows as JSON or CSV. */
 void imc_report_buckets_render(request_rec *r, const imc_report_buckets *b);
 
