@@ -739,24 +739,47 @@ static void forms_evict(imc_rcache_forms *f)
     }
 }
 
-void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
-                          apr_uint64_t fp, const void *blob, apr_size_t size)
+/* A new entry of key and fp holding the pieces joined; NULL when it
+ * would be over half the budget or memory is short. */
+static fm_entry *forms_entry(const imc_rcache_forms *forms, const char *key,
+                             apr_uint64_t fp, const imc_rcache_piece *pieces,
+                             int n)
 {
-    apr_size_t klen = strlen(key) + 1;
-    apr_size_t bytes = sizeof(fm_entry) + klen + size;
-    fm_entry *e, *old, **at;
+    apr_size_t klen = strlen(key) + 1, size = 0, at = 0;
+    fm_entry *e;
+    int i;
 
-    if (bytes > forms->budget / 2 || !(e = malloc(bytes))) {
-        e = NULL;
-    } else {
-        e->fp = fp;
-        e->size = size;
-        e->bytes = bytes;
-        e->blob = (char *)(e + 1);
-        e->key = (char *)e->blob + size;
-        memcpy(e->blob, blob, size);
-        memcpy(e->key, key, klen);
+    for (i = 0; i < n; ++i) {
+        if (pieces[i].len > forms->budget - size) {
+            return NULL;
+        }
+        size += pieces[i].len;
     }
+    if (sizeof(fm_entry) + klen + size > forms->budget / 2 ||
+        !(e = malloc(sizeof(fm_entry) + klen + size))) {
+        return NULL;
+    }
+    e->fp = fp;
+    e->size = size;
+    e->bytes = sizeof(fm_entry) + klen + size;
+    e->blob = (char *)(e + 1);
+    e->key = (char *)e->blob + size;
+    for (i = 0; i < n; ++i) {
+        if (pieces[i].len) {
+            memcpy((char *)e->blob + at, pieces[i].data, pieces[i].len);
+            at += pieces[i].len;
+        }
+    }
+    memcpy(e->key, key, klen);
+    return e;
+}
+
+void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
+                           apr_uint64_t fp, const imc_rcache_piece *pieces,
+                           int n)
+{
+    fm_entry *e = forms_entry(forms, key, fp, pieces, n), *old, **at;
+
     apr_thread_mutex_lock(forms->lock);
     if ((old = forms_find(forms, key, &at)) != NULL) {
         *at = old->next;
@@ -771,6 +794,16 @@ void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
         forms_evict(forms);
     }
     apr_thread_mutex_unlock(forms->lock);
+}
+
+void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
+                          apr_uint64_t fp, const void *blob, apr_size_t size)
+{
+    imc_rcache_piece piece;
+
+    piece.data = blob;
+    piece.len = size;
+    imc_rcache_forms_putv(forms, key, fp, &piece, 1);
 }
 
 apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms)

@@ -162,6 +162,16 @@ void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
 void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
                           apr_uint64_t fp, const void *blob, apr_size_t size);
 
+/* The same for an answer in n pieces, kept joined in their order. */
+typedef struct {
+    const void *data;
+    apr_size_t len;
+} imc_rcache_piece;
+
+void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
+                           apr_uint64_t fp, const imc_rcache_piece *pieces,
+                           int n);
+
 /* Bytes the forms' cache holds now. */
 apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms);
 

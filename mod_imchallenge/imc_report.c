@@ -872,55 +872,46 @@ static int form_send_kept(request_rec *r, const form_lookup *look)
     return OK;
 }
 
-/* What the keeping filter collects of an answer on its way out. */
+/* What the keeping filter collects of an answer on its way out: the
+ * bytes of its buckets, copied (buckets go once passed on). */
 typedef struct {
     const char *key;
     apr_uint64_t fp;
-    char *buf; /* the body so far */
-    apr_size_t len, cap;
+    apr_array_header_t *pieces; /* imc_rcache_piece: the content type
+                                 * and its NUL, then the body */
+    apr_size_t len;
     int done; /* kept, or not to be */
 } form_keeper;
 
-/* Appends n bytes to k's buffer, doubling it; 0 past what may be kept. */
+/* Keeps the answer collected: its content type, NUL, its body. */
+static void keeper_put(request_rec *r, form_keeper *k)
+{
+    imc_rcache_piece *type = &APR_ARRAY_IDX(k->pieces, 0, imc_rcache_piece);
+
+    if (r->status != HTTP_OK || !r->content_type) {
+        return;
+    }
+    type->data = r->content_type;
+    type->len = strlen(r->content_type) + 1;
+    imc_rcache_forms_putv(forms, k->key, k->fp,
+                          (const imc_rcache_piece *)k->pieces->elts,
+                          k->pieces->nelts);
+}
+
+/* Copies n bytes of the answer; 0 past what may be kept. */
 static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
                          apr_size_t n)
 {
-    if (k->len + n > FORMS_BUDGET / 2) {
+    imc_rcache_piece *piece;
+
+    if (n > FORMS_BUDGET / 2 - k->len) {
         return 0;
     }
-    if (k->len + n > k->cap) {
-        apr_size_t cap = k->cap ? k->cap : 16384;
-        char *buf;
-
-        while (cap < k->len + n) {
-            cap *= 2;
-        }
-        buf = apr_palloc(p, cap);
-        memcpy(buf, k->buf, k->len);
-        k->buf = buf;
-        k->cap = cap;
-    }
-    memcpy(k->buf + k->len, data, n);
+    piece = apr_array_push(k->pieces);
+    piece->data = apr_pmemdup(p, data, n);
+    piece->len = n;
     k->len += n;
     return 1;
-}
-
-/* Keeps the answer collected: its content type, NUL, its body. */
-static void keeper_put(request_rec *r, const form_keeper *k)
-{
-    const char *type = r->content_type;
-    apr_size_t n = type ? strlen(type) + 1 : 0;
-    char *blob;
-
-    if (r->status != HTTP_OK || !type) {
-        return;
-    }
-    blob = apr_palloc(r->pool, n + k->len + 1);
-    memcpy(blob, type, n);
-    if (k->len) {
-        memcpy(blob + n, k->buf, k->len);
-    }
-    imc_rcache_forms_put(forms, k->key, k->fp, blob, n + k->len);
 }
 
 /* The output filter that keeps a form's answer as it is sent: its bytes
@@ -971,6 +962,8 @@ static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
     k = apr_pcalloc(r->pool, sizeof(*k));
     k->key = look->key;
     k->fp = look->fp;
+    k->pieces = apr_array_make(r->pool, 64, sizeof(imc_rcache_piece));
+    apr_array_push(k->pieces); /* the content type, once known */
     ap_add_output_filter_handle(keep_filter_handle, k, r, r->connection);
 }
 
