@@ -312,3 +312,54 @@ def test_zones_and_windows_have_answers_of_their_own(fc, table):
         f.ask(events, "miss", interval="hour", to=D[2])
         f.ask(events, "hit", interval="hour", frm=D[2])
         f.ask(events, "hit", interval="hour", to=D[2])
+
+
+# ---------------------------------------------------------------- fail-over
+
+
+def test_an_answer_failed_over_after_its_listing_is_not_kept(
+        clickhouse, make_httpd, error_log_allow):
+    """The parts are listed on the first URL, which then hangs; the form's
+    query is answered by the second. That answer is of another server than
+    the listing's fingerprint: it is right, and it is not kept."""
+    from faults_util import HttpProxy
+    error_log_allow.extend([r"IMC00302: cannot apply the schema",
+                            r"IMC00304: delivery of \d+ events to .* "
+                            r"failed"])
+    db = "imc_fcfo_" + uuid.uuid4().hex[:10]
+    site = new_id()
+    listed = []
+
+    def policy(req):
+        if listed:
+            return "hang"  # past IMChallengeTimeout: the next URL
+        if "system.parts" in req.sql:
+            listed.append(req)
+        return "forward"
+    a = HttpProxy(clickhouse, policy)
+    b = HttpProxy(clickhouse)
+    try:
+        h = make_httpd(clickhouse=[a.url, b.url], batch_delay="100ms",
+                       directives="IMChallengeDatabase %s\nIMChallengeBatch"
+                       "Size 50\nIMChallengeTimeout 2s" % db)
+        events = procs("2026-11-27", site, 2) + procs("2026-11-28", site, 1)
+        r = h.post("api/event?wait=1", data="".join(
+            '{"time":"%s","type":"%s","correlation_id":"%s",'
+            '"site_id":"%s"}\n' % (e["time"], e["type"], e["correlation_id"],
+                                   e["site_id"]) for e in events),
+            headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        Table(clickhouse, db).settle()
+        form = dict(interval="hour", frm="2026-11-27", to="2026-11-28")
+        with Forms(SimpleNamespace(h=h)) as f:
+            f.ask(events, "miss", **form)
+            assert listed
+            assert [q for q in b.requests if "uniqExactIf" in q.sql]
+            # Nothing kept: asked of ClickHouse again, then kept (the
+            # second URL lists and answers alike).
+            f.ask(events, "miss", **form)
+            f.ask(events, "hit", **form)
+    finally:
+        a.close()
+        b.close()
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
