@@ -371,8 +371,8 @@ static void print_report_counters(request_rec *r)
         {"cache", IMC_M_REPORT_DAYS_CACHED},
         {"clickhouse", IMC_M_REPORT_DAYS_QUERIED}};
     static const labelled form_sources[] = {
-        {"cache", IMC_M_REPORT_FORMS_CACHED},
-        {"clickhouse", IMC_M_REPORT_FORMS_QUERIED}};
+        {"cache", IMC_M_REPORT_FORM_CACHED},
+        {"clickhouse", IMC_M_REPORT_FORM_ASKED}};
 
     print_counter(r, "imchallenge_reports_total", "Report requests answered.",
                   IMC_M_REPORTS);

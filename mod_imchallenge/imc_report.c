@@ -857,7 +857,7 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
         look->kept = NULL; /* not one this file kept */
     }
     imc_metrics_add(
-        look->kept ? IMC_M_REPORT_FORMS_CACHED : IMC_M_REPORT_FORMS_QUERIED, 1);
+        look->kept ? IMC_M_REPORT_FORM_CACHED : IMC_M_REPORT_FORM_ASKED, 1);
     return APR_SUCCESS;
 }
 
