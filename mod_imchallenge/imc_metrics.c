@@ -370,6 +370,9 @@ static void print_report_counters(request_rec *r)
     static const labelled sources[] = {
         {"cache", IMC_M_REPORT_DAYS_CACHED},
         {"clickhouse", IMC_M_REPORT_DAYS_QUERIED}};
+    static const labelled form_sources[] = {
+        {"cache", IMC_M_REPORT_FORM_CACHED},
+        {"clickhouse", IMC_M_REPORT_FORM_ASKED}};
 
     print_counter(r, "imchallenge_reports_total", "Report requests answered.",
                   IMC_M_REPORTS);
@@ -379,6 +382,11 @@ static void print_report_counters(request_rec *r)
     print_labelled(r, "imchallenge_report_day_lookups_total",
                    "Days of reports, by where their rows came from.", "source",
                    sources, sizeof(sources) / sizeof(sources[0]));
+    print_labelled(r, "imchallenge_report_form_lookups_total",
+                   "Reports with interval, by, metrics, fill or compare "
+                   "looked up in the cache, by where their answer came from.",
+                   "source", form_sources,
+                   sizeof(form_sources) / sizeof(form_sources[0]));
     /* The name before imchallenge_report_day_lookups_total ("days" reads
      * as a unit to Prometheus' lint), kept for one release. */
     print_labelled(r, "imchallenge_report_days_total",

@@ -29,6 +29,8 @@ typedef enum {
     IMC_M_REPORT_DAYS_QUERIED, /* report days asked of ClickHouse */
     IMC_M_REJECTED_FORBIDDEN,  /* event requests answered 403 */
     IMC_M_REJECTED_RATE,       /* event requests answered 429 */
+    IMC_M_REPORT_FORM_CACHED,  /* other report forms from the cache */
+    IMC_M_REPORT_FORM_ASKED,   /* other report forms asked of ClickHouse */
     IMC_M_COUNTERS
 } imc_metric_counter;
 

@@ -599,3 +599,219 @@ apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
     apr_thread_mutex_unlock(cache->lock);
     return out;
 }
+
+/* ------------------------------------------------------------- forms */
+
+/* A form's answer: malloc'ed with its key and blob after it. */
+typedef struct fm_entry {
+    struct fm_entry *next;
+    apr_uint64_t fp, used;
+    apr_size_t size, bytes;
+    char *key;
+    void *blob;
+} fm_entry;
+
+struct imc_rcache_forms {
+    apr_thread_mutex_t *lock;
+    fm_entry *entries;
+    apr_size_t bytes, budget;
+    apr_uint64_t clock;
+};
+
+static apr_status_t forms_cleanup(void *data)
+{
+    imc_rcache_forms *f = data;
+
+    while (f->entries) {
+        fm_entry *e = f->entries;
+
+        f->entries = e->next;
+        free(e);
+    }
+    f->bytes = 0;
+    return APR_SUCCESS;
+}
+
+apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
+                                     apr_size_t budget)
+{
+    imc_rcache_forms *f = apr_pcalloc(p, sizeof(*f));
+    apr_status_t rv;
+
+    f->budget = budget;
+    rv = apr_thread_mutex_create(&f->lock, APR_THREAD_MUTEX_DEFAULT, p);
+    if (rv == APR_SUCCESS) {
+        apr_pool_cleanup_register(p, f, forms_cleanup, apr_pool_cleanup_null);
+    }
+    *forms = rv == APR_SUCCESS ? f : NULL;
+    return rv;
+}
+
+apr_uint64_t imc_rcache_fingerprint(const imc_rcache_part *parts, int nparts,
+                                    int first, int last, int *recent)
+{
+    apr_uint64_t fp = 0, n = 0;
+    int i;
+
+    *recent = 0;
+    for (i = 0; i < nparts; ++i) {
+        if ((first != IMC_RCACHE_NO_DAY && parts[i].last < first) ||
+            (last != IMC_RCACHE_NO_DAY && parts[i].first > last)) {
+            continue;
+        }
+        fp += mix(parts[i].id);
+        ++n;
+        *recent = *recent || parts[i].recent;
+    }
+    return fp + mix(n);
+}
+
+void imc_rcache_forms_days(int from, int to, int compare, apr_int64_t window,
+                           int *first, int *last)
+{
+    apr_int64_t lo = from, hi = to;
+
+    if (from != IMC_RCACHE_NO_DAY && compare && to != IMC_RCACHE_NO_DAY) {
+        lo = (apr_int64_t)from - ((apr_int64_t)to - from + 1);
+    }
+    if (to != IMC_RCACHE_NO_DAY) {
+        hi += (window > 0 ? (window + 86399) / 86400 : 0) + 1;
+    }
+    if (from != IMC_RCACHE_NO_DAY) {
+        lo -= 1;
+    }
+    *first = from == IMC_RCACHE_NO_DAY || lo <= INT_MIN ? IMC_RCACHE_NO_DAY
+                                                        : (int)lo;
+    *last =
+        to == IMC_RCACHE_NO_DAY || hi >= INT_MAX ? IMC_RCACHE_NO_DAY : (int)hi;
+}
+
+/* The entry of key (lock held), or NULL. */
+static fm_entry *forms_find(imc_rcache_forms *f, const char *key,
+                            fm_entry ***at)
+{
+    fm_entry **pp;
+
+    for (pp = &f->entries; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->key, key)) {
+            *at = pp;
+            return *pp;
+        }
+    }
+    return NULL;
+}
+
+void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
+                           const char *key, apr_uint64_t fp, apr_size_t *size)
+{
+    fm_entry *e, **at;
+    void *copy = NULL;
+
+    apr_thread_mutex_lock(forms->lock);
+    e = forms_find(forms, key, &at);
+    if (e && e->fp == fp) {
+        e->used = ++forms->clock;
+        copy = apr_pmemdup(p, e->blob, e->size);
+        *size = e->size;
+    }
+    apr_thread_mutex_unlock(forms->lock);
+    return copy;
+}
+
+/* Frees least recently used entries while over the budget (lock held). */
+static void forms_evict(imc_rcache_forms *f)
+{
+    while (f->bytes > f->budget) {
+        fm_entry **pp, **lru = NULL, *e;
+
+        for (pp = &f->entries; *pp; pp = &(*pp)->next) {
+            if (!lru || (*pp)->used < (*lru)->used) {
+                lru = pp;
+            }
+        }
+        if (!lru) {
+            return;
+        }
+        e = *lru;
+        *lru = e->next;
+        f->bytes -= e->bytes;
+        free(e);
+    }
+}
+
+/* A new entry of key and fp holding the pieces joined; NULL when it
+ * would be over half the budget or memory is short. */
+static fm_entry *forms_entry(const imc_rcache_forms *forms, const char *key,
+                             apr_uint64_t fp, const imc_rcache_piece *pieces,
+                             int n)
+{
+    apr_size_t klen = strlen(key) + 1, size = 0, at = 0;
+    fm_entry *e;
+    int i;
+
+    for (i = 0; i < n; ++i) {
+        if (pieces[i].len > forms->budget - size) {
+            return NULL;
+        }
+        size += pieces[i].len;
+    }
+    if (sizeof(fm_entry) + klen + size > forms->budget / 2 ||
+        !(e = malloc(sizeof(fm_entry) + klen + size))) {
+        return NULL;
+    }
+    e->fp = fp;
+    e->size = size;
+    e->bytes = sizeof(fm_entry) + klen + size;
+    e->blob = (char *)(e + 1);
+    e->key = (char *)e->blob + size;
+    for (i = 0; i < n; ++i) {
+        if (pieces[i].len) {
+            memcpy((char *)e->blob + at, pieces[i].data, pieces[i].len);
+            at += pieces[i].len;
+        }
+    }
+    memcpy(e->key, key, klen);
+    return e;
+}
+
+void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
+                           apr_uint64_t fp, const imc_rcache_piece *pieces,
+                           int n)
+{
+    fm_entry *e = forms_entry(forms, key, fp, pieces, n), *old, **at;
+
+    apr_thread_mutex_lock(forms->lock);
+    if ((old = forms_find(forms, key, &at)) != NULL) {
+        *at = old->next;
+        forms->bytes -= old->bytes;
+        free(old);
+    }
+    if (e) {
+        e->used = ++forms->clock;
+        e->next = forms->entries;
+        forms->entries = e;
+        forms->bytes += e->bytes;
+        forms_evict(forms);
+    }
+    apr_thread_mutex_unlock(forms->lock);
+}
+
+void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
+                          apr_uint64_t fp, const void *blob, apr_size_t size)
+{
+    imc_rcache_piece piece;
+
+    piece.data = blob;
+    piece.len = size;
+    imc_rcache_forms_putv(forms, key, fp, &piece, 1);
+}
+
+apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms)
+{
+    apr_size_t n;
+
+    apr_thread_mutex_lock(forms->lock);
+    n = forms->bytes;
+    apr_thread_mutex_unlock(forms->lock);
+    return n;
+}

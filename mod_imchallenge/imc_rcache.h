@@ -117,4 +117,62 @@ void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
 int imc_rcache_day_number(const char *ymd);
 const char *imc_rcache_day_text(apr_pool_t *p, int day);
 
+/* ------------------------------------------------------------------
+ * The cache of the report's other forms (interval, by, metrics, fill,
+ * compare): whole answers. Distinct counts of weeks, months or a total do
+ * not add up from days, so an answer is kept as one blob under its key
+ * (everything it depends on but the events) and the fingerprint of the
+ * parts that can hold an event it reads: it is used only while that
+ * fingerprint matches. Least recently used answers go first past the
+ * budget; one over half the budget is not kept.
+ */
+
+typedef struct imc_rcache_forms imc_rcache_forms;
+
+apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
+                                     apr_size_t budget);
+
+/*
+ * The fingerprint of the parts holding days [first, last] (either may be
+ * IMC_RCACHE_NO_DAY: open): order-free, it changes when any such part is
+ * added, removed or replaced. *recent is set when one of them was written
+ * in the database's current second (the answer must not be kept).
+ */
+apr_uint64_t imc_rcache_fingerprint(const imc_rcache_part *parts, int nparts,
+                                    int first, int last, int *recent);
+
+/*
+ * The days [*first, *last] a form's answer reads events of, as parts list
+ * them: from / to (IMC_RCACHE_NO_DAY: open), back over the previous period
+ * with compare, forward over window seconds (solve times look that far
+ * past a serve), and a day more on each side for zones whose offsets the
+ * module and the database might tell apart.
+ */
+void imc_rcache_forms_days(int from, int to, int compare, apr_int64_t window,
+                           int *first, int *last);
+
+/*
+ * The answer kept under key with fingerprint fp, copied into p (its size
+ * in *size), or NULL.
+ */
+void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
+                           const char *key, apr_uint64_t fp, apr_size_t *size);
+
+/* Keeps a copy of the answer under key and fp, replacing any other. */
+void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
+                          apr_uint64_t fp, const void *blob, apr_size_t size);
+
+/* The same for an answer in n pieces, kept joined in their order. */
+typedef struct {
+    const void *data;
+    apr_size_t len;
+} imc_rcache_piece;
+
+void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
+                           apr_uint64_t fp, const imc_rcache_piece *pieces,
+                           int n);
+
+/* Bytes the forms' cache holds now. */
+apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms);
+
 #endif /* IMC_RCACHE_H */

@@ -7,6 +7,7 @@
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <util_filter.h>
 
 #include "imc_private.h"
 #include "imc_clickhouse.h"
@@ -29,7 +30,10 @@
 /* Bytes of report results each httpd process keeps (imc_rcache). */
 #define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
 static imc_rcache *cache; /* this process's; NULL: none */
-static int listing_told;  /* a refused parts listing was logged */
+/* Bytes of answers of the other forms each process keeps (imc_rcache). */
+#define FORMS_BUDGET ((apr_size_t)16 * 1024 * 1024)
+static imc_rcache_forms *forms; /* this process's; NULL: none */
+static int listing_told;        /* a refused parts listing was logged */
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -769,8 +773,203 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     return OK;
 }
 
+/* The seconds past an event that the form's metrics look at (the solve
+ * window), or -1 when the form is not to be kept: a metric whose reach
+ * the key would not hold. served, solved and solve_rate read only the
+ * buckets' own events. */
+static apr_int64_t form_window(const imc_rparams *pr)
+{
+    int i;
+
+    for (i = 0; i < pr->nmetrics; ++i) {
+        if (pr->metrics[i] != IMC_METRIC_SERVED &&
+            pr->metrics[i] != IMC_METRIC_SOLVED &&
+            pr->metrics[i] != IMC_METRIC_SOLVE_RATE) {
+            return -1; /* IMChallengeSolveWindow's seconds, once built */
+        }
+    }
+    return 0;
+}
+
+/* Everything a form's answer depends on but the events: the day report's
+ * key, the form's parameters as parsed, JSON or CSV, from / to, the row
+ * limit, what uniqExact counts and the solve window. */
+static const char *form_key(request_rec *r, const imc_config *c,
+                            const report_args *a, const imc_report_form *f,
+                            apr_int64_t window)
+{
+    const imc_rparams *pr = f->params;
+    const char *metrics = "";
+    int i;
+
+    for (i = 0; i < pr->nmetrics; ++i) {
+        metrics = apr_psprintf(r->pool, "%s%d,", metrics, (int)pr->metrics[i]);
+    }
+    return apr_psprintf(
+        r->pool,
+        "%s\ninterval=%d by_site=%d metrics=%s fill=%d compare=%d csv=%d "
+        "from=%d to=%d max_rows=%d window=%" APR_INT64_T_FMT "\n%s",
+        cache_key(r, c, a, f->where), (int)pr->interval, pr->by_site, metrics,
+        pr->fill, pr->compare, f->csv, f->from, f->to, f->max_rows, window,
+        f->procedure);
+}
+
+/* A form's answer looked up in the process's cache: key NULL when it
+ * cannot be kept (no usable parts list, or a metric the key does not
+ * cover). */
+typedef struct {
+    const char *key;
+    apr_uint64_t fp;
+    int keep;      /* no part of the database's current second */
+    int listed_at; /* the endpoint that listed the parts */
+    char *kept;    /* the answer kept: its content type, NUL, its body */
+    apr_size_t size;
+} form_lookup;
+
+/* The parts list and the answer kept of form f, if any, into *look. */
+static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
+                                    const report_args *a, imc_clickhouse *ch,
+                                    const imc_report_form *f, form_lookup *look,
+                                    imc_clickhouse_result *res)
+{
+    apr_int64_t window = form_window(f->params);
+    apr_array_header_t *parts;
+    apr_status_t rv;
+    int first, last, recent;
+
+    memset(look, 0, sizeof(*look));
+    if (!forms || window < 0) {
+        return APR_SUCCESS;
+    }
+    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+        return rv;
+    }
+    imc_rcache_forms_days(f->from, f->to, f->params->compare, window, &first,
+                          &last);
+    look->fp = imc_rcache_fingerprint((const imc_rcache_part *)parts->elts,
+                                      parts->nelts, first, last, &recent);
+    look->key = form_key(r, c, a, f, window);
+    look->keep = !recent;
+    look->listed_at = res->endpoint;
+    look->kept =
+        imc_rcache_forms_get(forms, r->pool, look->key, look->fp, &look->size);
+    if (look->kept && !memchr(look->kept, '\0', look->size)) {
+        look->kept = NULL; /* not one this file kept */
+    }
+    imc_metrics_add(
+        look->kept ? IMC_M_REPORT_FORM_CACHED : IMC_M_REPORT_FORM_ASKED, 1);
+    return APR_SUCCESS;
+}
+
+/* Sends the answer kept: its content type and its bytes. */
+static int form_send_kept(request_rec *r, const form_lookup *look)
+{
+    apr_size_t n = strlen(look->kept) + 1;
+
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    ap_set_content_type(r, look->kept);
+    ap_rwrite(look->kept + n, (int)(look->size - n), r);
+    return OK;
+}
+
+/* What the keeping filter collects of an answer on its way out: the
+ * bytes of its buckets, copied (buckets go once passed on). */
+typedef struct {
+    const char *key;
+    apr_uint64_t fp;
+    apr_array_header_t *pieces; /* imc_rcache_piece: the content type
+                                 * and its NUL, then the body */
+    apr_size_t len;
+    int done; /* kept, or not to be */
+} form_keeper;
+
+/* Keeps the answer collected: its content type, NUL, its body. */
+static void keeper_put(request_rec *r, form_keeper *k)
+{
+    imc_rcache_piece *type = &APR_ARRAY_IDX(k->pieces, 0, imc_rcache_piece);
+
+    if (r->status != HTTP_OK || !r->content_type) {
+        return;
+    }
+    type->data = r->content_type;
+    type->len = strlen(r->content_type) + 1;
+    imc_rcache_forms_putv(forms, k->key, k->fp,
+                          (const imc_rcache_piece *)k->pieces->elts,
+                          k->pieces->nelts);
+}
+
+/* Copies n bytes of the answer; 0 past what may be kept. */
+static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
+                         apr_size_t n)
+{
+    imc_rcache_piece *piece;
+
+    if (n > FORMS_BUDGET / 2 - k->len) {
+        return 0;
+    }
+    piece = apr_array_push(k->pieces);
+    piece->data = apr_pmemdup(p, data, n);
+    piece->len = n;
+    k->len += n;
+    return 1;
+}
+
+/* The output filter that keeps a form's answer as it is sent: its bytes
+ * as rendered, kept at the end of the stream (imc_rcache_forms). */
+static apr_status_t keep_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    form_keeper *k = f->ctx;
+    apr_bucket *b;
+
+    for (b = APR_BRIGADE_FIRST(bb); !k->done && b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        const char *data;
+        apr_size_t n;
+
+        if (APR_BUCKET_IS_EOS(b)) {
+            k->done = 1;
+            keeper_put(f->r, k);
+        } else if (!APR_BUCKET_IS_METADATA(b) &&
+                   (apr_bucket_read(b, &data, &n, APR_BLOCK_READ) !=
+                        APR_SUCCESS ||
+                    !keeper_append(f->r->pool, k, data, n))) {
+            k->done = 1;
+        }
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
+static ap_filter_rec_t *keep_filter_handle;
+
+void imc_report_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    keep_filter_handle = ap_register_output_filter(
+        "IMC_REPORT_KEEP", keep_filter, NULL, AP_FTYPE_RESOURCE);
+}
+
+/* Has the answer about to be rendered kept as it goes out, unless a part
+ * is of the database's current second or the query failed over to
+ * another server than the parts list's. */
+static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
+{
+    form_keeper *k;
+
+    if (!look->key || !look->keep || endpoint != look->listed_at ||
+        !keep_filter_handle) {
+        return;
+    }
+    k = apr_pcalloc(r->pool, sizeof(*k));
+    k->key = look->key;
+    k->fp = look->fp;
+    k->pieces = apr_array_make(r->pool, 64, sizeof(imc_rcache_piece));
+    apr_array_push(k->pieces); /* the content type, once known */
+    ap_add_output_filter_handle(keep_filter_handle, k, r, r->connection);
+}
+
 /* The report with interval, by, metrics, fill or compare
- * (imc_report_buckets); not cached. */
+ * (imc_report_buckets), through the forms' cache: an answer kept while
+ * the parts its events can be in are the same, else ClickHouse's. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
@@ -778,6 +977,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     imc_report_client *client;
     imc_report_buckets *b;
     imc_report_form f;
+    form_lookup look;
     imc_slot slot;
     apr_status_t rv;
     int rc;
@@ -799,15 +999,22 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     f.procedure = a->procedure;
-    rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+    rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
+    if (rv == APR_SUCCESS && !look.kept) {
+        rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+    }
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
+    }
+    if (look.kept) {
+        return form_send_kept(r, &look);
     }
     if (imc_report_buckets_over(b)) {
         return imc_report_too_many_rows(r, f.max_rows);
     }
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    form_keep(r, &look, res.endpoint);
     imc_report_buckets_render(r, b);
     return OK;
 }
@@ -829,6 +1036,9 @@ void imc_report_child_init(apr_pool_t *pchild)
     imc_zones_child_init(pchild); /* on failure, zones are not remembered */
     if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
         cache = NULL;
+    }
+    if (imc_rcache_forms_create(&forms, pchild, FORMS_BUDGET) != APR_SUCCESS) {
+        forms = NULL;
     }
     imc_report_client_child_init(pchild);
 }

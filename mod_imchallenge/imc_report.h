@@ -16,4 +16,8 @@ int imc_report_handler(request_rec *r);
 /* Creates the process's report cache (imc_rcache). */
 void imc_report_child_init(apr_pool_t *pchild);
 
+/* Registers the output filter that keeps answers of the report's other
+ * forms as they are sent (register_hooks). */
+void imc_report_register_hooks(apr_pool_t *p);
+
 #endif /* IMC_REPORT_H */

@@ -318,6 +318,7 @@ static void imc_register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(imc_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_header_parser(imc_header_parser, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(imc_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    imc_report_register_hooks(p);
 }
 
 AP_DECLARE_MODULE(imchallenge) = {

@@ -35,6 +35,8 @@ COUNTERS = {
     "imchallenge_report_errors_total": (),
     "imchallenge_report_day_lookups_total":
         ("source", {"cache", "clickhouse"}),
+    "imchallenge_report_form_lookups_total":
+        ("source", {"cache", "clickhouse"}),
     # The old name of imchallenge_report_day_lookups_total, for one release.
     "imchallenge_report_days_total": ("source", {"cache", "clickhouse"}),
 }

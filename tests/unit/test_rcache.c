@@ -612,16 +612,124 @@ START_TEST(threads_share_the_cache)
 }
 END_TEST
 
+/* ------------------------------------------------------------- forms */
+
+START_TEST(fingerprints_are_of_the_parts_in_range)
+{
+    imc_rcache_part a[] = {part(10, 12, 1), part(20, 20, 2), part(30, 31, 3)};
+    imc_rcache_part b[] = {part(30, 31, 3), part(10, 12, 1), part(20, 20, 2)};
+    imc_rcache_part c[] = {part(10, 12, 1), part(20, 20, 9), part(30, 31, 3)};
+    int recent;
+
+    /* Order-free; a part outside the range does not count. */
+    ck_assert(imc_rcache_fingerprint(a, 3, NO, NO, &recent) ==
+              imc_rcache_fingerprint(b, 3, NO, NO, &recent));
+    ck_assert(imc_rcache_fingerprint(a, 3, 10, 15, &recent) ==
+              imc_rcache_fingerprint(a, 1, 10, 15, &recent));
+    ck_assert(imc_rcache_fingerprint(a, 3, 10, 15, &recent) ==
+              imc_rcache_fingerprint(c, 3, 10, 15, &recent));
+    ck_assert(imc_rcache_fingerprint(a, 3, 10, 20, &recent) !=
+              imc_rcache_fingerprint(c, 3, 10, 20, &recent));
+    ck_assert(imc_rcache_fingerprint(a, 3, 31, NO, &recent) !=
+              imc_rcache_fingerprint(a, 2, 31, NO, &recent));
+    /* No part at all is a fingerprint too, another one. */
+    ck_assert(imc_rcache_fingerprint(a, 3, 13, 19, &recent) !=
+              imc_rcache_fingerprint(a, 3, 10, 19, &recent));
+    ck_assert_int_eq(recent, 0);
+    a[1].recent = 1;
+    imc_rcache_fingerprint(a, 3, 10, 19, &recent);
+    ck_assert_int_eq(recent, 0);
+    imc_rcache_fingerprint(a, 3, 10, 20, &recent);
+    ck_assert_int_eq(recent, 1);
+}
+END_TEST
+
+START_TEST(forms_read_days_around_from_to)
+{
+    int first, last;
+
+    imc_rcache_forms_days(100, 106, 0, 0, &first, &last);
+    ck_assert_int_eq(first, 99);
+    ck_assert_int_eq(last, 107);
+    imc_rcache_forms_days(100, 106, 1, 0, &first, &last);
+    ck_assert_int_eq(first, 92); /* the previous 7 days, and one more */
+    ck_assert_int_eq(last, 107);
+    imc_rcache_forms_days(100, 106, 0, 1, &first, &last);
+    ck_assert_int_eq(last, 108); /* a second past the last day: a day */
+    imc_rcache_forms_days(100, 106, 0, 86400 * 3, &first, &last);
+    ck_assert_int_eq(last, 110);
+    imc_rcache_forms_days(NO, 106, 0, 0, &first, &last);
+    ck_assert_int_eq(first, NO);
+    ck_assert_int_eq(last, 107);
+    imc_rcache_forms_days(100, NO, 1, 3600, &first, &last);
+    ck_assert_int_eq(first, 99);
+    ck_assert_int_eq(last, NO);
+}
+END_TEST
+
+START_TEST(forms_answers_are_kept_under_key_and_fingerprint)
+{
+    imc_rcache_forms *forms;
+    apr_size_t size = 0;
+    char *got;
+
+    ck_assert_int_eq(imc_rcache_forms_create(&forms, pool, MB), APR_SUCCESS);
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k", 1, &size));
+    imc_rcache_forms_put(forms, "k", 1, "answer", 7);
+    got = imc_rcache_forms_get(forms, pool, "k", 1, &size);
+    ck_assert_ptr_nonnull(got);
+    ck_assert_int_eq(size, 7);
+    ck_assert_str_eq(got, "answer");
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k", 2, &size));
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k2", 1, &size));
+    /* A new answer of the key replaces the old one. */
+    imc_rcache_forms_put(forms, "k", 2, "other", 6);
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k", 1, &size));
+    ck_assert_str_eq(imc_rcache_forms_get(forms, pool, "k", 2, &size), "other");
+    ck_assert_int_lt(imc_rcache_forms_bytes(forms), 200);
+}
+END_TEST
+
+START_TEST(forms_answers_stay_within_the_budget)
+{
+    imc_rcache_forms *forms;
+    char *blob = apr_pcalloc(pool, 100 * 1024);
+    apr_size_t size;
+    int i;
+
+    ck_assert_int_eq(imc_rcache_forms_create(&forms, pool, MB), APR_SUCCESS);
+    for (i = 0; i < 30; ++i) {
+        blob[0] = (char)i;
+        imc_rcache_forms_put(forms, apr_psprintf(pool, "k%d", i), 7, blob,
+                             100 * 1024);
+        /* k0 used again and again: it stays, k1 goes. */
+        ck_assert_ptr_nonnull(
+            imc_rcache_forms_get(forms, pool, "k0", 7, &size));
+        ck_assert_int_le(imc_rcache_forms_bytes(forms), MB);
+    }
+    ck_assert_ptr_nonnull(imc_rcache_forms_get(forms, pool, "k29", 7, &size));
+    ck_assert_int_eq(
+        ((char *)imc_rcache_forms_get(forms, pool, "k29", 7, &size))[0], 29);
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k1", 7, &size));
+    /* Over half the budget: not kept, and the old answer is gone. */
+    imc_rcache_forms_put(forms, "k29", 8, apr_pcalloc(pool, MB / 2), MB / 2);
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k29", 7, &size));
+    ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k29", 8, &size));
+}
+END_TEST
+
 Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("rcache");
     TCase *days = tcase_create("days");
     TCase *plans = tcase_create("plans");
     TCase *budget = tcase_create("budget");
+    TCase *forms = tcase_create("forms");
 
     tcase_add_checked_fixture(days, setup, teardown);
     tcase_add_checked_fixture(plans, setup, teardown);
     tcase_add_checked_fixture(budget, setup, teardown);
+    tcase_add_checked_fixture(forms, setup, teardown);
     tcase_add_test(days, day_numbers);
     tcase_add_test(days, day_round_trip);
     tcase_add_test(days, day_bounds_never_wrap);
@@ -640,8 +748,13 @@ Suite *imc_unit_suite(void)
     tcase_add_test(budget, least_recently_used_reports_are_evicted);
     tcase_add_test(budget, a_report_over_half_the_budget_is_not_kept);
     tcase_add_test(budget, threads_share_the_cache);
+    tcase_add_test(forms, fingerprints_are_of_the_parts_in_range);
+    tcase_add_test(forms, forms_read_days_around_from_to);
+    tcase_add_test(forms, forms_answers_are_kept_under_key_and_fingerprint);
+    tcase_add_test(forms, forms_answers_stay_within_the_budget);
     suite_add_tcase(s, days);
     suite_add_tcase(s, plans);
     suite_add_tcase(s, budget);
+    suite_add_tcase(s, forms);
     return s;
 }

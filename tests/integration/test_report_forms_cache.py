@@ -1,0 +1,365 @@
+# Licensed under the Apache License, Version 2.0.
+"""The per-process cache of the report's other forms (interval, by,
+metrics, fill, compare; imc_rcache's forms section) keeps their answers
+exact whatever happens to the events table: a late event into a cached
+day, a merge, a mutation, TRUNCATE, a table dropped and made again, and
+from/to and zones of their own.
+
+Every answer is compared byte for byte with the model of
+test_report_intervals.py over the events the test stored. The metric
+imchallenge_report_form_lookups_total tells answers reused from the cache
+from answers ClickHouse computed. As in
+test_report_cache.py, reports that must meet one cache go over one
+kept-alive connection (one httpd child), events go straight into
+ClickHouse with background merges stopped, and a test that counts on the
+cache waits for its parts to age (Table.settle).
+"""
+
+import datetime
+import uuid
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+import stack
+from observe_util import parse_prometheus, sample
+from report_cache_util import Client, Table
+from report_util import event
+from test_report_intervals import csv_text, json_text, model_answer
+
+DEFAULT_METRICS = ["served", "solved", "solve_rate"]
+
+
+@pytest.fixture(scope="module")
+def fc(servers, clickhouse):
+    """A server with a database of its own."""
+    db = "imc_fcache_" + uuid.uuid4().hex[:12]
+    h = servers.httpd(batch_delay="200ms",
+                      directives="IMChallengeDatabase %s" % db)
+    stack.wait_until(lambda: h.get("readyz", timeout=2).status_code == 200,
+                     30, what="readyz")
+    stack.wait_until(lambda: clickhouse.scalar(
+        "SELECT count() FROM system.tables WHERE database = '%s' "
+        "AND name = 'events'" % db) == "1", 30, what="the events table")
+    yield SimpleNamespace(h=h, db=db, ch=clickhouse)
+    h.stop()
+    clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+
+
+@pytest.fixture
+def table(fc):
+    t = Table(fc.ch, fc.db)
+    t.stop_merges()
+    t.truncate()
+    return t
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def lookups(h):
+    """(cache, clickhouse) of imchallenge_report_form_lookups_total, on a
+    connection of its own."""
+    r = requests.get(h.url + "metrics", timeout=10,
+                     headers={"Connection": "close"},
+                     proxies={"http": None, "https": None})
+    assert r.status_code == 200, r.text
+    fams = parse_prometheus(r.text)
+    assert fams["imchallenge_report_form_lookups_total"].type == "counter"
+    return tuple(int(sample(fams, "imchallenge_report_form_lookups_total",
+                            source=s)) for s in ("cache", "clickhouse"))
+
+
+def procs(day, site, n, clock="10:00:00", solved_every=2):
+    """n procedures of site on day, 10 minutes apart from clock; every
+    solved_every-th solved; the first serve sent twice."""
+    out = []
+    h, m, s = (int(x) for x in clock.split(":"))
+    for i in range(n):
+        minute = m + 10 * i
+        t = "%sT%02d:%02d:%02dZ" % (day, (h + minute // 60) % 24,
+                                    minute % 60, s)
+        cid = new_id()
+        out.append(event(t, "serve", cid, site))
+        if i % solved_every == 0:
+            out.append(event(t, "solve", cid, site))
+    return out + out[:1]
+
+
+class Forms:
+    """Reports over one connection, each checked against the model and
+    its lookup counted: expect is "hit" (answered from the cache), "miss"
+    (asked of ClickHouse), "any" (either) or None (the cache not used)."""
+
+    def __init__(self, fc):
+        self.fc = fc
+        self.client = Client(fc.h)
+
+    def ask(self, events, expect, tz="UTC", interval=None, by=None,
+            metrics=None, frm=None, to=None, fill=False, compare=False,
+            csv=False):
+        params = {"tz": tz}
+        for k, v in (("interval", interval), ("by", by), ("from", frm),
+                     ("to", to), ("metrics", metrics)):
+            if v:
+                params[k] = v
+        if fill:
+            params["fill"] = "1"
+        if compare:
+            params["compare"] = "previous_period"
+        if csv:
+            params["format"] = "csv"
+        mlist = metrics.split(",") if metrics else DEFAULT_METRICS
+        want = model_answer(events, metrics=mlist, compare=compare, tz=tz,
+                            interval=interval or "day", by=by or "site",
+                            frm=frm, to=to, fill=fill)
+        before = lookups(self.fc.h)
+        r = self.client.report(**params)
+        after = lookups(self.fc.h)
+        assert r.status_code == 200, (params, r.text)
+        text = csv_text(want, mlist) if csv else json_text(want, mlist)
+        assert r.text == text, params
+        got = {"cache": after[0] - before[0],
+               "clickhouse": after[1] - before[1]}
+        if expect == "any":  # one lookup, either way
+            assert sum(got.values()) == 1, (params, got)
+        else:
+            assert got == {"cache": int(expect == "hit"),
+                           "clickhouse": int(expect == "miss")}, (params, got)
+        return r
+
+    def close(self):
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def week_of_events(table, first_day="2025-04-07", sites=2, days=7):
+    """A part per day of procedures on sites over days from first_day;
+    returns (events, days, sites)."""
+    d0 = datetime.date.fromisoformat(first_day)
+    D = [(d0 + datetime.timedelta(days=i)).isoformat() for i in range(days)]
+    S = sorted(new_id() for _ in range(sites))
+    events = []
+    for i, day in enumerate(D):
+        part = []
+        for j, site in enumerate(S):
+            part += procs(day, site, 2 + (i + j) % 3,
+                          clock="%02d:05:00" % (3 * i % 24))
+        table.insert(part)
+        events += part
+    return events, D, S
+
+
+FORMS = [
+    dict(interval="hour"),
+    dict(interval="minute", by="none"),
+    dict(interval="total"),
+    dict(interval="week", by="none"),
+    dict(interval="month"),
+    dict(by="none", metrics="solve_rate,served"),
+    dict(interval="day", fill=True),
+    dict(interval="hour", compare=True),
+    dict(interval="hour", csv=True),
+]
+
+
+# ---------------------------------------------------------------- hits
+
+
+@pytest.mark.parametrize("form", FORMS, ids=lambda f: "-".join(
+    "%s=%s" % kv for kv in sorted(f.items())))
+def test_forms_are_answered_again_from_the_cache(fc, table, form):
+    events, D, _ = week_of_events(table)
+    table.settle()
+    rng = dict(frm=D[1], to=D[5])
+    if form.get("fill") or form.get("compare"):
+        form = dict(form, **rng)
+    with Forms(fc) as f:
+        first = f.ask(events, "miss", **form)
+        again = f.ask(events, "hit", **form)
+        assert again.text == first.text
+        if "frm" not in form:  # the same form over a window is another one
+            f.ask(events, "miss", **dict(form, **rng))
+            f.ask(events, "hit", **dict(form, **rng))
+
+
+# ---------------------------------------------------------- exactness
+
+
+def test_a_late_event_into_a_cached_day(fc, table):
+    events, D, S = week_of_events(table)
+    table.settle()
+    form = dict(interval="hour", frm=D[0], to=D[6])
+    with Forms(fc) as f:
+        f.ask(events, "miss", **form)
+        f.ask(events, "hit", **form)
+        late = procs(D[3], S[0], 1, clock="23:59:59")
+        table.insert(late)
+        events += late
+        f.ask(events, "miss", **form)
+        # Kept only if that part was not of the database's second then.
+        table.settle()
+        f.ask(events, "any", **form)
+        f.ask(events, "hit", **form)
+        # A late solve for a serve of the day before.
+        solve = [dict(events[0], type="solve",
+                      time=D[0] + "T23:00:00Z")]
+        table.insert(solve)
+        events += solve
+        table.settle()
+        f.ask(events, "miss", interval="total", frm=D[0], to=D[6])
+        f.ask(events, "hit", interval="total", frm=D[0], to=D[6])
+
+
+def test_events_outside_the_range_read_keep_the_answer(fc, table):
+    events, D, S = week_of_events(table, first_day="2025-06-02")
+    table.settle()
+    form = dict(interval="hour", frm=D[2], to=D[3])
+    with Forms(fc) as f:
+        f.ask(events, "miss", **form)
+        # A month later: another partition, a part far from the range.
+        far = procs("2025-07-20", S[1], 2)
+        table.insert(far)
+        events += far
+        table.settle()
+        f.ask(events, "hit", **form)
+        # The day after the range (a zone may read into it): asked again.
+        near = procs(D[4], S[1], 1)
+        table.insert(near)
+        events += near
+        table.settle()
+        f.ask(events, "miss", **form)
+        # Without from / to every part counts.
+        f.ask(events, "miss", interval="week")
+        f.ask(events, "hit", interval="week")
+        later = procs("2025-08-01", S[0], 1)
+        table.insert(later)
+        events += later
+        table.settle()
+        f.ask(events, "miss", interval="week")
+        f.ask(events, "hit", interval="week")
+
+
+def test_a_merge_a_mutation_and_truncate(fc, table):
+    events, D, S = week_of_events(table, first_day="2025-09-01")
+    table.settle()
+    form = dict(interval="day", by="none", frm=D[0], to=D[6])
+    with Forms(fc) as f:
+        f.ask(events, "miss", **form)
+        table.optimize()
+        table.settle()
+        f.ask(events, "miss", **form)  # other parts, the same counts
+        f.ask(events, "hit", **form)
+        gone = events[0]["correlation_id"]
+        table.delete("correlation_id = toUUID('%s')" % gone)
+        events = [e for e in events if e["correlation_id"] != gone]
+        table.settle()
+        f.ask(events, "miss", **form)
+        f.ask(events, "hit", **form)
+        table.truncate()
+        # An empty table lists no parts: answered without the cache.
+        f.ask([], None, **form)
+        new = []
+        for day in D[:3]:
+            part = procs(day, S[1], 1)
+            table.insert(part)
+            new += part
+        table.settle()
+        f.ask(new, "miss", **form)
+        f.ask(new, "hit", **form)
+
+
+def test_a_table_dropped_and_made_again(fc, table):
+    day = "2025-11-03"
+    site = new_id()
+    first = procs(day, site, 3)
+    table.insert(first)
+    table.settle()
+    form = dict(interval="hour", frm=day, to=day)
+    with Forms(fc) as f:
+        f.ask(first, "miss", **form)
+        f.ask(first, "hit", **form)
+        table.recreate()
+        # The same part name and rows as before, other events.
+        second = procs(day, new_id(), 3)
+        table.insert(second)
+        f.ask(second, "miss", **form)
+        table.settle()
+        f.ask(second, "any", **form)
+        f.ask(second, "hit", **form)
+
+
+def test_zones_and_windows_have_answers_of_their_own(fc, table):
+    events, D, _ = week_of_events(table, first_day="2025-12-01")
+    table.settle()
+    with Forms(fc) as f:
+        for tz in ("UTC", "Asia/Kathmandu", "America/St_Johns",
+                   "Pacific/Kiritimati"):
+            f.ask(events, "miss", tz=tz, interval="hour", frm=D[1], to=D[4])
+        for tz in ("UTC", "Asia/Kathmandu", "America/St_Johns",
+                   "Pacific/Kiritimati"):
+            f.ask(events, "hit", tz=tz, interval="hour", frm=D[1], to=D[4])
+        f.ask(events, "miss", interval="hour", frm=D[1], to=D[3])
+        f.ask(events, "miss", interval="hour", frm=D[2], to=D[4])
+        f.ask(events, "miss", interval="hour", frm=D[2])
+        f.ask(events, "miss", interval="hour", to=D[2])
+        f.ask(events, "hit", interval="hour", frm=D[2])
+        f.ask(events, "hit", interval="hour", to=D[2])
+
+
+# ---------------------------------------------------------------- fail-over
+
+
+def test_an_answer_failed_over_after_its_listing_is_not_kept(
+        clickhouse, make_httpd, error_log_allow):
+    """The parts are listed on the first URL, which then hangs; the form's
+    query is answered by the second. That answer is of another server than
+    the listing's fingerprint: it is right, and it is not kept."""
+    from faults_util import HttpProxy
+    error_log_allow.extend([r"IMC00302: cannot apply the schema",
+                            r"IMC00304: delivery of \d+ events to .* "
+                            r"failed"])
+    db = "imc_fcfo_" + uuid.uuid4().hex[:10]
+    site = new_id()
+    listed = []
+
+    def policy(req):
+        if listed:
+            return "hang"  # past IMChallengeTimeout: the next URL
+        if "system.parts" in req.sql:
+            listed.append(req)
+        return "forward"
+    a = HttpProxy(clickhouse, policy)
+    b = HttpProxy(clickhouse)
+    try:
+        h = make_httpd(clickhouse=[a.url, b.url], batch_delay="100ms",
+                       directives="IMChallengeDatabase %s\nIMChallengeBatch"
+                       "Size 50\nIMChallengeTimeout 2s" % db)
+        events = procs("2026-11-27", site, 2) + procs("2026-11-28", site, 1)
+        r = h.post("api/event?wait=1", data="".join(
+            '{"time":"%s","type":"%s","correlation_id":"%s",'
+            '"site_id":"%s"}\n' % (e["time"], e["type"], e["correlation_id"],
+                                   e["site_id"]) for e in events),
+            headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        Table(clickhouse, db).settle()
+        form = dict(interval="hour", frm="2026-11-27", to="2026-11-28")
+        with Forms(SimpleNamespace(h=h)) as f:
+            f.ask(events, "miss", **form)
+            assert listed
+            assert [q for q in b.requests if "uniqExactIf" in q.sql]
+            # Nothing kept: asked of ClickHouse again, then kept (the
+            # second URL lists and answers alike).
+            f.ask(events, "miss", **form)
+            f.ask(events, "hit", **form)
+    finally:
+        a.close()
+        b.close()
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
