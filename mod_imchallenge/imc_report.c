@@ -773,11 +773,11 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     return OK;
 }
 
-/* The seconds past an event that the form's metrics look at (the solve
- * window), or -1 when the form is not to be kept: a metric whose reach
- * the key would not hold. served, solved and solve_rate read only the
- * buckets' own events. */
-static apr_int64_t form_window(const imc_rparams *pr)
+/* The seconds past a serve that the form's metrics look at: the solve
+ * window for unsolved and the solve times (part of the key, and of the
+ * days whose parts the answer depends on), 0 for served, solved and
+ * solve_rate, which read only the buckets' own events. */
+static apr_int64_t form_window(const imc_rparams *pr, const imc_config *c)
 {
     int i;
 
@@ -785,7 +785,7 @@ static apr_int64_t form_window(const imc_rparams *pr)
         if (pr->metrics[i] != IMC_METRIC_SERVED &&
             pr->metrics[i] != IMC_METRIC_SOLVED &&
             pr->metrics[i] != IMC_METRIC_SOLVE_RATE) {
-            return -1; /* IMChallengeSolveWindow's seconds, once built */
+            return apr_time_sec(imc_config_solve_window(c));
         }
     }
     return 0;
@@ -832,13 +832,13 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
                                     const imc_report_form *f, form_lookup *look,
                                     imc_clickhouse_result *res)
 {
-    apr_int64_t window = form_window(f->params);
+    apr_int64_t window = form_window(f->params, c);
     apr_array_header_t *parts;
     apr_status_t rv;
     int first, last, recent;
 
     memset(look, 0, sizeof(*look));
-    if (!forms || window < 0) {
+    if (!forms) {
         return APR_SUCCESS;
     }
     if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {

@@ -167,6 +167,9 @@ FORMS = [
     dict(interval="day", fill=True),
     dict(interval="hour", compare=True),
     dict(interval="hour", csv=True),
+    dict(interval="day", metrics="served,unsolved,solve_time_p50"),
+    dict(interval="total", metrics="solve_time_avg,solve_time_p90",
+         compare=True),
 ]
 
 
@@ -216,6 +219,35 @@ def test_a_late_event_into_a_cached_day(fc, table):
         table.settle()
         f.ask(events, "miss", interval="total", frm=D[0], to=D[6])
         f.ask(events, "hit", interval="total", frm=D[0], to=D[6])
+
+
+def test_a_late_solve_changes_the_solve_metrics(fc, table):
+    # A solve within the window of a serve of a cached day, arriving
+    # later, makes the procedure solved in time: the kept answer goes.
+    events, D, S = week_of_events(table)
+    table.settle()
+    form = dict(interval="day", frm=D[1], to=D[5],
+                metrics="served,unsolved,solve_time_avg,solve_time_p90")
+    unsolved = [e for e in events if e["type"] == "serve" and
+                D[2] in e["time"] and not any(
+                    x["type"] == "solve" and
+                    x["correlation_id"] == e["correlation_id"]
+                    for x in events)][0]
+    with Forms(fc) as f:
+        before = f.ask(events, "miss", **form).json()
+        f.ask(events, "hit", **form)
+        t = datetime.datetime.fromisoformat(
+            unsolved["time"].replace("Z", "+00:00")) + \
+            datetime.timedelta(seconds=90, milliseconds=250)
+        solve = [dict(unsolved, type="solve",
+                      time=t.isoformat().replace("+00:00", "Z"))]
+        table.insert(solve)
+        events += solve
+        table.settle()
+        after = f.ask(events, "miss", **form).json()
+        assert after["totals"]["unsolved"] == \
+            before["totals"]["unsolved"] - 1
+        f.ask(events, "hit", **form)
 
 
 def test_events_outside_the_range_read_keep_the_answer(fc, table):
