@@ -15,14 +15,9 @@
 #include "imc_access.h"
 #include "imc_event.h"
 
-/* pre_config: registers the rate limit's mutex (Mutex imchallenge-rl). */
-void imc_tenant_pre_config(apr_pool_t *pconf);
-
-/* post_config: the buckets' shared memory and mutex, when a server has
- * IMChallengeRateLimit. */
+/* post_config: the buckets' shared memory and its lock, when a server
+ * has IMChallengeRateLimit. */
 apr_status_t imc_tenant_post_config(apr_pool_t *pconf, server_rec *s);
-
-void imc_tenant_child_init(apr_pool_t *pchild, server_rec *s);
 
 /*
  * Event handler, before the body is read: *g is the principal's grant

@@ -152,7 +152,6 @@ static void imc_child_init(apr_pool_t *pchild, server_rec *s)
     imc_ingest_child_init(pchild, s);
     imc_deliver_child_init(pchild, s);
     imc_report_child_init(pchild);
-    imc_tenant_child_init(pchild, s);
 }
 
 #define NO_FILE "imchallenge:"
@@ -298,19 +297,9 @@ static int imc_handler(request_rec *r)
     return DECLINED;
 }
 
-static int imc_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
-                          apr_pool_t *ptemp)
-{
-    (void)plog;
-    (void)ptemp;
-    imc_tenant_pre_config(pconf);
-    return OK;
-}
-
 static void imc_register_hooks(apr_pool_t *p)
 {
     (void)p;
-    ap_hook_pre_config(imc_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(imc_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(imc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(imc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
