@@ -27,10 +27,13 @@ the figures to tests/bench/results/report-<timestamp>.json.
 
 Then the report's other forms (FORM_SCOPES: hour buckets over 7 days,
 minute buckets of the last day over all sites, a total over 30 days, per
-day over all sites), each asked the first time (a filter never asked
+day over all sites, the solve times' p50 and p90 per site over 30 days),
+each asked the first time (a filter never asked
 before: nothing cached) and again at once (nothing changed: the answer
 kept), against the naive exact query for the same numbers (ClickHouse's
-toStartOfHour / toStartOfMinute in UTC). Goals: first / naive <= 1.0,
+toStartOfHour / toStartOfMinute in UTC; for the solve times, each
+procedure's earliest serve joined to its first solve within the window,
+and the nearest ranks of the sorted times). Goals: first / naive <= 1.0,
 again / naive <= 0.1. Both answers of every run are compared with the
 naive query's; any difference fails the benchmark.
 
@@ -74,6 +77,7 @@ CID = "toUUID(UUIDNumToString(MD5(concat('procedure-', toString(i)))))"
 SITE = "toUUID(UUIDNumToString(MD5(concat('site-', toString(s)))))"
 
 LOAD_SQL = """INSERT INTO {db}.events
+    (time, type, correlation_id, site_id, received_at, raw)
 SELECT toDateTime(t0 + if(k = 2, 30 + i % 60, 0)) AS time,
        CAST(if(k = 2, 'solve', 'serve')
             AS Enum8('serve' = 1, 'solve' = 2)) AS type,
@@ -262,10 +266,47 @@ FORM_SCOPES = (
      None, True, (0, DAYS)),
     ("none", "by=none, per day, no from/to",
      {"by": "none"}, "toString(toDate(time))", False, None),
-    # Solve-time quantiles over 30 days go here once the report computes
-    # them (metrics=solve_time_p50,solve_time_p90; the naive query then
-    # pairs each serve with its solve within IMChallengeSolveWindow).
+    # The naive query of this one is QUANTILE_NAIVE_SQL: each procedure's
+    # earliest serve paired with its first solve within the window.
+    ("p50p90", "solve time p50, p90, total 30 days",
+     {"interval": "total", "from": 0, "to": DAYS - 1,
+      "metrics": "solve_time_p50,solve_time_p90"}, None, True, (0, DAYS)),
 )
+
+# The default IMChallengeSolveWindow (10m), in milliseconds.
+SOLVE_WINDOW_MS = 600000
+
+# Per site over the range, exact nearest ranks of the solve times in
+# milliseconds: the n sorted times, the values at ranks ceil(n/2) and
+# ceil(9n/10).
+QUANTILE_NAIVE_SQL = """SELECT toString(site_id), length(t) AS n,
+       t[intDiv(5 * n + 9, 10)], t[intDiv(9 * n + 9, 10)]
+FROM
+(
+    SELECT site_id, arraySort(groupArray(v - s)) AS t
+    FROM
+    (
+        SELECT site_id, s,
+               arrayFirst(x -> x >= s AND x <= s + {window}, vs) AS v
+        FROM
+        (
+            SELECT site_id, correlation_id,
+                   min(toUInt64(time) * 1000 + time_ms) AS s
+            FROM {db}.events WHERE type = 'serve' AND {where}
+            GROUP BY site_id, correlation_id
+        )
+        ANY INNER JOIN
+        (
+            SELECT site_id, correlation_id,
+                   arraySort(groupArray(toUInt64(time) * 1000 + time_ms)) AS vs
+            FROM {db}.events WHERE type = 'solve' AND {where}
+            GROUP BY site_id, correlation_id
+        ) USING (site_id, correlation_id)
+    )
+    WHERE v != 0
+    GROUP BY site_id
+)
+FORMAT TabSeparated"""
 
 FORM_NAIVE_SQL = """SELECT {bucket}{site}
        uniqExactIf({proc}, type = 'serve'),
@@ -296,6 +337,31 @@ def form_naive_sql(bucket, by_site, span, cond):
         proc="correlation_id" if by_site else "site_id, correlation_id",
         db=DATABASE, where=" AND ".join(where),
         group="GROUP BY %s\n" % ", ".join(keys) if keys else "")
+
+
+def quantile_naive_sql(span, cond):
+    where = "%s AND time >= toDateTime(%d) AND time < toDateTime(%d)" % (
+        cond, START + span[0] * 86400, START + span[1] * 86400)
+    return QUANTILE_NAIVE_SQL.format(db=DATABASE, where=where,
+                                     window=SOLVE_WINDOW_MS)
+
+
+def quantile_naive_rows(text):
+    """(site, p50 ms, p90 ms) of the sites with a procedure solved in
+    time."""
+    rows = []
+    for line in text.splitlines():
+        site, n, p50, p90 = line.split("\t")
+        if int(n):
+            rows.append((site, int(p50), int(p90)))
+    return sorted(rows)
+
+
+def quantile_module_rows(text):
+    return sorted((x["site_id"], int(round(x["solve_time_p50"] * 1000)),
+                   int(round(x["solve_time_p90"] * 1000)))
+                  for x in json.loads(text)["rows"]
+                  if x["solve_time_p50"] is not None)
 
 
 def bucket_label(interval, value):
@@ -340,6 +406,7 @@ def measure_form(st, scope, repeat):
     every answer compared with the naive query's."""
     name, _, params, bucket, by_site, span = scope
     interval = params.get("interval", "day")
+    quantiles = "metrics" in params
     params = form_params(params)
     samples = {"first": [], "again": [], "naive": []}
     for run in range(repeat + 1):
@@ -347,12 +414,15 @@ def measure_form(st, scope, repeat):
         cond = "site_id != toUUID('%s')" % flt.split("'")[1]
         tf, first = timed(form_fetch, st.httpd, params, flt)
         ta, again = timed(form_fetch, st.httpd, params, flt)
+        sql = (quantile_naive_sql(span, cond) if quantiles
+               else form_naive_sql(bucket, by_site, span, cond))
         tn, ntext = timed(lambda: st.clickhouse.query(
-            form_naive_sql(bucket, by_site, span, cond),
-            timeout=QUERY_TIMEOUT))
-        naive = form_naive_rows(ntext, interval, bucket, by_site)
+            sql, timeout=QUERY_TIMEOUT))
+        naive = (quantile_naive_rows(ntext) if quantiles
+                 else form_naive_rows(ntext, interval, bucket, by_site))
         for label, text in (("first", first), ("again", again)):
-            mod = form_module_rows(text)
+            mod = (quantile_module_rows(text) if quantiles
+                   else form_module_rows(text))
             if mod != naive or not mod:
                 raise BenchError("%s: the module's answer (%s) differs from "
                                  "the naive query: %d vs %d rows, first "
