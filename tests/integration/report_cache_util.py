@@ -20,7 +20,9 @@ import json
 import re
 import socket
 import threading
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -279,12 +281,43 @@ class Table:
         self.stop_merges()
 
 
-class Reports:
-    """Reports over one connection to h (a Client: one child process),
-    each checked against report_util.model over the events given."""
+def server_with_database(servers, clickhouse, prefix, batch_delay):
+    """A server delivering to a database of its own (named prefix and a
+    random part), its events table made: yields SimpleNamespace(h, db,
+    ch) and drops the database afterwards. For module-scoped fixtures."""
+    db = prefix + uuid.uuid4().hex[:12]
+    h = servers.httpd(batch_delay=batch_delay,
+                      directives="IMChallengeDatabase %s" % db)
+    stack.wait_until(lambda: h.get("readyz", timeout=2).status_code == 200,
+                     30, what="readyz")
+    stack.wait_until(lambda: clickhouse.scalar(
+        "SELECT count() FROM system.tables WHERE database = '%s' "
+        "AND name = 'events'" % db) == "1", 30, what="the events table")
+    yield SimpleNamespace(h=h, db=db, ch=clickhouse)
+    h.stop()
+    clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+
+
+class OneConnection:
+    """Reports over one connection to h (a Client: one child process);
+    a context manager that closes it."""
 
     def __init__(self, h):
         self.client = Client(h)
+
+    def close(self):
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Reports(OneConnection):
+    """Reports over one connection, each checked against
+    report_util.model over the events given."""
 
     def check(self, events, flt=None, keep=None, tz=None, frm=None,
               to=None):
@@ -297,15 +330,6 @@ class Reports:
         assert_report(r, model(events, tz=tz or "UTC", keep=keep, frm=frm,
                                to=to))
         return r
-
-    def close(self):
-        self.client.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class CountingRelay:

@@ -32,6 +32,7 @@ import pytest
 
 import stack
 from report_cache_util import (Client, CountingRelay, Reports,
+                               server_with_database,
                                SpoilingRelay, Table, days_metric, delta)
 from report_util import (assert_clean_error, assert_report, csv_lines,
                          event, instant, model, post_events)
@@ -44,17 +45,8 @@ KIRITIMATI = "Pacific/Kiritimati"  # UTC+14
 @pytest.fixture(scope="module")
 def rc(servers, clickhouse):
     """A server with a database of its own."""
-    db = "imc_rcache_" + uuid.uuid4().hex[:12]
-    h = servers.httpd(batch_delay=BATCH_DELAY,
-                      directives="IMChallengeDatabase %s" % db)
-    stack.wait_until(lambda: h.get("readyz", timeout=2).status_code == 200,
-                     30, what="readyz")
-    stack.wait_until(lambda: clickhouse.scalar(
-        "SELECT count() FROM system.tables WHERE database = '%s' "
-        "AND name = 'events'" % db) == "1", 30, what="the events table")
-    yield SimpleNamespace(h=h, db=db, ch=clickhouse)
-    h.stop()
-    clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+    yield from server_with_database(servers, clickhouse, "imc_rcache_",
+                                    BATCH_DELAY)
 
 
 @pytest.fixture

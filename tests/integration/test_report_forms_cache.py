@@ -22,9 +22,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-import stack
 from observe_util import parse_prometheus, sample
-from report_cache_util import Client, Table
+from report_cache_util import OneConnection, Table, server_with_database
 from report_util import event
 from test_report_intervals import csv_text, json_text, model_answer
 
@@ -34,17 +33,8 @@ DEFAULT_METRICS = ["served", "solved", "solve_rate"]
 @pytest.fixture(scope="module")
 def fc(servers, clickhouse):
     """A server with a database of its own."""
-    db = "imc_fcache_" + uuid.uuid4().hex[:12]
-    h = servers.httpd(batch_delay="200ms",
-                      directives="IMChallengeDatabase %s" % db)
-    stack.wait_until(lambda: h.get("readyz", timeout=2).status_code == 200,
-                     30, what="readyz")
-    stack.wait_until(lambda: clickhouse.scalar(
-        "SELECT count() FROM system.tables WHERE database = '%s' "
-        "AND name = 'events'" % db) == "1", 30, what="the events table")
-    yield SimpleNamespace(h=h, db=db, ch=clickhouse)
-    h.stop()
-    clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+    yield from server_with_database(servers, clickhouse, "imc_fcache_",
+                                    "200ms")
 
 
 @pytest.fixture
@@ -88,14 +78,14 @@ def procs(day, site, n, clock="10:00:00", solved_every=2):
     return out + out[:1]
 
 
-class Forms:
+class Forms(OneConnection):
     """Reports over one connection, each checked against the model and
     its lookup counted: expect is "hit" (answered from the cache), "miss"
     (asked of ClickHouse), "any" (either) or None (the cache not used)."""
 
     def __init__(self, fc):
+        super().__init__(fc.h)
         self.fc = fc
-        self.client = Client(fc.h)
 
     def ask(self, events, expect, tz="UTC", interval=None, by=None,
             metrics=None, frm=None, to=None, fill=False, compare=False,
@@ -129,15 +119,6 @@ class Forms:
             assert got == {"cache": int(expect == "hit"),
                            "clickhouse": int(expect == "miss")}, (params, got)
         return r
-
-    def close(self):
-        self.client.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def week_of_events(table, first_day="2025-04-07", sites=2, days=7):
