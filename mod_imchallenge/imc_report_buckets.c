@@ -304,59 +304,65 @@ static int row_order(const void *a, const void *b)
 
 /* ------------------------------------------------------ solve window */
 
-/* The solve window's query (README "Report"): per bucket and procedure
- * served in it, S the earliest of its serves there (imc_s) and its
- * instant (imc_t); per procedure, its solves' times sorted (imc_vs); the
- * first solve at or after S (imc_i) solves it in time when it is within
- * the window (imc_ok), after imc_d milliseconds. A procedure without
- * solves has no match and an empty array: join_use_nulls is set off, as
- * a profile may set it on and an array cannot be Nullable. Both sides
- * read only the events the report admits. Then, per row (per_row) or over
- * all of them together: procedures served, solved in time, their times
- * added, and the nearest-rank p50 and p90 of the sorted times
+/* The solve window's query (README "Report"), without a join: per
+ * procedure (one GROUP BY, which ClickHouse can spill to disk where a
+ * join's table cannot), its serves as sorted (bucket keys, ms, instant)
+ * tuples (imc_sv) and its solves' times sorted (imc_vs). Of the serves,
+ * the first of each bucket (imc_f: the first of the sorted tuples with
+ * its keys) gives S (imc_s) and the row's instant (imc_t); the first
+ * solve at or after S (imc_i) solves it in time when it is within the
+ * window (imc_ok), after imc_d milliseconds. Both kinds are the events
+ * the report admits. Then, per row (per_row) or over all of them
+ * together: procedures served, solved in time, their times added, and
+ * the nearest-rank p50 and p90 of the sorted times
  * (imc_rparams_rank_sql's integer ceiling). */
 static const char *window_sql(apr_pool_t *p, const imc_config *c,
                               const imc_report_form *f, const bk_span *s,
                               int per_row)
 {
-    const char *adm = span_where(p, f->where, s);
-    const char *table = apr_pstrcat(p, imc_config_database(c), ".events", NULL);
     const char *by_off, *unit = key_parts(p, f->params->interval,
                                           offset_sql(p, f->zone, s), &by_off);
-    const char *keys = "", *names = "", *group = NULL, *serves, *each;
+    int nkeys = unit ? by_off ? 2 : 1 : 0, by_site = f->params->by_site;
+    const char *keys = "", *names = "", *group = NULL, *first, *each;
     const char *ts = "arraySort(groupArrayIf(imc_d, imc_ok))";
-    int by_site = f->params->by_site;
 
-    if (unit) {
-        keys = apr_pstrcat(p, unit, " AS imc_k0, ", by_off ? by_off : "",
-                           by_off ? " AS imc_k1, " : "", NULL);
-        names = by_off ? "imc_k0, imc_k1, " : "imc_k0, ";
+    if (nkeys) {
+        keys = apr_pstrcat(p, unit, ", ", by_off ? by_off : "",
+                           by_off ? ", " : "", NULL);
+        names = nkeys == 2 ? "imc_f.1 AS imc_k0, imc_f.2 AS imc_k1, "
+                           : "imc_f.1 AS imc_k0, ";
     }
-    if (per_row && (unit || by_site)) {
-        group = apr_pstrndup(p, names, strlen(names) - (by_site ? 0 : 2));
+    /* a serve opens its bucket when it is the first tuple or its keys
+     * differ from the tuple before it */
+    first = nkeys == 0   ? "imc_j = 1"
+            : nkeys == 1 ? "imc_j = 1 OR imc_x.1 != imc_sv[imc_j - 1].1"
+                         : "imc_j = 1 OR imc_x.1 != imc_sv[imc_j - 1].1 OR "
+                           "imc_x.2 != imc_sv[imc_j - 1].2";
+    if (per_row && (nkeys || by_site)) {
+        group = nkeys == 2 ? "imc_k0, imc_k1" : nkeys ? "imc_k0" : "";
         group =
-            apr_pstrcat(p, " GROUP BY ", group, by_site ? "site_id" : "", NULL);
+            apr_pstrcat(p, " GROUP BY ", group, nkeys && by_site ? ", " : "",
+                        by_site ? "site_id" : "", NULL);
     }
-    serves = apr_pstrcat(p, "SELECT ", keys,
-                         "site_id, correlation_id, min(toUInt32(time)) AS "
-                         "imc_t, min(",
-                         MS_SQL, ") AS imc_s FROM ", table, " WHERE ", adm,
-                         " AND type = 'serve' GROUP BY ", names,
-                         "site_id, correlation_id", NULL);
     each = apr_pstrcat(
-        p, "SELECT ", names,
-        "site_id, imc_t, arrayFirstIndex(imc_v -> imc_v "
-        ">= imc_s, imc_vs) AS imc_i, imc_i > 0 AND imc_vs[imc_i] <= imc_s + ",
+        p, "SELECT ", names, "site_id, ",
+        apr_psprintf(p, "imc_f.%d AS imc_s, imc_f.%d AS imc_t, ", nkeys + 1,
+                     nkeys + 2),
+        "arrayFirstIndex(imc_v -> imc_v >= imc_s, imc_vs) AS imc_i, "
+        "imc_i > 0 AND imc_vs[imc_i] <= imc_s + ",
         apr_psprintf(
             p, "%" APR_UINT64_T_FMT,
             (apr_uint64_t)apr_time_as_msec(imc_config_solve_window(c))),
-        " AS imc_ok, imc_vs[imc_i] - imc_s AS imc_d FROM (", serves,
-        ") AS imc_serves ANY LEFT JOIN (SELECT site_id, correlation_id, "
-        "arraySort(groupArray(",
-        MS_SQL, ")) AS imc_vs FROM ", table, " WHERE ", adm,
-        " AND type = 'solve' GROUP BY site_id, "
-        "correlation_id) AS imc_solves USING (site_id, correlation_id)",
-        NULL);
+        " AS imc_ok, imc_vs[imc_i] - imc_s AS imc_d FROM (SELECT site_id, "
+        "arraySort(groupArrayIf((",
+        keys, MS_SQL,
+        ", toUInt32(time)), type = 'serve')) AS imc_sv, "
+        "arraySort(groupArrayIf(",
+        MS_SQL, ", type = 'solve')) AS imc_vs FROM ", imc_config_database(c),
+        ".events WHERE ", span_where(p, f->where, s),
+        " GROUP BY site_id, correlation_id HAVING notEmpty(imc_sv)) "
+        "ARRAY JOIN arrayFilter((imc_x, imc_j) -> ",
+        first, ", imc_sv, arrayEnumerate(imc_sv)) AS imc_f", NULL);
     return apr_pstrcat(
         p, "SELECT ", per_row ? "min(imc_t), " : "",
         per_row && by_site ? "toString(site_id), " : "",
@@ -365,7 +371,7 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
         imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
         group ? group : "",
         per_row ? apr_psprintf(p, " LIMIT %d", f->max_rows + 1) : "",
-        " SETTINGS join_use_nulls = 0 FORMAT TabSeparated", NULL);
+        " FORMAT TabSeparated", NULL);
 }
 
 /* The five figures of a window line (procedures, solved in time, sum,
