@@ -304,6 +304,14 @@ static int row_order(const void *a, const void *b)
 
 /* ------------------------------------------------------ solve window */
 
+/* Whether the window's query has a GROUP BY: only for rows (per_row),
+ * and not for one row over everything it admits. */
+static int window_grouped(const imc_report_form *f, int per_row)
+{
+    return per_row &&
+           (f->params->interval != IMC_BUCKET_TOTAL || f->params->by_site);
+}
+
 /* The solve window's query (README "Report"), without a join: per
  * procedure (one GROUP BY, which ClickHouse can spill to disk where a
  * join's table cannot), its serves as sorted (bucket keys, ms, instant)
@@ -312,13 +320,13 @@ static int row_order(const void *a, const void *b)
  * its keys) gives S (imc_s) and the row's instant (imc_t); the first
  * solve at or after S (imc_i) solves it in time when it is within the
  * window (imc_ok), after imc_d milliseconds. Both kinds are the events
- * the report admits. Then, per row (per_row) or over all of them
- * together: procedures served, solved in time, their times added, and
- * the nearest-rank p50 and p90 of the sorted times
- * (imc_rparams_rank_sql's integer ceiling). */
+ * the report admits. Then per row (per_row), over all the rows together
+ * (totals), or both (WITH TOTALS after the GROUP BY): procedures
+ * served, solved in time, their times added, and the nearest-rank p50
+ * and p90 of the sorted times (imc_rparams_rank_sql's integer ceiling). */
 static const char *window_sql(apr_pool_t *p, const imc_config *c,
                               const imc_report_form *f, const bk_span *s,
-                              int per_row)
+                              int per_row, int totals)
 {
     const char *by_off, *unit = key_parts(p, f->params->interval,
                                           offset_sql(p, f->zone, s), &by_off);
@@ -338,11 +346,11 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
             : nkeys == 1 ? "imc_j = 1 OR imc_x.1 != imc_sv[imc_j - 1].1"
                          : "imc_j = 1 OR imc_x.1 != imc_sv[imc_j - 1].1 OR "
                            "imc_x.2 != imc_sv[imc_j - 1].2";
-    if (per_row && (nkeys || by_site)) {
+    if (window_grouped(f, per_row)) {
         group = nkeys == 2 ? "imc_k0, imc_k1" : nkeys ? "imc_k0" : "";
-        group =
-            apr_pstrcat(p, " GROUP BY ", group, nkeys && by_site ? ", " : "",
-                        by_site ? "site_id" : "", NULL);
+        group = apr_pstrcat(
+            p, " GROUP BY ", group, nkeys && by_site ? ", " : "",
+            by_site ? "site_id" : "", totals ? " WITH TOTALS" : "", NULL);
     }
     each = apr_pstrcat(
         p, "SELECT ", names, "site_id, ",
@@ -364,13 +372,11 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
         "ARRAY JOIN arrayFilter((imc_x, imc_j) -> ",
         first, ", imc_sv, arrayEnumerate(imc_sv)) AS imc_f", NULL);
     return apr_pstrcat(
-        p, "SELECT ", per_row ? "min(imc_t), " : "",
-        per_row && by_site ? "toString(site_id), " : "",
+        p, "SELECT min(imc_t), ", group && by_site ? "toString(site_id), " : "",
         "count(), countIf(imc_ok), sumIf(imc_d, imc_ok), ", ts, "[",
         imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"), "], ", ts, "[",
         imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
-        group ? group : "",
-        per_row ? apr_psprintf(p, " LIMIT %d", f->max_rows + 1) : "",
+        group ? group : "", apr_psprintf(p, " LIMIT %d", f->max_rows + 1),
         " FORMAT TabSeparated", NULL);
 }
 
@@ -392,22 +398,28 @@ static int parse_window(char **fl, bk_counts *n)
 }
 
 /* The window's figures of each bucket (and site) into the row of rows
- * with its label (and site). A bucket has a line only where something
- * was served, and then a row: one that has none (an event that arrived
- * between the two queries) is left out. */
+ * (unless NULL) with its label (and site). A bucket has a line only where
+ * something was served, and then a row: one that has none (an event that
+ * arrived between the two queries) is left out. With totals (not NULL), the
+ * figures over all the rows' procedures together go there too: the
+ * totals line that follows an empty one, or the one line of a query
+ * without GROUP BY (an answer without lines admitted nothing: they stay
+ * as they are). */
 static apr_status_t window_rows(request_rec *r, const imc_config *c,
                                 imc_clickhouse *ch, const imc_report_form *f,
                                 const bk_span *s, apr_array_header_t *rows,
-                                imc_clickhouse_result *res)
+                                bk_counts *totals, imc_clickhouse_result *res)
 {
-    int by_site = f->params->by_site, n = by_site ? 7 : 6, lineno = 0, cut = 0;
+    int grouped = window_grouped(f, rows != NULL), in_totals = 0;
+    int by_site = grouped && f->params->by_site, n = by_site ? 7 : 6;
+    int lineno = 0, cut = 0;
     apr_hash_t *cells = apr_hash_make(r->pool);
     char *pos, *line, *fl[7], label[IMC_BUCKET_LABEL_SIZE];
     apr_status_t rv;
     apr_uint64_t t;
     int i;
 
-    for (i = 0; i < rows->nelts; ++i) {
+    for (i = 0; rows && i < rows->nelts; ++i) {
         bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
 
         apr_hash_set(cells,
@@ -415,8 +427,9 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
                                  row->site ? row->site : "", NULL),
                      APR_HASH_KEY_STRING, row);
     }
-    if ((rv = run_query(r, ch, window_sql(r->pool, c, f, s, 1), res)) !=
-        APR_SUCCESS) {
+    if ((rv = run_query(
+             r, ch, window_sql(r->pool, c, f, s, rows != NULL, totals != NULL),
+             res)) != APR_SUCCESS) {
         return rv;
     }
     pos = (char *)res->body;
@@ -426,13 +439,28 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
         bk_row *row;
 
         ++lineno;
+        if (!*line && totals && grouped && !in_totals) {
+            in_totals = 1; /* the totals line comes next, and last */
+            continue;
+        }
         memset(&w, 0, sizeof(w));
-        if (imc_report_split_tabs(line, fl, 7) != n ||
+        if (in_totals > 1 || imc_report_split_tabs(line, fl, 7) != n ||
             !imc_report_parse_uint(fl[0], IMC_RCACHE_TIME_MAX, &t) ||
             (by_site && !imc_report_parse_site(fl[1])) ||
             !parse_window(fl + n - 5, &w)) {
             return imc_report_malformed(r, "solve window query", lineno, line,
                                         end);
+        }
+        if (in_totals) {
+            *totals = w;
+            in_totals = 2;
+            continue;
+        }
+        if (totals && !grouped) {
+            *totals = w;
+        }
+        if (!rows) {
+            continue;
         }
         imc_bucket_label(label, f->zone, f->params->interval, (apr_int64_t)t);
         row = apr_hash_get(
@@ -445,34 +473,12 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
             row->n = w;
         }
     }
+    if (!cut && totals && grouped && lineno && in_totals != 2) {
+        cut = 1; /* rows without their totals line: the answer ended early */
+    }
     return cut ? imc_report_malformed(r, "solve window query", lineno + 1, NULL,
                                       NULL)
                : APR_SUCCESS;
-}
-
-/* The window's figures over all the rows' procedures together into
- * *n: unsolved and the solve times (served and solved are the rows'). */
-static apr_status_t window_totals(request_rec *r, const imc_config *c,
-                                  imc_clickhouse *ch, const imc_report_form *f,
-                                  const bk_span *s, bk_counts *n,
-                                  imc_clickhouse_result *res)
-{
-    char *pos, *line, *fl[5], *end;
-    apr_status_t rv;
-    int cut = 0;
-
-    if ((rv = run_query(r, ch, window_sql(r->pool, c, f, s, 0), res)) !=
-        APR_SUCCESS) {
-        return rv;
-    }
-    pos = (char *)res->body;
-    line = imc_report_next_line(&pos, &cut);
-    end = line ? line + strlen(line) : NULL;
-    if (!line || *pos || imc_report_split_tabs(line, fl, 5) != 5 ||
-        !parse_window(fl, n)) {
-        return imc_report_malformed(r, "solve window totals", 1, line, end);
-    }
-    return APR_SUCCESS;
 }
 
 /* The rows of the local days [from, to] (either may be open) into rows,
@@ -506,11 +512,8 @@ static apr_status_t period_rows(request_rec *r, const imc_config *c,
         *over = 1;
     }
     qsort((*rows)->elts, (size_t)(*rows)->nelts, sizeof(bk_row), row_order);
-    if (rv == APR_SUCCESS && !*over && win && (*rows)->nelts) {
-        rv = window_rows(r, c, ch, f, &s, *rows, res);
-    }
-    if (rv == APR_SUCCESS && !*over && wtotals) {
-        rv = window_totals(r, c, ch, f, &s, wtotals, res);
+    if (rv == APR_SUCCESS && !*over && (win || wtotals) && (*rows)->nelts) {
+        rv = window_rows(r, c, ch, f, &s, win ? *rows : NULL, wtotals, res);
     }
     return rv;
 }
