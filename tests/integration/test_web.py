@@ -228,11 +228,15 @@ def test_other_origins_get_no_cors_headers(web, clickhouse):
     r = post(web, event(site), headers={"Origin": OTHER}, wait=True)
     accepted_json(r, 1, stored=True)
     assert cors_headers(r) == {}
+    assert varies_by_origin(r)
     r = report_of(web, site, headers={"Origin": OTHER})
     assert r.status_code == 200 and cors_headers(r) == {}
-    # Without an Origin (not a browser's cross-origin request): no CORS.
-    r = report_of(web, site)
-    assert r.status_code == 200 and cors_headers(r) == {}
+    assert varies_by_origin(r)
+    # Without an Origin (not a browser's cross-origin request): no CORS,
+    # but Vary still, so that a cache never hands this answer to a page.
+    for r in (report_of(web, site), post(web, event(site))):
+        assert r.status_code in (200, 202) and cors_headers(r) == {}
+        assert varies_by_origin(r), r.headers
 
 
 def test_star_allows_any_origin_without_credentials(any_origin):
@@ -242,10 +246,12 @@ def test_star_allows_any_origin_without_credentials(any_origin):
         hdrs = cors_headers(r)
         assert hdrs["access-control-allow-origin"] == origin
         assert "access-control-allow-credentials" not in hdrs
+        assert varies_by_origin(r), r.headers
         r = post(any_origin, event(new_id()), headers={"Origin": origin})
         accepted_json(r, 1)
         assert r.headers["Access-Control-Allow-Origin"] == origin
         assert "Access-Control-Allow-Credentials" not in r.headers
+        assert varies_by_origin(r), r.headers
 
 
 def test_cors_is_off_by_default(httpd):
