@@ -361,13 +361,7 @@ def test_zip_bomb_is_413_and_nothing_stored(web, clickhouse,
                                             error_log_allow):
     error_log_allow.extend(DEFLATE_REFUSALS)
     site = new_id()
-    # Valid events first, then 200 MB of blanks: about 200 kB on the wire.
-    raw = ndjson([event(site) for _ in range(10)]).encode()
-    comp = zlib.compressobj(9, wbits=31)
-    body = comp.compress(raw)
-    for _ in range(200):
-        body += comp.compress(b" " * (1024 * 1024))
-    body += comp.flush()
+    body = bomb(site)
     assert len(body) < 300 * 1024
     r = gz_post(web, body)
     assert_error_body(r, 413)
@@ -375,9 +369,89 @@ def test_zip_bomb_is_413_and_nothing_stored(web, clickhouse,
     assert site_ids(clickhouse, site) == (0, 0)
 
 
-def test_gzip_without_mod_deflate_is_415(httpd, clickhouse):
+def test_gzip_limits_of_the_module_apply_to_the_inflated_body(web,
+                                                              clickhouse):
     site = new_id()
-    body = gzip.compress(ndjson([event(site)]).encode())
+    # One event past IMChallengeMaxEventSize (16k) once inflated, though
+    # its compressed body is far below it.
+    big = event(site, extra=',"p":"%s"' % ("x" * 17000))
+    body = gzip.compress(ndjson([event(site), big]).encode())
+    assert len(body) < 1024
+    assert_error_body(gz_post(web, body), 413)
+    # One event past IMChallengeMaxBatchEvents (10,000).
+    body = gzip.compress(ndjson([event(site) for _ in range(10001)]).encode())
+    assert_error_body(gz_post(web, body), 413)
+    accepted_json(post(web, event(new_id()), wait=True), 1, stored=True)
+    assert site_ids(clickhouse, site) == (0, 0)
+
+
+# Each of httpd's limits on a gzip body, set low on the event URL: the
+# limit, the body it must refuse and the status it refuses it with.
+INFLATED_LIMITS = {
+    # The module's read of the inflated body is capped by LimitRequestBody
+    # (httpd's own check counts the compressed bytes only).
+    "LimitRequestBody": ("LimitRequestBody 100000", "varied", 413),
+    "DeflateInflateLimitRequestBody": (
+        "DeflateInflateLimitRequestBody 100000", "varied", 413),
+    "DeflateInflateRatioLimit": ("DeflateInflateRatioLimit 20", "repeated",
+                                 400),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(INFLATED_LIMITS))
+def limited(request, servers):
+    """(httpd with mod_deflate and one limit set low, the too-large kind
+    of body, the status that refuses it)."""
+    line, kind, status = INFLATED_LIMITS[request.param]
+    h = servers.httpd(modules=["deflate"], directives="\n".join([
+        '<Location "/api/event">', "    " + line, "</Location>"]))
+    yield h, kind, status
+    h.stop()
+
+
+def test_gzip_past_a_limit_once_inflated_is_refused(limited, clickhouse,
+                                                    error_log_allow):
+    h, kind, status = limited
+    error_log_allow.extend(DEFLATE_REFUSALS)
+    site = new_id()
+    if kind == "varied":
+        # 1,000 events: over 100,000 bytes inflated, far under compressed.
+        raw = ndjson([event(site) for _ in range(1000)]).encode()
+        body = gzip.compress(raw)
+        assert len(body) < 100000 < len(raw)
+    else:
+        # One event 5,000 times: a ratio over 20 all along the stream.
+        raw = ndjson([event(site)] * 5000).encode()
+        body = gzip.compress(raw)
+        assert len(raw) / len(body) > 200
+    assert_error_body(gz_post(h, body), status)
+    assert site_ids(clickhouse, site) == (0, 0)
+    # Below the limit, the same server stores a gzip body with exact rows.
+    site = new_id()
+    raw = ndjson([event(site) for _ in range(200)]).encode()
+    body = gzip.compress(raw)
+    assert len(raw) < 100000 and len(raw) / len(body) < 20
+    accepted_json(gz_post(h, body, wait=True), 200, stored=True)
+    assert site_ids(clickhouse, site) == (200, 200)
+
+
+def bomb(site):
+    """Ten valid events, then 200 MB of blanks: about 200 kB gzip."""
+    comp = zlib.compressobj(9, wbits=31)
+    body = comp.compress(ndjson([event(site) for _ in range(10)]).encode())
+    for _ in range(200):
+        body += comp.compress(b" " * (1024 * 1024))
+    return body + comp.flush()
+
+
+@pytest.mark.parametrize("kind", ["valid", "corrupt", "bomb"])
+def test_gzip_without_mod_deflate_is_415(httpd, clickhouse, kind):
+    # httpd (the session's server) loads no mod_deflate: the shipped
+    # conf's <IfModule mod_deflate.c> sets no filter.
+    site = new_id()
+    good = gzip.compress(ndjson([event(site) for _ in range(50)]).encode())
+    body = {"valid": good, "corrupt": good[:len(good) // 2],
+            "bomb": bomb(site)}[kind]
     r = gz_post(httpd, body)
     assert_error_body(r, 415)
     assert "Content-Encoding" in r.json()["error"]
