@@ -3,9 +3,9 @@
 
 CORS (IMChallengeCORS), text/plain bodies (navigator.sendBeacon), gzip
 bodies through mod_deflate's input filter, HTTP/2 over TLS (mod_ssl) and
-in clear text (h2c, mod_http2), each with the real server modules and,
-for HTTP/2, the real client: curl.  The browser itself is in
-tests/browser/test_cors.py.
+in clear text (h2c, mod_http2), HTTP/1.1 over TLS, each with the real
+server modules and, for HTTP/2 and TLS, the real client: curl.  The
+browser itself is in tests/browser/test_cors.py.
 """
 
 import gzip
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import uuid
 import zlib
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -468,7 +469,7 @@ def test_unknown_content_encoding_is_415(web, clickhouse):
     assert site_ids(clickhouse, site) == (0, 0)
 
 
-# ----------------------------------------------------------------- HTTP/2
+# ---------------------------------------------------- HTTP/2 and TLS
 
 
 def curl(args, body=None, timeout=60):
@@ -485,32 +486,36 @@ def curl(args, body=None, timeout=60):
     return int(code), version, text
 
 
-@pytest.fixture(params=["h2-tls", "h2c"])
+@pytest.fixture(params=["h2-tls", "h2c", "http1.1-tls"])
 def h2(request, web):
-    """(curl options, base URL) for HTTP/2 over TLS or in clear text."""
+    """(curl options, base URL, the HTTP version curl must report) for
+    HTTP/2 over TLS or in clear text, and HTTP/1.1 over TLS (mod_ssl
+    alone)."""
     if request.param == "h2-tls":
-        return ["--http2", "--cacert", str(web.cert)], web.tls_url
-    return ["--http2-prior-knowledge"], web.url
+        return ["--http2", "--cacert", str(web.cert)], web.tls_url, "2"
+    if request.param == "http1.1-tls":
+        return ["--http1.1", "--cacert", str(web.cert)], web.tls_url, "1.1"
+    return ["--http2-prior-knowledge"], web.url, "2"
 
 
 def test_h2_single_event_and_wait(web, clickhouse, h2):
-    opts, base = h2
+    opts, base, version = h2
     site = new_id()
     hdr = ["-H", "Content-Type: application/json"]
     code, ver, text = curl(opts + hdr + ["--data-binary", "@-",
                                          base + "api/event"],
                            body=event(site).encode())
     assert (code, ver, json.loads(text)) == (
-        202, "2", {"status": "accepted", "accepted": 1})
+        202, version, {"status": "accepted", "accepted": 1})
     code, ver, text = curl(opts + hdr + ["--data-binary", "@-",
                                          base + "api/event?wait=1"],
                            body=event(site).encode())
     assert (code, ver, json.loads(text)) == (
-        201, "2", {"status": "stored", "accepted": 1})
+        201, version, {"status": "stored", "accepted": 1})
 
 
 def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
-    opts, base = h2
+    opts, base, version = h2
     site = new_id()
     evs = [event(site, kind="serve") for _ in range(10000)]
     f = workbase / ("batch-%s.ndjson" % site)
@@ -518,11 +523,11 @@ def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
     code, ver, text = curl(opts + ["-H", "Content-Type: application/x-ndjson",
                                    "--data-binary", "@%s" % f,
                                    base + "api/event?wait=1"])
-    assert (code, ver) == (201, "2"), text
+    assert (code, ver) == (201, version), text
     assert json.loads(text) == {"status": "stored", "accepted": 10000}
     assert site_ids(clickhouse, site) == (10000, 10000)
     code, ver, text = curl(opts + [base + "api/report/site_id='%s'" % site])
-    assert (code, ver) == (200, "2"), text
+    assert (code, ver) == (200, version), text
     assert json.loads(text)["totals"] == {"served": 10000, "solved": 0,
                                           "solve_rate": 0}
     # gzip over HTTP/2 too.
@@ -533,27 +538,43 @@ def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
                                    "-H", "Content-Encoding: gzip",
                                    "--data-binary", "@%s" % f,
                                    base + "api/event?wait=1"])
-    assert (code, ver) == (201, "2"), text
+    assert (code, ver) == (201, version), text
     assert site_ids(clickhouse, site) == (500, 500)
 
 
 def test_h2_metrics_health_and_home(web, h2):
-    opts, base = h2
+    opts, base, version = h2
     code, ver, text = curl(opts + [base + "metrics"])
-    assert (code, ver) == (200, "2")
+    assert (code, ver) == (200, version)
     assert re.search(r"^imchallenge_events_accepted_total \d+", text, re.M)
-    for path, want in (("healthz", '"ok"'), ("api/status", "queued_events"),
-                       ("", "<html")):
+    for path, want in (("healthz", '"ok"'), ("readyz", '"status":"ready"'),
+                       ("api/status", "queued_events"), ("", "<html")):
         code, ver, text = curl(opts + [base + path])
-        assert (code, ver) == (200, "2"), path
+        assert (code, ver) == (200, version), path
         assert want in text, path
 
 
+def test_h2_get_event_and_csv_report(web, clickhouse, h2):
+    # The GET form of one event, with ?wait=1, and the report as CSV.
+    opts, base, version = h2
+    site = new_id()
+    path = "api/event/" + quote(event(site), safe="") + "?wait=1"
+    code, ver, text = curl(opts + [base + path])
+    assert (code, ver, json.loads(text)) == (
+        201, version, {"status": "stored", "accepted": 1})
+    assert site_ids(clickhouse, site) == (1, 1)
+    code, ver, text = curl(opts + [base + "api/report/site_id='%s'"
+                                   "?format=csv" % site])
+    assert (code, ver) == (200, version), text
+    assert text.splitlines() == ["day,site_id,served,solved,solve_rate",
+                                 "2026-11-28,%s,1,0,0.0000" % site], text
+
+
 def test_h2_preflight(web, h2):
-    opts, base = h2
+    opts, base, version = h2
     code, ver, text = curl(opts + ["-X", "OPTIONS", "-D", "-",
                                    "-H", "Origin: %s" % ALLOWED,
                                    "-H", "Access-Control-Request-Method: POST",
                                    base + "api/event"])
-    assert (code, ver) == (204, "2")
+    assert (code, ver) == (204, version)
     assert ("access-control-allow-origin: %s" % ALLOWED) in text.lower()
