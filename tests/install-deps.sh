@@ -49,6 +49,7 @@ test | valgrind | command -v valgrind | valgrind
 test | clang | command -v clang | clang
 test | libfuzzer | clang_rt libclang_rt.fuzzer | libclang-rt-14-dev
 test | curl | command -v curl | curl
+test | openssl | command -v openssl | openssl
 test | pytest | $py -c 'import pytest' | python3-pytest
 test | requests | $py -c 'import requests' | python3-requests
 test | promtool | promtool_binary | deb:prometheus:usr/bin/promtool

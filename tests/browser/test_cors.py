@@ -6,7 +6,8 @@ httpd allows that origin with IMChallengeCORS.  The page sends events with
 fetch (JSON: the browser makes a preflight first) and with
 navigator.sendBeacon (text/plain), and reads the report with fetch.  A
 second page server, on an origin not allowed, shows the browser's own
-CORS check stopping the page.
+CORS check stopping the page.  The README's page is run as the README
+shows it: its fetch on load and its beacon as the page unloads.
 """
 
 import http.server
@@ -55,22 +56,42 @@ async function report(site) {
 """
 
 
+# The README's page: its example site, replaced by each run's own.
+README_SITE = "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
+README_API = '"https://analytics.example.com"'
+
+
+def readme_script():
+    """The script of the README's page, as the README shows it."""
+    text = (stack.REPO / "README.md").read_text()
+    start = text.index("```html\n<script>\n",
+                       text.index("## From the browser"))
+    start += len("```html\n")
+    return text[start:text.index("```", start)]
+
+
 class _Page(http.server.BaseHTTPRequestHandler):
-    html = b""
+    pages = {}
 
     def do_GET(self):
+        html = self.pages.get(self.path)
+        if html is None:
+            self.send_error(404)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(self.html)))
+        self.send_header("Content-Length", str(len(html)))
         self.end_headers()
-        self.wfile.write(self.html)
+        self.wfile.write(html)
 
     def log_message(self, *args):
         pass
 
 
-def _serve_page(html):
-    handler = type("Page", (_Page,), {"html": html.encode()})
+def _serve_page(html, extra=None):
+    pages = {"/": html.encode()}
+    pages.update({k: v.encode() for k, v in (extra or {}).items()})
+    handler = type("Page", (_Page,), {"pages": pages})
     srv = http.server.ThreadingHTTPServer((stack.LOCALHOST, 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, "http://%s:%d" % (stack.LOCALHOST, srv.server_address[1])
@@ -82,7 +103,8 @@ def cors_site(stack_, workdir):
     page URL)."""
     port = stack.free_port()
     api = "http://%s:%d" % (stack.LOCALHOST, port)
-    allowed_srv, allowed = _serve_page(PAGE % {"api": api})
+    allowed_srv, allowed = _serve_page(PAGE % {"api": api}, {
+        "/readme": readme_page(api, README_RUN_SITE), "/away": "<p>away"})
     other_srv, other = _serve_page(PAGE % {"api": api})
     h = stack.Httpd(workdir / "cors-httpd", stack_.httpd.module_path,
                     port=port, clickhouse_url=stack_.clickhouse.url,
@@ -98,6 +120,19 @@ def cors_site(stack_, workdir):
         h.stop()
         allowed_srv.shutdown()
         other_srv.shutdown()
+
+
+# The site the README's page sends events for in this run.
+README_RUN_SITE = str(uuid.uuid4())
+
+
+def readme_page(api, site):
+    script = readme_script()
+    assert script.count(README_API) == 1 and script.count(README_SITE) == 1
+    script = script.replace(README_API, json.dumps(api))
+    return ('<!doctype html>\n<html><head><meta charset="utf-8">'
+            '<title>readme</title></head><body>\n%s</body></html>\n'
+            % script.replace(README_SITE, site))
 
 
 def run_js(browser, body):
@@ -178,3 +213,32 @@ def test_page_on_another_origin_is_stopped_by_the_browser(browser, stack_,
     assert counts(ch, site) == (3, 3)
     messages = [m["message"] for m in browser.get_log("browser")]
     assert any("CORS policy" in m for m in messages), messages
+
+
+def test_readme_shows_the_functions_this_page_runs():
+    functions = PAGE.split("\n<script>\n", 1)[1].split("</script>")[0]
+    functions = functions.split("\n", 2)[2]  # after the IMC line
+    assert functions in readme_script()
+
+
+def test_readme_page_sends_a_serve_then_a_beacon_as_it_unloads(
+        browser, stack_, cors_site):
+    h, allowed, _ = cors_site
+    ch = stack_.clickhouse
+    site = README_RUN_SITE
+    browser.get(allowed + "/readme")
+    # The fetch on load: one serve, in ClickHouse after its batch delay.
+    stack.wait_until(lambda: counts(ch, site) == (1, 1), 30,
+                     what="the README page's serve in ClickHouse")
+    # Leaving the page fires pagehide: the beacon of its solve.
+    browser.get(allowed + "/away")
+    stack.wait_until(lambda: counts(ch, site) == (2, 1), 30,
+                     what="the README page's beacon in ClickHouse")
+    types = ch.scalar("SELECT groupArray(type) FROM (SELECT type FROM "
+                      "%s.events WHERE site_id = toUUID('%s') ORDER BY "
+                      "type) FORMAT TSV" % (DATABASE, site))
+    assert types == "['serve','solve']", types
+    log = h.access_log()
+    assert '"POST /api/event HTTP/1.1" 202' in log, log[-2000:]
+    messages = [m["message"] for m in browser.get_log("browser")]
+    assert not any("CORS policy" in m for m in messages), messages

@@ -3,9 +3,9 @@
 
 CORS (IMChallengeCORS), text/plain bodies (navigator.sendBeacon), gzip
 bodies through mod_deflate's input filter, HTTP/2 over TLS (mod_ssl) and
-in clear text (h2c, mod_http2), each with the real server modules and,
-for HTTP/2, the real client: curl.  The browser itself is in
-tests/browser/test_cors.py.
+in clear text (h2c, mod_http2), HTTP/1.1 over TLS, each with the real
+server modules and, for HTTP/2 and TLS, the real client: curl.  The
+browser itself is in tests/browser/test_cors.py.
 """
 
 import gzip
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import uuid
 import zlib
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -228,11 +229,15 @@ def test_other_origins_get_no_cors_headers(web, clickhouse):
     r = post(web, event(site), headers={"Origin": OTHER}, wait=True)
     accepted_json(r, 1, stored=True)
     assert cors_headers(r) == {}
+    assert varies_by_origin(r)
     r = report_of(web, site, headers={"Origin": OTHER})
     assert r.status_code == 200 and cors_headers(r) == {}
-    # Without an Origin (not a browser's cross-origin request): no CORS.
-    r = report_of(web, site)
-    assert r.status_code == 200 and cors_headers(r) == {}
+    assert varies_by_origin(r)
+    # Without an Origin (not a browser's cross-origin request): no CORS,
+    # but Vary still, so that a cache never hands this answer to a page.
+    for r in (report_of(web, site), post(web, event(site))):
+        assert r.status_code in (200, 202) and cors_headers(r) == {}
+        assert varies_by_origin(r), r.headers
 
 
 def test_star_allows_any_origin_without_credentials(any_origin):
@@ -242,10 +247,12 @@ def test_star_allows_any_origin_without_credentials(any_origin):
         hdrs = cors_headers(r)
         assert hdrs["access-control-allow-origin"] == origin
         assert "access-control-allow-credentials" not in hdrs
+        assert varies_by_origin(r), r.headers
         r = post(any_origin, event(new_id()), headers={"Origin": origin})
         accepted_json(r, 1)
         assert r.headers["Access-Control-Allow-Origin"] == origin
         assert "Access-Control-Allow-Credentials" not in r.headers
+        assert varies_by_origin(r), r.headers
 
 
 def test_cors_is_off_by_default(httpd):
@@ -355,13 +362,7 @@ def test_zip_bomb_is_413_and_nothing_stored(web, clickhouse,
                                             error_log_allow):
     error_log_allow.extend(DEFLATE_REFUSALS)
     site = new_id()
-    # Valid events first, then 200 MB of blanks: about 200 kB on the wire.
-    raw = ndjson([event(site) for _ in range(10)]).encode()
-    comp = zlib.compressobj(9, wbits=31)
-    body = comp.compress(raw)
-    for _ in range(200):
-        body += comp.compress(b" " * (1024 * 1024))
-    body += comp.flush()
+    body = bomb(site)
     assert len(body) < 300 * 1024
     r = gz_post(web, body)
     assert_error_body(r, 413)
@@ -369,9 +370,89 @@ def test_zip_bomb_is_413_and_nothing_stored(web, clickhouse,
     assert site_ids(clickhouse, site) == (0, 0)
 
 
-def test_gzip_without_mod_deflate_is_415(httpd, clickhouse):
+def test_gzip_limits_of_the_module_apply_to_the_inflated_body(web,
+                                                              clickhouse):
     site = new_id()
-    body = gzip.compress(ndjson([event(site)]).encode())
+    # One event past IMChallengeMaxEventSize (16k) once inflated, though
+    # its compressed body is far below it.
+    big = event(site, extra=',"p":"%s"' % ("x" * 17000))
+    body = gzip.compress(ndjson([event(site), big]).encode())
+    assert len(body) < 1024
+    assert_error_body(gz_post(web, body), 413)
+    # One event past IMChallengeMaxBatchEvents (10,000).
+    body = gzip.compress(ndjson([event(site) for _ in range(10001)]).encode())
+    assert_error_body(gz_post(web, body), 413)
+    accepted_json(post(web, event(new_id()), wait=True), 1, stored=True)
+    assert site_ids(clickhouse, site) == (0, 0)
+
+
+# Each of httpd's limits on a gzip body, set low on the event URL: the
+# limit, the body it must refuse and the status it refuses it with.
+INFLATED_LIMITS = {
+    # The module's read of the inflated body is capped by LimitRequestBody
+    # (httpd's own check counts the compressed bytes only).
+    "LimitRequestBody": ("LimitRequestBody 100000", "varied", 413),
+    "DeflateInflateLimitRequestBody": (
+        "DeflateInflateLimitRequestBody 100000", "varied", 413),
+    "DeflateInflateRatioLimit": ("DeflateInflateRatioLimit 20", "repeated",
+                                 400),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(INFLATED_LIMITS))
+def limited(request, servers):
+    """(httpd with mod_deflate and one limit set low, the too-large kind
+    of body, the status that refuses it)."""
+    line, kind, status = INFLATED_LIMITS[request.param]
+    h = servers.httpd(modules=["deflate"], directives="\n".join([
+        '<Location "/api/event">', "    " + line, "</Location>"]))
+    yield h, kind, status
+    h.stop()
+
+
+def test_gzip_past_a_limit_once_inflated_is_refused(limited, clickhouse,
+                                                    error_log_allow):
+    h, kind, status = limited
+    error_log_allow.extend(DEFLATE_REFUSALS)
+    site = new_id()
+    if kind == "varied":
+        # 1,000 events: over 100,000 bytes inflated, far under compressed.
+        raw = ndjson([event(site) for _ in range(1000)]).encode()
+        body = gzip.compress(raw)
+        assert len(body) < 100000 < len(raw)
+    else:
+        # One event 5,000 times: a ratio over 20 all along the stream.
+        raw = ndjson([event(site)] * 5000).encode()
+        body = gzip.compress(raw)
+        assert len(raw) / len(body) > 200
+    assert_error_body(gz_post(h, body), status)
+    assert site_ids(clickhouse, site) == (0, 0)
+    # Below the limit, the same server stores a gzip body with exact rows.
+    site = new_id()
+    raw = ndjson([event(site) for _ in range(200)]).encode()
+    body = gzip.compress(raw)
+    assert len(raw) < 100000 and len(raw) / len(body) < 20
+    accepted_json(gz_post(h, body, wait=True), 200, stored=True)
+    assert site_ids(clickhouse, site) == (200, 200)
+
+
+def bomb(site):
+    """Ten valid events, then 200 MB of blanks: about 200 kB gzip."""
+    comp = zlib.compressobj(9, wbits=31)
+    body = comp.compress(ndjson([event(site) for _ in range(10)]).encode())
+    for _ in range(200):
+        body += comp.compress(b" " * (1024 * 1024))
+    return body + comp.flush()
+
+
+@pytest.mark.parametrize("kind", ["valid", "corrupt", "bomb"])
+def test_gzip_without_mod_deflate_is_415(httpd, clickhouse, kind):
+    # httpd (the session's server) loads no mod_deflate: the shipped
+    # conf's <IfModule mod_deflate.c> sets no filter.
+    site = new_id()
+    good = gzip.compress(ndjson([event(site) for _ in range(50)]).encode())
+    body = {"valid": good, "corrupt": good[:len(good) // 2],
+            "bomb": bomb(site)}[kind]
     r = gz_post(httpd, body)
     assert_error_body(r, 415)
     assert "Content-Encoding" in r.json()["error"]
@@ -388,7 +469,7 @@ def test_unknown_content_encoding_is_415(web, clickhouse):
     assert site_ids(clickhouse, site) == (0, 0)
 
 
-# ----------------------------------------------------------------- HTTP/2
+# ---------------------------------------------------- HTTP/2 and TLS
 
 
 def curl(args, body=None, timeout=60):
@@ -405,32 +486,36 @@ def curl(args, body=None, timeout=60):
     return int(code), version, text
 
 
-@pytest.fixture(params=["h2-tls", "h2c"])
+@pytest.fixture(params=["h2-tls", "h2c", "http1.1-tls"])
 def h2(request, web):
-    """(curl options, base URL) for HTTP/2 over TLS or in clear text."""
+    """(curl options, base URL, the HTTP version curl must report) for
+    HTTP/2 over TLS or in clear text, and HTTP/1.1 over TLS (mod_ssl
+    alone)."""
     if request.param == "h2-tls":
-        return ["--http2", "--cacert", str(web.cert)], web.tls_url
-    return ["--http2-prior-knowledge"], web.url
+        return ["--http2", "--cacert", str(web.cert)], web.tls_url, "2"
+    if request.param == "http1.1-tls":
+        return ["--http1.1", "--cacert", str(web.cert)], web.tls_url, "1.1"
+    return ["--http2-prior-knowledge"], web.url, "2"
 
 
 def test_h2_single_event_and_wait(web, clickhouse, h2):
-    opts, base = h2
+    opts, base, version = h2
     site = new_id()
     hdr = ["-H", "Content-Type: application/json"]
     code, ver, text = curl(opts + hdr + ["--data-binary", "@-",
                                          base + "api/event"],
                            body=event(site).encode())
     assert (code, ver, json.loads(text)) == (
-        202, "2", {"status": "accepted", "accepted": 1})
+        202, version, {"status": "accepted", "accepted": 1})
     code, ver, text = curl(opts + hdr + ["--data-binary", "@-",
                                          base + "api/event?wait=1"],
                            body=event(site).encode())
     assert (code, ver, json.loads(text)) == (
-        201, "2", {"status": "stored", "accepted": 1})
+        201, version, {"status": "stored", "accepted": 1})
 
 
 def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
-    opts, base = h2
+    opts, base, version = h2
     site = new_id()
     evs = [event(site, kind="serve") for _ in range(10000)]
     f = workbase / ("batch-%s.ndjson" % site)
@@ -438,11 +523,11 @@ def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
     code, ver, text = curl(opts + ["-H", "Content-Type: application/x-ndjson",
                                    "--data-binary", "@%s" % f,
                                    base + "api/event?wait=1"])
-    assert (code, ver) == (201, "2"), text
+    assert (code, ver) == (201, version), text
     assert json.loads(text) == {"status": "stored", "accepted": 10000}
     assert site_ids(clickhouse, site) == (10000, 10000)
     code, ver, text = curl(opts + [base + "api/report/site_id='%s'" % site])
-    assert (code, ver) == (200, "2"), text
+    assert (code, ver) == (200, version), text
     assert json.loads(text)["totals"] == {"served": 10000, "solved": 0,
                                           "solve_rate": 0}
     # gzip over HTTP/2 too.
@@ -453,27 +538,43 @@ def test_h2_large_ndjson_batch_and_report(web, clickhouse, h2, workbase):
                                    "-H", "Content-Encoding: gzip",
                                    "--data-binary", "@%s" % f,
                                    base + "api/event?wait=1"])
-    assert (code, ver) == (201, "2"), text
+    assert (code, ver) == (201, version), text
     assert site_ids(clickhouse, site) == (500, 500)
 
 
 def test_h2_metrics_health_and_home(web, h2):
-    opts, base = h2
+    opts, base, version = h2
     code, ver, text = curl(opts + [base + "metrics"])
-    assert (code, ver) == (200, "2")
+    assert (code, ver) == (200, version)
     assert re.search(r"^imchallenge_events_accepted_total \d+", text, re.M)
-    for path, want in (("healthz", '"ok"'), ("api/status", "queued_events"),
-                       ("", "<html")):
+    for path, want in (("healthz", '"ok"'), ("readyz", '"status":"ready"'),
+                       ("api/status", "queued_events"), ("", "<html")):
         code, ver, text = curl(opts + [base + path])
-        assert (code, ver) == (200, "2"), path
+        assert (code, ver) == (200, version), path
         assert want in text, path
 
 
+def test_h2_get_event_and_csv_report(web, clickhouse, h2):
+    # The GET form of one event, with ?wait=1, and the report as CSV.
+    opts, base, version = h2
+    site = new_id()
+    path = "api/event/" + quote(event(site), safe="") + "?wait=1"
+    code, ver, text = curl(opts + [base + path])
+    assert (code, ver, json.loads(text)) == (
+        201, version, {"status": "stored", "accepted": 1})
+    assert site_ids(clickhouse, site) == (1, 1)
+    code, ver, text = curl(opts + [base + "api/report/site_id='%s'"
+                                   "?format=csv" % site])
+    assert (code, ver) == (200, version), text
+    assert text.splitlines() == ["day,site_id,served,solved,solve_rate",
+                                 "2026-11-28,%s,1,0,0.0000" % site], text
+
+
 def test_h2_preflight(web, h2):
-    opts, base = h2
+    opts, base, version = h2
     code, ver, text = curl(opts + ["-X", "OPTIONS", "-D", "-",
                                    "-H", "Origin: %s" % ALLOWED,
                                    "-H", "Access-Control-Request-Method: POST",
                                    base + "api/event"])
-    assert (code, ver) == (204, "2")
+    assert (code, ver) == (204, version)
     assert ("access-control-allow-origin: %s" % ALLOWED) in text.lower()
