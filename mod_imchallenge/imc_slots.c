@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <apr_hash.h>
@@ -58,9 +59,20 @@ apr_status_t imc_slots_post_config(apr_pool_t *pconf, server_rec *s)
     return APR_SUCCESS;
 }
 
-/* Whether the holder of word (taken at its low 32 bits, a second) no
- * longer counts at second now: gone, or older than limit seconds (a clock
- * stepped back makes no slot old). */
+/* Seconds on CLOCK_MONOTONIC, which all processes share and which no step
+ * of the wall clock moves: a step forward would make every held slot old
+ * at once, lifting the cap. */
+static apr_uint32_t slot_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (apr_uint32_t)ts.tv_sec;
+}
+
+/* Whether the holder of word (taken at its low 32 bits, a second of
+ * slot_clock) no longer counts at second now: gone, or older than limit
+ * seconds. */
 static int stale(apr_uint64_t word, apr_uint32_t now, apr_uint32_t limit)
 {
     pid_t pid = (pid_t)(word >> 32);
@@ -75,7 +87,7 @@ apr_status_t imc_slots_take(server_rec *s, imc_slot *slot)
 {
     const imc_config *c = imc_config_get(s);
     const slot_range *rg;
-    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t now = slot_clock();
     apr_uint32_t limit = (apr_uint32_t)apr_time_sec(2 * imc_config_timeout(c) +
                                                     APR_USEC_PER_SEC - 1);
     apr_uint64_t mine = ((apr_uint64_t)(apr_uint32_t)getpid() << 32) | now;

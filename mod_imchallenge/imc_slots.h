@@ -5,8 +5,9 @@
  * processes (IMChallengeMaxReports). One shared memory segment, made in
  * post_config and inherited by the children, holds every server's slots.
  * A slot is one 64-bit word: 0 when free, else the holder's pid (high 32
- * bits) and the second it was taken (low 32 bits), taken and given back
- * with compare-and-swap, no lock. A slot whose process is gone, or that
+ * bits) and the second it was taken (low 32 bits, on the monotonic clock,
+ * which steps of the wall clock leave alone), taken and given back with
+ * compare-and-swap, no lock. A slot whose process is gone, or that
  * was taken more than twice the server's IMChallengeTimeout ago, is free:
  * a child killed while it held one leaks it for that long at most.
  */

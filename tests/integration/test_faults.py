@@ -1399,3 +1399,55 @@ def test_wall_clock_step_back_does_not_stall_delivery(make_clickhouse,
     print("\ndelivered %.1f s after ClickHouse came back, the wall clock "
           "an hour behind" % took)
     assert status(h)["clickhouse_reachable"]
+
+
+@pytest.mark.error_log_allow(REPORT_FAILED)
+def test_wall_clock_steps_leave_the_report_cap_alone(clickhouse, make_httpd,
+                                                      workbase):
+    """IMChallengeMaxReports 1 and one report held in ClickHouse (a relay
+    holds its query): the wall clock of httpd steps back an hour, then
+    forward an hour past where it was. Each time a second report is still
+    over the cap (the slot's age is on the monotonic clock); once the held
+    report ends, a report runs."""
+    shift = workbase / ("clock-%s" % uuid.uuid4().hex[:8])
+    shift.write_bytes(struct.pack("=q", 0))
+    os.chmod(shift, 0o644)
+    preload = " ".join(filter(None, [os.environ.get("IMC_HTTPD_PRELOAD"),
+                                     str(_clock_shim(workbase))]))
+    held = []
+
+    def policy(req):
+        # The first report query hangs; any later one (a report let
+        # through over the cap) is answered, so that the test sees it.
+        if is_report_query(req) and not held:
+            held.append(req)
+            return "hang"
+        return "forward"
+
+    def step(usec):
+        with open(shift, "r+b") as f:  # in place: the shim maps the file
+            f.write(struct.pack("=q", usec))
+
+    with HttpProxy(clickhouse, policy) as relay:
+        h = make_httpd(clickhouse=relay.url, directives=(
+            "IMChallengeMaxReports 1\nIMChallengeTimeout 30s"),
+            env={"LD_PRELOAD": preload, "IMC_CLOCK_SHIFT_FILE": str(shift)})
+        poll("readiness", lambda: h.get("readyz", timeout=5).status_code
+             == 200)
+        answers = []
+        holder = threading.Thread(target=lambda: answers.append(h.get(
+            "api/report", timeout=60).status_code), daemon=True)
+        holder.start()
+        poll("the report held in ClickHouse", lambda: held, 20, 0.05)
+        for usec in (0, -3600 * 10 ** 6, 3600 * 10 ** 6):
+            step(usec)
+            r = h.get("api/report", params={"tz": "Asia/Tokyo"}, timeout=20)
+            assert r.status_code == 503, (usec, r.status_code, r.text[:200])
+            assert r.headers.get("Retry-After") == "1"
+        step(0)
+        relay.release()  # the held query's connection closes
+        holder.join(60)
+        assert len(answers) == 1
+        poll("a report once the held one has ended", lambda: h.get(
+            "api/report", timeout=20).status_code == 200, 20, 0.2)
+    assert len([q for q in relay.requests if is_report_query(q)]) >= 2

@@ -766,6 +766,37 @@ def test_long_valid_report_filter_is_answered(httpd):
     assert ans.json()["rows"] == []
 
 
+def test_one_report_from_the_epoch_poisons_no_later_report(httpd,
+                                                           clickhouse):
+    # One unauthenticated GET with from=1970-01-01, the first report of its
+    # filter in its process: its time bound must not wrap around to 2106
+    # (matching nothing), and the cache must not keep zero rows for the
+    # days it asked about. Every report after it, on the same connection
+    # (one process, one cache), has every day's row.
+    from report_cache_util import Client
+    site = new_id()
+    days = ["2026-10-%02d" % d for d in range(1, 11)]
+    body = "[" + ",".join(event(site, when=day + "T12:00:00Z")
+                          for day in days) + "]"
+    ans = post(httpd, body.encode(), path="/api/event?wait=1")
+    assert ans.status == 201, ans
+    assert stored_count(clickhouse, site) == len(days)
+    time.sleep(1.2)  # no part of the current second is kept
+    flt = "site_id='%s'" % site
+    want = [{"day": day, "site_id": site, "served": 1, "solved": 0}
+            for day in days]
+    with Client(httpd) as c:
+        for tz in ("UTC", "Asia/Tokyo"):
+            for params in ({"from": "1970-01-01"}, {}, {"from": days[0]},
+                           {"to": days[-1]}, {"from": "1970-01-01"}):
+                r = c.report(flt, tz=tz, **params)
+                assert r.status_code == 200, r.text
+                rows = [{k: x[k] for k in ("day", "site_id", "served",
+                                           "solved")}
+                        for x in r.json()["rows"]]
+                assert rows == want, (tz, params, r.text[:300])
+
+
 # ------------------------------------------------------------ secrets
 
 # Lines a server writes while ClickHouse refuses its credentials.
