@@ -132,20 +132,26 @@ apr_uint64_t imc_deliver_commits(void)
     return __atomic_load_n(&commits, __ATOMIC_ACQUIRE);
 }
 
-void imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout)
+int imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout)
 {
+    int woken = 1;
+
     if (timeout <= 0) {
-        return;
+        return 0;
     }
     if (!commit_mutex) {
         apr_sleep(timeout);
-        return;
+        return 0;
     }
     apr_thread_mutex_lock(commit_mutex);
     if (commits == seen) {
-        apr_thread_cond_timedwait(commit_cond, commit_mutex, timeout);
+        /* a spurious wake-up without a commit is no commit */
+        woken = apr_thread_cond_timedwait(commit_cond, commit_mutex, timeout) ==
+                    APR_SUCCESS &&
+                commits != seen;
     }
     apr_thread_mutex_unlock(commit_mutex);
+    return woken;
 }
 
 /* Sleeps up to t, or until asked to stop. Returns 1 when stopping. */

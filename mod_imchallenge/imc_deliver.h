@@ -30,11 +30,12 @@ apr_uint64_t imc_deliver_commits(void);
 
 /*
  * Wait until this process commits a batch after imc_deliver_commits()
- * returned seen, or until timeout. The spool of a directory is delivered
- * by whichever process holds its lock, so a caller waiting for a batch
- * of another process rechecks on the timeout.
+ * returned seen, or until timeout; returns 1 when woken by a commit. The
+ * spool of a directory is delivered by whichever process holds its lock,
+ * so a caller waiting for a batch of another process rechecks on the
+ * timeout.
  */
-void imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout);
+int imc_deliver_wait_commit(apr_uint64_t seen, apr_interval_time_t timeout);
 
 /* ClickHouse answered within this long: ready. */
 #define IMC_DELIVER_READY_WINDOW apr_time_from_sec(5)

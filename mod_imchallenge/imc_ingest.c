@@ -422,9 +422,13 @@ static int wait_delivered(request_rec *r, const imc_config *c,
                                            "for delivery");
             break;
         }
-        imc_deliver_wait_commit(seen, deadline - now < WAIT_RECHECK
-                                          ? deadline - now
-                                          : WAIT_RECHECK);
+        if (imc_deliver_wait_commit(seen, deadline - now < WAIT_RECHECK
+                                              ? deadline - now
+                                              : WAIT_RECHECK)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                          IMC_LOGNO(00803) "woken by a batch this process "
+                                           "delivered");
+        }
     }
     apr_pool_destroy(p);
     __atomic_sub_fetch(&waiters, 1, __ATOMIC_ACQ_REL);

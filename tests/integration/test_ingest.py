@@ -504,6 +504,22 @@ def test_wait_ends_when_the_client_leaves(make_httpd):
     wait_status(h, "queued_events", 1)  # accepted all the same
 
 
+def test_wait_is_woken_by_the_delivery_not_its_recheck(make_httpd,
+                                                       clickhouse):
+    # One child process: the waiter and the deliverer share it, so each
+    # ?wait=1 request is woken by the commit of its batch (IMC00803), not
+    # by its 100 ms recheck. Without the notification none would be.
+    h = make_httpd(directives="StartServers 1\nServerLimit 1\n"
+                              "MaxRequestWorkers 32\n"
+                              "LogLevel warn imchallenge:debug")
+    site = new_id()
+    offset = h.error_log_size()
+    for _ in range(5):
+        accepted(post(h, event(site), wait=True), 1, stored=True)
+    woken = h.error_log(offset).count("IMC00803")
+    assert woken >= 4, h.error_log(offset)[-2000:]
+
+
 def wait_first_failure(h, offset, n):
     """Wait for the [warn] of the first failed delivery of n events."""
     pattern = re.compile(r"IMC00304: delivery of %d events .* failed" % n)
