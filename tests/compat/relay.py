@@ -3,8 +3,8 @@
 
 Every request the module sends reaches ClickHouse unchanged (method, path,
 query string, headers that matter, body), and ClickHouse's answer goes back
-unchanged (status, body, its X-ClickHouse-* headers).  Each exchange is kept
-as a dict:
+unchanged (status, body, its X-ClickHouse-* headers), unless the relay poses
+as another release (below).  Each exchange is kept as a dict:
 
     seq, start, end     order and monotonic times (seconds)
     method, path        "POST", "/" (or "/ping", ...)
@@ -13,6 +13,13 @@ as a dict:
     body                the request body, base64
     status, answer      ClickHouse's status and body (base64)
     exception_code      X-ClickHouse-Exception-Code, when it sent one
+    posed               true when the relay answered itself (below)
+
+A relay may also pose as another release: pose(sql) answers a statement
+itself, as (status, body), or returns None to pass it on; strip names URL
+parameters taken off before a request is passed on (settings the upstream
+release does not know).  The record keeps what the module sent, with
+"posed": true on the exchanges the relay answered itself.
 
 Listens on 127.0.0.1 only; uses the standard library only.
 """
@@ -22,7 +29,7 @@ import http.client
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 # Request headers passed on to ClickHouse (hop-by-hop ones are not).
 FORWARD = ("authorization", "content-type", "x-clickhouse-user",
@@ -37,8 +44,10 @@ def b64(data):
 class RecordingRelay:
     """Relay on 127.0.0.1:<free port> to upstream (a base URL)."""
 
-    def __init__(self, upstream, timeout=60):
+    def __init__(self, upstream, timeout=60, pose=None, strip=()):
         u = urlsplit(upstream)
+        self.pose = pose
+        self.strip = frozenset(strip)
         self.upstream_host = u.hostname
         self.upstream_port = u.port or 80
         self.timeout = timeout
@@ -92,26 +101,26 @@ class RecordingRelay:
         path, _, query = h.path.partition("?")
         headers = {k: v for k, v in h.headers.items()
                    if k.lower() in FORWARD}
-        status, answer, out_headers = 502, b"relay: upstream failed", {}
-        try:
-            conn = http.client.HTTPConnection(
-                self.upstream_host, self.upstream_port, timeout=self.timeout)
-            try:
-                conn.request(h.command, h.path, body=body if body or
-                             h.command == "POST" else None, headers=headers)
-                resp = conn.getresponse()
-                status, answer = resp.status, resp.read()
-                out_headers = {k: v for k, v in resp.getheaders()
-                               if k.lower().startswith("x-clickhouse-")
-                               or k.lower() == "content-type"}
-            finally:
-                conn.close()
-        except (OSError, http.client.HTTPException) as e:
-            answer = ("relay: %s" % e).encode()
+        out_headers = {}
+        params = parse_qsl(query, keep_blank_values=True)
+        sql = dict(params).get("query") or body.decode("utf-8", "replace")
+        posed = self.pose(sql) if self.pose else None
+        target = h.path
+        if self.strip and any(k in self.strip for k, _ in params):
+            target = path + "?" + urlencode(
+                [(k, v) for k, v in params if k not in self.strip],
+                quote_via=quote)
+        if posed is not None:
+            status, answer = posed[0], posed[1].encode("utf-8")
+        else:
+            status, answer, out_headers = self._forward(h, target, body,
+                                                        headers)
         rec = {"seq": seq, "start": start, "end": time.monotonic(),
                "method": h.command, "path": path, "query": query,
                "body": b64(body), "status": status, "answer": b64(answer),
-               "exception_code": out_headers.get("X-ClickHouse-Exception-Code")}
+               "exception_code":
+                   out_headers.get("X-ClickHouse-Exception-Code"),
+               "posed": posed is not None}
         with self._lock:
             self.records.append(rec)
         h.send_response(status)
@@ -120,3 +129,21 @@ class RecordingRelay:
         h.send_header("Content-Length", str(len(answer)))
         h.end_headers()
         h.wfile.write(answer)
+
+    def _forward(self, h, target, body, headers):
+        """ClickHouse's (status, answer, X-ClickHouse-* headers)."""
+        try:
+            conn = http.client.HTTPConnection(
+                self.upstream_host, self.upstream_port, timeout=self.timeout)
+            try:
+                conn.request(h.command, target, body=body if body or
+                             h.command == "POST" else None, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read(), {
+                    k: v for k, v in resp.getheaders()
+                    if k.lower().startswith("x-clickhouse-")
+                    or k.lower() == "content-type"}
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as e:
+            return 502, ("relay: upstream failed: %s" % e).encode(), {}

@@ -20,7 +20,11 @@ with whole and half-hour offsets, filters over every column and operator,
 CSV by format= and by Accept; every interval, by, metrics, fill and
 compare; the solve window's metrics), and the same reports again after more events
 arrived, so that the report's cache lists the parts and queries only the
-changed days.
+changed days.  Then a second module, whose relay poses as ClickHouse 26.7
+(as_current_release): what the module sends only to current releases
+(deduplication token and window, async_insert=0, cancel-on-close, the
+report's UUID count, system.time_zones) is captured with its settings,
+while 18.16 runs it without the settings it does not know.
 
 Why a relay rather than system.query_log: 18.16's query_log has no
 settings column (Settings.Names/Values came in 19.x), so the settings sent
@@ -53,7 +57,8 @@ sys.path.insert(0, str(HERE))
 
 import stack  # noqa: E402
 from relay import RecordingRelay  # noqa: E402
-from report_util import Dataset, event, get_report, post_events  # noqa: E402
+from report_util import (Dataset, assert_report, event,  # noqa: E402
+                         get_report, model, post_events)
 
 # The report's metrics (SPEC section 5).
 METRICS = ["served", "solved", "solve_rate", "unsolved", "solve_time_avg",
@@ -85,6 +90,39 @@ OLD_SCHEMA = [
     "ENGINE = MergeTree PARTITION BY toYYYYMM(time) "
     "ORDER BY (site_id, time)",
 ]
+
+
+# The module as a current release sees it: what it sends only to releases
+# newer than 18.16 (the deduplication token and window, async_insert=0,
+# cancel-on-close, the UUID-count form of the report, system.time_zones)
+# is captured too. A second relay answers the statements by which the
+# module learns the release, as 26.7 answers them (the replay compares
+# those answers with 26.7's own), and passes everything else on to 18.16
+# without the settings 18.16 does not know; the capture keeps what the
+# module sent, settings included, for the replay to apply.
+CURRENT = "26.7.2.1"
+NEWER_ONLY = ("insert_deduplication_token", "async_insert",
+              "cancel_http_readonly_queries_on_client_close")
+
+
+def as_current_release(sql):
+    """(status, body) of 26.7 where 18.16 would answer otherwise, or None:
+    the statement goes to 18.16."""
+    s = sql.strip()
+    if s == "SELECT version()":
+        return 200, CURRENT + "\n"
+    if "FROM system.settings WHERE name IN" in s:
+        return 200, "".join(name + "\n" for name in NEWER_ONLY)
+    if "non_replicated_deduplication_window" in s:
+        if "FROM system.merge_tree_settings" in s:
+            return 200, "1\n"
+        if "MODIFY SETTING" in s:  # 18.16 has no MODIFY SETTING
+            return 200, ""
+    if "FROM system.tables" in s and "name = 'time_zones'" in s:
+        return 200, "1\n"
+    if "FROM system.time_zones" in s:  # only zones both releases know
+        return 200, "1\n"
+    return None
 
 
 def old_rows():
@@ -191,6 +229,7 @@ class Workload:
         self.ch = stack.ClickHouse(base / "clickhouse")
         self.relay = None
         self.h = None
+        self.current_relay = None
         self.reports = 0
         self.base = base
 
@@ -198,17 +237,21 @@ class Workload:
         self.ch.start()
         self.relay = RecordingRelay(self.ch.url).start()
         self.old_table()
+        self.h = self.httpd("httpd", self.relay)
+
+    def httpd(self, name, relay):
+        """httpd with the module, as the module's user, through relay."""
         directives = ("IMChallengeClickHouseUser %s\n"
                       "IMChallengeClickHousePasswordFile %s"
                       % (self.ch.imc_user, self.ch.password_file))
         module = os.environ.get("IMC_MODULE") or stack.DEFAULT_MODULE
-        self.h = stack.Httpd(self.base / "httpd", module,
-                             clickhouse_url=self.relay.url,
-                             directives=directives)
-        self.h.start()
-        stack.wait_until(lambda: self.h.get("readyz", timeout=2)
+        h = stack.Httpd(self.base / name, module, clickhouse_url=relay.url,
+                        directives=directives)
+        h.start()
+        stack.wait_until(lambda: h.get("readyz", timeout=2)
                          .status_code == 200, 30, interval=0.2,
                          what="GET /readyz")
+        return h
 
     def old_table(self):
         """The table of before time_ms, with rows, made through the relay
@@ -221,7 +264,7 @@ class Workload:
             assert r.status_code == 200, (sql[:60], r.status_code, r.text)
 
     def stop(self):
-        for what in (self.h, self.relay, self.ch):
+        for what in (self.h, self.relay, self.current_relay, self.ch):
             if what is not None:
                 try:
                     what.stop()
@@ -268,6 +311,7 @@ class Workload:
         assert r.status_code in (201, 202), (r.status_code, r.text)
         self.wait_stored(late, 6)
         self.report("site_id='%s'" % late)
+        self.known_answers(ds, D, E, edges)
 
         flts = filters(ds, D, E)
         for tz in ZONES:
@@ -297,6 +341,29 @@ class Workload:
             for f in flts:
                 self.report(f, tz=tz)
         h.check_error_log()
+
+    def known_answers(self, ds, D, E, edges):
+        """Reports whose answers are known, checked here on 18.16; the
+        replay then holds 26.7 to the same answers. The dataset's UTC
+        report as worked out by hand, and in every zone and bound the
+        reference model's (report_util.model); the DST days of site D
+        in their zones; the first and last days of site E in UTC and
+        east of it (west of UTC ClickHouse counts 1969-12-31 on
+        1970-01-01, which the model does not)."""
+        abc = "site_id IN ('%s','%s','%s')" % (ds.A, ds.B, ds.C)
+        assert_report(self.report(abc), ds.hand_rows())
+        for tz in ZONES:
+            assert_report(self.report(abc, tz=tz), model(ds.events, tz=tz))
+            assert_report(
+                self.report(abc, tz=tz, **{"from": ds.D2, "to": ds.D3}),
+                model(ds.events, tz=tz, frm=ds.D2, to=ds.D3))
+        for site, zones in ((D, ("UTC", "Europe/Berlin",
+                                 "America/New_York")),
+                            (E, ("UTC", "Asia/Tokyo"))):
+            evs = [e for e in edges if e["site_id"] == site]
+            for tz in zones:
+                assert_report(self.report("site_id='%s'" % site, tz=tz),
+                              model(evs, tz=tz))
 
     def interval_reports(self, flts):
         """Every interval, by=site|none, metrics, fill and compare, over
@@ -350,8 +417,64 @@ class Workload:
             self.report(None, interval="total", by="none",
                         metrics="solve_time_avg,unsolved", **b)
 
+    def current_release_run(self):
+        """The module again, told by its relay that ClickHouse is 26.7:
+        schema and feature probes, the dedup window's ALTER, ingestion
+        with tokens and async_insert=0 (a batch sent twice: two tokens),
+        every interval and metric over zones east and west of UTC, the
+        epoch and 2105, the cache's listings before and after new events.
+        The first module is stopped first, so the two captures do not
+        interleave."""
+        self.h.stop()
+        self.h = None
+        self.current_relay = RecordingRelay(
+            self.ch.url, pose=as_current_release, strip=NEWER_ONLY).start()
+        self.h = self.httpd("httpd-current", self.current_relay)
+        h = self.h
+        P = str(uuid.uuid4())
+        c = lambda: str(uuid.uuid4())  # noqa: E731
+        p1, p2, p3, p4 = c(), c(), c(), c()
+        evs = [event("2025-02-03T10:00:00Z", "serve", p1, P),
+               event("2025-02-03T10:00:04.250Z", "solve", p1, P),
+               event("2025-02-03T23:30:00Z", "serve", p2, P),
+               event("2025-02-04T00:15:00Z", "solve", p2, P),
+               event("2025-03-30T00:30:00Z", "serve", p3, P),
+               event("1970-01-01T00:00:02Z", "serve", p4, P),
+               event("1970-01-01T00:09:00Z", "solve", p4, P),
+               event("2105-12-31T23:00:00Z", "serve", c(), P)]
+        post_events(h, evs)
+        post_events(h, evs[:3], wait=False)  # again: stored twice
+        self.wait_stored(P, len(evs) + 3)
+        flt = "site_id='%s'" % P
+        every = ",".join(METRICS)
+        for tz in ("UTC", "Asia/Tokyo", "Europe/Berlin", "America/New_York",
+                   "Asia/Kolkata", "Pacific/Kiritimati"):
+            for b in BOUNDS:
+                self.report(None, tz=tz, **b)
+            self.report(flt, tz=tz)
+            self.report(flt, tz=tz, format="csv",
+                        **{"from": "1970-01-01", "to": "2105-12-31"})
+            for iv in ("minute", "hour", "day", "week", "month", "total"):
+                self.report(flt, tz=tz, interval=iv, metrics=every)
+                self.report(None, tz=tz, interval=iv, by="none",
+                            metrics=every, fill="1",
+                            **{"from": "2025-02-01", "to": "2025-02-05"})
+            self.report(None, tz=tz, interval="day", metrics=every,
+                        compare="previous_period",
+                        **{"from": "2025-02-03", "to": "2025-02-04"})
+        post_events(h, [event("2025-02-03T12:00:00Z", "serve", c(), P)])
+        for tz in ("UTC", "Asia/Tokyo"):
+            for b in BOUNDS:
+                self.report(None, tz=tz, **b)
+            self.report(flt, tz=tz)
+        h.check_error_log()
+
     def capture(self):
         ex = self.relay.snapshot()
+        if self.current_relay is not None:
+            # After the first relay's exchanges, numbered on.
+            for rec in self.current_relay.snapshot():
+                ex.append(dict(rec, seq=len(ex) + 1))
         checks = []
         for name, sql in (("stored rows", TABLE_SQL),):
             checks.append({"name": name, "sql": sql,
@@ -377,6 +500,7 @@ def main(argv):
         w.start()
         t0 = time.monotonic()
         w.run()
+        w.current_release_run()
         cap = w.capture()
         Path(argv[1]).write_text(json.dumps(cap))
         print("workload: ClickHouse %s (%s), %d reports, %d exchanges "

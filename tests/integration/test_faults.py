@@ -1161,6 +1161,69 @@ def test_nothing_newer_is_sent_to_18_16(clickhouse, make_httpd):
         in q.sql for q in rows)
 
 
+def access_denied(table):
+    """ClickHouse's answer to a user without a grant on system.table, as
+    select_from_system_db_requires_grant makes current releases answer."""
+    return ("answer", 403, "Code: 497. DB::Exception: imc: Not enough "
+            "privileges. To execute this query, it's necessary to have the "
+            "grant SELECT ON system.%s. (ACCESS_DENIED) (version %s)\n"
+            % (table, NEWER))
+
+
+PROBE_REFUSED = r"IMC00601: ClickHouse at .* refused a probe"
+LISTING_REFUSED = r"IMC00602: ClickHouse refused the report's listing"
+
+
+@pytest.mark.error_log_allow(PROBE_REFUSED, LISTING_REFUSED)
+def test_refused_probe_and_listing_are_told_once_at_warn(clickhouse,
+                                                         make_httpd):
+    """No grant on system.settings nor on system.parts: the feature probe
+    and the report's parts listing are refused. Each is logged at warn,
+    once however often it is refused again; events are delivered and the
+    reports are right, without the cache."""
+    from report_cache_util import Client
+    db = "imc_grant_" + uuid.uuid4().hex[:10]
+
+    def policy(req):
+        if "FROM system.settings" in req.sql:
+            return access_denied("settings")
+        if "FROM system.parts" in req.sql:
+            return access_denied("parts")
+        return "forward"
+    try:
+        with HttpProxy(clickhouse, policy) as px:
+            h = make_httpd(clickhouse=px.url, batch_delay="100ms",
+                           directives="IMChallengeDatabase %s\n%s"
+                           % (db, FAST))
+            site = new_id()
+            for day in ("2026-11-27", "2026-11-28"):
+                r = h.post("api/event?wait=1", json={
+                    "time": day + "T12:00:00Z", "type": "serve",
+                    "correlation_id": new_id(), "site_id": site})
+                assert r.status_code == 201, r.text
+            flt = "site_id='%s'" % site
+            with Client(h) as c:  # one connection: one child
+                for _ in range(4):
+                    r = c.report(flt)
+                    assert r.status_code == 200, r.text
+                    assert r.json()["totals"]["served"] == 2
+            # Refused again after the first time: the module asked on.
+            listings = [q for q in px.requests if "FROM system.parts" in q.sql]
+            probes = [q for q in px.requests
+                      if "FROM system.settings" in q.sql]
+            assert len(listings) >= 4 and probes
+            # Delivered without what the probe would have told.
+            assert all(not x.token for x in px.inserts())
+        log = h.error_log()
+        for what in (PROBE_REFUSED, LISTING_REFUSED):
+            lines = [x for x in log.splitlines() if re.search(what, x)]
+            assert len(lines) == 1, (what, lines)
+            assert re.search(r"\[(\w+:)?warn\]", lines[0]), lines[0]
+            assert "HTTP 403, code 497" in lines[0], lines[0]
+    finally:
+        clickhouse.query("DROP DATABASE IF EXISTS %s" % db)
+
+
 def test_slow_report_query_is_stopped_by_clickhouse(clickhouse, make_httpd,
                                                     error_log_allow):
     """A report query that would run for ever (an events view over
