@@ -26,8 +26,6 @@ import requests
 
 import stack
 
-import stack
-
 from faults_util import (HttpProxy, LoadGen, answered_status, deliverer_pid,
                          metric, new_id, poll, report_totals,
                          serving_children, status, stored_pairs, tmpfs,
