@@ -313,12 +313,12 @@ static int window_grouped(const imc_report_form *f, int per_row)
 }
 
 /* The solve window's query (README "Report"), without a join: per
- * procedure (one GROUP BY, which ClickHouse can spill to disk where a
- * join's table cannot), its serves as sorted (bucket keys, ms, instant)
- * tuples (imc_sv) and its solves' times sorted (imc_vs). Of the serves,
- * the first of each bucket (imc_f: the first of the sorted tuples with
- * its keys) gives S (imc_s) and the row's instant (imc_t); the first
- * solve at or after S (imc_i) solves it in time when it is within the
+ * procedure (one GROUP BY, which ClickHouse spills to disk past half the
+ * query's memory, where a join's table cannot spill), its serves as sorted
+ * (bucket keys, ms, instant) tuples (imc_sv) and its solves' times sorted
+ * (imc_vs). Of the serves, the first of each bucket (imc_f: the first of the
+ * sorted tuples with its keys) gives S (imc_s) and the row's instant (imc_t);
+ * the first solve at or after S (imc_i) solves it in time when it is within the
  * window (imc_ok), after imc_d milliseconds. Both kinds are the events
  * the report admits. Then per row (per_row), over all the rows together
  * (totals), or both (WITH TOTALS after the GROUP BY): procedures
@@ -377,6 +377,10 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
         imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"), "], ", ts, "[",
         imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
         group ? group : "", apr_psprintf(p, " LIMIT %d", f->max_rows + 1),
+        apr_psprintf(p,
+                     " SETTINGS max_bytes_before_external_group_by = "
+                     "%" APR_UINT64_T_FMT,
+                     IMC_REPORT_QUERY_MEMORY / 2),
         " FORMAT TabSeparated", NULL);
 }
 

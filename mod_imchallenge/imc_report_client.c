@@ -9,8 +9,6 @@
 #include "imc_report_client.h"
 #include "imc_schema.h"
 
-/* Memory one report query may take on the ClickHouse server. */
-#define QUERY_MEMORY ((apr_uint64_t)1024 * 1024 * 1024)
 /* Configurations whose server's settings each process remembers. */
 #define PROBED_CONFIGS 8
 #define PROBE_PAUSE    apr_time_from_sec(30)
@@ -115,23 +113,21 @@ static void probe_traits(imc_report_client *client, server_traits *t)
  * The settings that bound a report query on the server too: read-only,
  * the time IMChallengeTimeout allows (whole seconds, at least one, so
  * that ClickHouse stops the query no later than the module gives up on
- * it), a memory cap, GROUP BYs that spill to disk past half of it (as
- * ClickHouse advises) rather than fail, and, where the server knows it,
- * an end when the connection closes.
+ * it), a memory cap, and, where the server knows it, an end when the
+ * connection closes.
  */
 static const char *query_limits(imc_report_client *client,
                                 const server_traits *t)
 {
     long secs = (long)apr_time_sec(imc_config_timeout(client->config));
 
-    return apr_psprintf(
-        client->pool,
-        "&readonly=2&max_execution_time=%ld"
-        "&max_memory_usage=%" APR_UINT64_T_FMT
-        "&max_bytes_before_external_group_by=%" APR_UINT64_T_FMT "%s",
-        secs > 0 ? secs : 1L, QUERY_MEMORY, QUERY_MEMORY / 2,
-        t->cancel_on_close ? "&cancel_http_readonly_queries_on_client_close=1"
-                           : "");
+    return apr_psprintf(client->pool,
+                        "&readonly=2&max_execution_time=%ld"
+                        "&max_memory_usage=%" APR_UINT64_T_FMT "%s",
+                        secs > 0 ? secs : 1L, IMC_REPORT_QUERY_MEMORY,
+                        t->cancel_on_close
+                            ? "&cancel_http_readonly_queries_on_client_close=1"
+                            : "");
 }
 
 /* A client for c's ClickHouse: an idle one, or a new one. */

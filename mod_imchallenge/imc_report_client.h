@@ -18,6 +18,10 @@
 #include "imc_clickhouse.h"
 #include "imc_config.h"
 
+/* Memory one report query may take on the ClickHouse server
+ * (max_memory_usage). */
+#define IMC_REPORT_QUERY_MEMORY ((apr_uint64_t)1024 * 1024 * 1024)
+
 /* A procedure's correlation id as two UInt64s, for uniqExact on releases
  * that hash a UUID slowly. */
 #define IMC_REPORT_UUID_HALVES                                                 \
