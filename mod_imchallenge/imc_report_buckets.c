@@ -312,18 +312,18 @@ static int window_grouped(const imc_report_form *f, int per_row)
            (f->params->interval != IMC_BUCKET_TOTAL || f->params->by_site);
 }
 
-/* The solve window's query (README "Report"), without a join: per
- * procedure (one GROUP BY, which ClickHouse spills to disk past half the
- * query's memory, where a join's table cannot spill), its serves as sorted
- * (bucket keys, ms, instant) tuples (imc_sv) and its solves' times sorted
- * (imc_vs). Of the serves, the first of each bucket (imc_f: the first of the
- * sorted tuples with its keys) gives S (imc_s) and the row's instant (imc_t);
- * the first solve at or after S (imc_i) solves it in time when it is within the
- * window (imc_ok), after imc_d milliseconds. Both kinds are the events
- * the report admits. Then per row (per_row), over all the rows together
- * (totals), or both (WITH TOTALS after the GROUP BY): procedures
- * served, solved in time, their times added, and the nearest-rank p50
- * and p90 of the sorted times (imc_rparams_rank_sql's integer ceiling). */
+/* The solve window's query (README "Report"), without a join. Per
+ * procedure (one GROUP BY: ClickHouse spills it to disk past half the
+ * query's memory, where a join's table cannot spill): its serves as
+ * sorted (bucket keys, ms, instant) tuples (imc_sv), its solves' times
+ * sorted (imc_vs). The first tuple of each bucket (imc_f) gives S, the
+ * bucket's earliest serve (imc_s), and the row's instant (imc_t); the
+ * first solve at or after S (imc_i) solves it in time when it is within
+ * the window (imc_ok), after imc_d milliseconds. Both kinds are the
+ * events the report admits. Then per row (per_row), over all the rows
+ * together (totals), or both (WITH TOTALS): procedures served, solved in
+ * time, their times added, and the nearest-rank p50 and p90 of the
+ * sorted times (imc_rparams_rank_sql's integer ceiling). */
 static const char *window_sql(apr_pool_t *p, const imc_config *c,
                               const imc_report_form *f, const bk_span *s,
                               int per_row, int totals)
