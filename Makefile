@@ -33,7 +33,7 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
 UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
-                clickhouse zone bucket syntax deliver_policy rparams
+                clickhouse zone zones bucket syntax deliver_policy rparams
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
 CHECK_MAIN   := tests/unit/check_main.c tests/unit/check_main.h
@@ -142,6 +142,10 @@ $(BUILD)/test_spool: tests/unit/test_spool.c $(CHECK_MAIN) $(MOD)/imc_spool_writ
 $(BUILD)/test_zone: tests/unit/test_zone.c $(CHECK_MAIN) $(MOD)/imc_zone.c \
                     $(MOD)/imc_bucket.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_zones: tests/unit/test_zones.c $(CHECK_MAIN) $(MOD)/imc_zones.c \
+                     $(MOD)/imc_zone.c $(MOD)/imc_clickhouse.c $(MOD)/imc_syntax.c \
+                     $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_bucket: tests/unit/test_bucket.c $(CHECK_MAIN) $(MOD)/imc_bucket.c \
                       $(MOD)/imc_zone.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@

@@ -43,7 +43,7 @@ typedef struct {
     int csv;
     const char *procedure; /* what uniqExact counts (imc_report_client) */
     imc_rparams params;    /* interval, by, metrics, fill, compare */
-    imc_zone *zone;        /* loaded for params other than the default */
+    const imc_zone *zone;  /* loaded for params other than the default */
 } report_args;
 
 static int wants_csv(request_rec *r, const char *format)
@@ -982,7 +982,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     apr_status_t rv;
     int rc;
 
-    if (imc_zone_load(&a->zone, r->pool, a->tz) != APR_SUCCESS) {
+    if (imc_zones_load(&a->zone, r->pool, a->tz) != APR_SUCCESS) {
         return bad_zone(r);
     }
     f.where = where;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <apr_file_io.h>
+#include <apr_hash.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
@@ -14,6 +15,8 @@
 /* Configurations remembered per process, and zones per configuration. */
 #define KEYS  16
 #define ZONES 32
+/* Zones kept loaded per process (imc_zones_load). */
+#define LOADED 64
 
 typedef enum { PROBE_UNKNOWN = 0, PROBE_LISTS, PROBE_NO_LIST } probe_state;
 
@@ -26,16 +29,74 @@ typedef struct {
 
 static apr_thread_mutex_t *lock; /* NULL: nothing is remembered */
 static zone_memory memory[KEYS]; /* under lock */
+/* The zones loaded, by name, each in a pool of its own under loaded_pool
+ * (which has an allocator of its own: it is only used under lock). */
+static apr_pool_t *loaded_pool;
+static apr_hash_t *loaded;
+
+/* pchild's end: what it held is gone. */
+static apr_status_t forget(void *data)
+{
+    (void)data;
+    lock = NULL;
+    loaded = NULL;
+    loaded_pool = NULL;
+    return APR_SUCCESS;
+}
 
 apr_status_t imc_zones_child_init(apr_pool_t *pchild)
 {
+    apr_allocator_t *alloc = NULL;
     apr_status_t rv =
         apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT, pchild);
 
+    if (rv == APR_SUCCESS &&
+        (rv = apr_allocator_create(&alloc)) == APR_SUCCESS &&
+        (rv = apr_pool_create_ex(&loaded_pool, pchild, NULL, alloc)) ==
+            APR_SUCCESS) {
+        apr_allocator_owner_set(alloc, loaded_pool);
+        loaded = apr_hash_make(loaded_pool);
+    } else if (alloc) {
+        apr_allocator_destroy(alloc);
+    }
     if (rv != APR_SUCCESS) {
         lock = NULL;
     }
+    apr_pool_cleanup_register(pchild, NULL, forget, apr_pool_cleanup_null);
     memset(memory, 0, sizeof(memory));
+    return rv;
+}
+
+apr_status_t imc_zones_load(const imc_zone **zone, apr_pool_t *p,
+                            const char *tz)
+{
+    apr_pool_t *own;
+    imc_zone *z = NULL;
+    apr_status_t rv = APR_SUCCESS;
+    int tried = 0;
+
+    *zone = NULL;
+    if (lock) {
+        apr_thread_mutex_lock(lock);
+        if ((*zone = apr_hash_get(loaded, tz, APR_HASH_KEY_STRING)) == NULL &&
+            apr_hash_count(loaded) < LOADED &&
+            apr_pool_create(&own, loaded_pool) == APR_SUCCESS) {
+            tried = 1;
+            if ((rv = imc_zone_load(&z, own, tz)) == APR_SUCCESS) {
+                apr_hash_set(loaded, apr_pstrdup(own, tz), APR_HASH_KEY_STRING,
+                             z);
+                *zone = z;
+            } else {
+                apr_pool_destroy(own); /* nothing kept of a bad name */
+            }
+        }
+        apr_thread_mutex_unlock(lock);
+        if (*zone || tried) {
+            return rv;
+        }
+    }
+    rv = imc_zone_load(&z, p, tz);
+    *zone = z;
     return rv;
 }
 
