@@ -15,6 +15,9 @@ Function fixtures
     error_log_allow
                 a list; append regexes of error-log lines a test causes on
                 purpose (same as @pytest.mark.error_log_allow(*regexes)).
+    table       in a module whose fixture rc is a server with a database of
+                its own (report_cache_util.server_with_database): its
+                events table, empty, background merges stopped.
 
 After every test, each httpd started here is checked: new [error], [crit],
 [alert], [emerg] or unexpected [warn] lines, or a crashed child, fail it.
@@ -33,6 +36,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stack  # noqa: E402
 import stack_fixtures  # noqa: E402
+from report_cache_util import Table  # noqa: E402
 # Tests import MODULE and require_module from here.
 from stack_fixtures import MODULE, require_module  # noqa: E402,F401
 from stack_fixtures import clickhouse  # noqa: E402,F401 (a fixture)
@@ -159,6 +163,15 @@ def error_log_allow(request):
     allowed = []
     request.node._imc_error_log_allow = allowed
     return allowed
+
+
+@pytest.fixture
+def table(rc):
+    """rc's events table, empty, background merges stopped."""
+    t = Table(rc.ch, rc.db)
+    t.stop_merges()
+    t.truncate()
+    return t
 
 
 @pytest.fixture(autouse=True)

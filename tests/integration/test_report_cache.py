@@ -33,7 +33,7 @@ import pytest
 import stack
 from report_cache_util import (Client, CountingRelay, Reports,
                                server_with_database,
-                               SpoilingRelay, Table, days_metric, delta)
+                               SpoilingRelay, days_metric, delta)
 from report_util import (assert_clean_error, assert_report, csv_lines,
                          event, instant, model, post_events)
 
@@ -47,15 +47,6 @@ def rc(servers, clickhouse):
     """A server with a database of its own."""
     yield from server_with_database(servers, clickhouse, "imc_rcache_",
                                     BATCH_DELAY)
-
-
-@pytest.fixture
-def table(rc):
-    """The server's events table, empty, background merges stopped."""
-    t = Table(rc.ch, rc.db)
-    t.stop_merges()
-    t.truncate()
-    return t
 
 
 def new_id():

@@ -31,18 +31,10 @@ DEFAULT_METRICS = ["served", "solved", "solve_rate"]
 
 
 @pytest.fixture(scope="module")
-def fc(servers, clickhouse):
+def rc(servers, clickhouse):
     """A server with a database of its own."""
     yield from server_with_database(servers, clickhouse, "imc_fcache_",
                                     "200ms")
-
-
-@pytest.fixture
-def table(fc):
-    t = Table(fc.ch, fc.db)
-    t.stop_merges()
-    t.truncate()
-    return t
 
 
 def new_id():
@@ -83,9 +75,9 @@ class Forms(OneConnection):
     its lookup counted: expect is "hit" (answered from the cache), "miss"
     (asked of ClickHouse), "any" (either) or None (the cache not used)."""
 
-    def __init__(self, fc):
-        super().__init__(fc.h)
-        self.fc = fc
+    def __init__(self, rc):
+        super().__init__(rc.h)
+        self.rc = rc
 
     def ask(self, events, expect, tz="UTC", interval=None, by=None,
             metrics=None, frm=None, to=None, fill=False, compare=False,
@@ -105,9 +97,9 @@ class Forms(OneConnection):
         want = model_answer(events, metrics=mlist, compare=compare, tz=tz,
                             interval=interval or "day", by=by or "site",
                             frm=frm, to=to, fill=fill)
-        before = lookups(self.fc.h)
+        before = lookups(self.rc.h)
         r = self.client.report(**params)
-        after = lookups(self.fc.h)
+        after = lookups(self.rc.h)
         assert r.status_code == 200, (params, r.text)
         text = csv_text(want, mlist) if csv else json_text(want, mlist)
         assert r.text == text, params
@@ -159,13 +151,13 @@ FORMS = [
 
 @pytest.mark.parametrize("form", FORMS, ids=lambda f: "-".join(
     "%s=%s" % kv for kv in sorted(f.items())))
-def test_forms_are_answered_again_from_the_cache(fc, table, form):
+def test_forms_are_answered_again_from_the_cache(rc, table, form):
     events, D, _ = week_of_events(table)
     table.settle()
     rng = dict(frm=D[1], to=D[5])
     if form.get("fill") or form.get("compare"):
         form = dict(form, **rng)
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         first = f.ask(events, "miss", **form)
         again = f.ask(events, "hit", **form)
         assert again.text == first.text
@@ -177,11 +169,11 @@ def test_forms_are_answered_again_from_the_cache(fc, table, form):
 # ---------------------------------------------------------- exactness
 
 
-def test_a_late_event_into_a_cached_day(fc, table):
+def test_a_late_event_into_a_cached_day(rc, table):
     events, D, S = week_of_events(table)
     table.settle()
     form = dict(interval="hour", frm=D[0], to=D[6])
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         f.ask(events, "miss", **form)
         f.ask(events, "hit", **form)
         late = procs(D[3], S[0], 1, clock="23:59:59")
@@ -202,7 +194,7 @@ def test_a_late_event_into_a_cached_day(fc, table):
         f.ask(events, "hit", interval="total", frm=D[0], to=D[6])
 
 
-def test_a_late_solve_changes_the_solve_metrics(fc, table):
+def test_a_late_solve_changes_the_solve_metrics(rc, table):
     # A solve within the window of a serve of a cached day, arriving
     # later, makes the procedure solved in time: the kept answer goes.
     events, D, S = week_of_events(table)
@@ -214,7 +206,7 @@ def test_a_late_solve_changes_the_solve_metrics(fc, table):
                     x["type"] == "solve" and
                     x["correlation_id"] == e["correlation_id"]
                     for x in events)][0]
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         before = f.ask(events, "miss", **form).json()
         f.ask(events, "hit", **form)
         t = datetime.datetime.fromisoformat(
@@ -231,11 +223,11 @@ def test_a_late_solve_changes_the_solve_metrics(fc, table):
         f.ask(events, "hit", **form)
 
 
-def test_events_outside_the_range_read_keep_the_answer(fc, table):
+def test_events_outside_the_range_read_keep_the_answer(rc, table):
     events, D, S = week_of_events(table, first_day="2025-06-02")
     table.settle()
     form = dict(interval="hour", frm=D[2], to=D[3])
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         f.ask(events, "miss", **form)
         # A month later: another partition, a part far from the range.
         far = procs("2025-07-20", S[1], 2)
@@ -260,11 +252,11 @@ def test_events_outside_the_range_read_keep_the_answer(fc, table):
         f.ask(events, "hit", interval="week")
 
 
-def test_a_merge_a_mutation_and_truncate(fc, table):
+def test_a_merge_a_mutation_and_truncate(rc, table):
     events, D, S = week_of_events(table, first_day="2025-09-01")
     table.settle()
     form = dict(interval="day", by="none", frm=D[0], to=D[6])
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         f.ask(events, "miss", **form)
         table.optimize()
         table.settle()
@@ -289,14 +281,14 @@ def test_a_merge_a_mutation_and_truncate(fc, table):
         f.ask(new, "hit", **form)
 
 
-def test_a_table_dropped_and_made_again(fc, table):
+def test_a_table_dropped_and_made_again(rc, table):
     day = "2025-11-03"
     site = new_id()
     first = procs(day, site, 3)
     table.insert(first)
     table.settle()
     form = dict(interval="hour", frm=day, to=day)
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         f.ask(first, "miss", **form)
         f.ask(first, "hit", **form)
         table.recreate()
@@ -309,10 +301,10 @@ def test_a_table_dropped_and_made_again(fc, table):
         f.ask(second, "hit", **form)
 
 
-def test_zones_and_windows_have_answers_of_their_own(fc, table):
+def test_zones_and_windows_have_answers_of_their_own(rc, table):
     events, D, _ = week_of_events(table, first_day="2025-12-01")
     table.settle()
-    with Forms(fc) as f:
+    with Forms(rc) as f:
         for tz in ("UTC", "Asia/Kathmandu", "America/St_Johns",
                    "Pacific/Kiritimati"):
             f.ask(events, "miss", tz=tz, interval="hour", frm=D[1], to=D[4])
