@@ -8,15 +8,16 @@
 #
 #   bash tests/container/slim-make-test.sh [STEP...]
 #
-# Steps (default: start test rm):
+# Steps (default: start clone test rm):
 #   start    make or reuse the base image (base-image.sh: debootstrap
-#            --variant=minbase, trimmed like the slim image), start the
-#            container and clone the repository's $IMC_SLIM_REV (default
-#            HEAD, committed work only) into /root/mod_imchallenge from a
-#            git bundle
-#   prepare  start, then `make test TEST_SUITES=`: make test's dependency
-#            step and build, no suite (on a busy machine, to do the
-#            installing early; the later `make test` then finds it present)
+#            --variant=minbase, trimmed like the slim image), start a new
+#            container and install git and make in it
+#   clone    a fresh clone of the repository's $IMC_SLIM_REV (default HEAD,
+#            committed work only) into /root/mod_imchallenge, from a git
+#            bundle (an earlier clone is removed)
+#   prepare  `make test TEST_SUITES=`: make test's dependency step and
+#            build, no suite (on a busy machine, to do the installing early;
+#            the later `make test` then finds it present)
 #   test     `CI=true make test` in the container; the log goes to
 #            $IMC_SLIM_LOG (default /var/tmp/imc-slim-make-test.log), its
 #            summary (one line per suite, the total) is printed at the end;
@@ -74,17 +75,10 @@ step_start() {
     "${podman[@]}" rm -f -t 0 "$name" >/dev/null 2>&1 || true
     rm -rf "$store"
     mkdir -p "$store"
-    local bundle
-    bundle=$(mktemp -d /var/tmp/imc-slim-bundle.XXXXXX)
-    git -C "$repo" bundle create -q "$bundle/repo.bundle" "$rev"
-    local commit
-    commit=$(git -C "$repo" rev-parse "$rev")
     "${podman[@]}" run -d --name "$name" --hostname "$name" --privileged \
         --network host --ulimit nofile=16384:16384 --ulimit nproc=4096:4096 \
         --shm-size 1g -v "$store:/var/lib/containers" \
         "$image" sleep infinity >/dev/null
-    "${podman[@]}" cp "$bundle/repo.bundle" "$name:/root/repo.bundle"
-    rm -rf "$bundle"
     if [ -n "$ca" ]; then
         "${podman[@]}" cp "$ca" "$name:$inside_ca"
     fi
@@ -92,14 +86,27 @@ step_start() {
     "${podman[@]}" exec -e DEBIAN_FRONTEND=noninteractive "$name" bash -c '
         set -e
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends git make >/dev/null
-        git clone -q /root/repo.bundle '"$checkout"'
-        cd '"$checkout"' && git -c advice.detachedHead=false checkout -q '"$commit"'
+        apt-get install -y -qq --no-install-recommends git make >/dev/null'
+    echo "container $name: started from $image"
+}
+
+step_clone() {
+    local bundle commit
+    bundle=$(mktemp -d /var/tmp/imc-slim-bundle.XXXXXX)
+    git -C "$repo" bundle create -q "$bundle/repo.bundle" "$rev"
+    commit=$(git -C "$repo" rev-parse "$rev")
+    "${podman[@]}" cp "$bundle/repo.bundle" "$name:/root/repo.bundle"
+    rm -rf "$bundle"
+    "${podman[@]}" exec "$name" bash -c '
+        set -e
+        rm -rf '"$checkout"'
+        git -c advice.detachedHead=false clone -q /root/repo.bundle '"$checkout"'
+        cd '"$checkout"'
+        git -c advice.detachedHead=false checkout -q '"$commit"'
         echo "container '"$name"': clone at $(git log -1 --format="%h %s")"'
 }
 
 step_prepare() {
-    step_start
     in_container 'make test TEST_SUITES='
 }
 
@@ -118,11 +125,11 @@ step_rm() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(start test rm)
+[ ${#steps[@]} -gt 0 ] || steps=(start clone test rm)
 status=0
 for s in "${steps[@]}"; do
     case $s in
-        start | prepare | test | rm) "step_$s" || status=$? ;;
+        start | clone | prepare | test | rm) "step_$s" || status=$? ;;
         *)
             echo "slim-make-test: unknown step '$s'" >&2
             exit 2
