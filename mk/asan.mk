@@ -17,7 +17,7 @@
 
 ASAN_DIR     := $(BUILD)/asan
 ASAN_MODULE  := $(ASAN_DIR)/.libs/mod_imchallenge.so
-ASAN_LIB     := $(shell $(CC) -print-file-name=libasan.so)
+ASAN_LIB     := $(shell $(CC) -print-file-name=libasan.so 2>/dev/null)
 ASAN_CFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
 ASAN_TESTS   ?= $(wildcard tests/integration/test_stack.py \
                            tests/integration/test_hostile.py \

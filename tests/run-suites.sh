@@ -24,7 +24,7 @@ for t in "$@"; do
     lines+=("$(printf '  %-14s %-7s %8s' "$t" "$result" "$(clock $((SECONDS - t0)))")")
 done
 echo "==== summary"
-printf '%s\n' "${lines[@]}"
+[ ${#lines[@]} -eq 0 ] || printf '%s\n' "${lines[@]}"
 printf '  %-14s %-7s %8s\n' total "" "$(clock $((SECONDS - start)))"
 [ $failed -eq 0 ] || echo "==== FAILED:$names"
 echo "suites: $passed passed, $failed failed"

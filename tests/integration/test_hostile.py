@@ -1118,6 +1118,11 @@ def test_ingestion_goes_on_while_50_clients_hammer_the_report(make_httpd,
                    "IMChallengeMaxReports %d" % (db, HAMMER_CAP))
     stack.wait_until(lambda: h.get("readyz", timeout=2).status_code == 200,
                      30, what="readyz")
+    # /readyz does not wait for the schema: a report before the deliverer
+    # made the table is a 502 (no such table), which is not this test's.
+    stack.wait_until(lambda: clickhouse.scalar(
+        "SELECT count() FROM system.tables WHERE database = '%s' "
+        "AND name = 'events'" % db) == "1", 30, what="the events table")
     load = FreshLoadGen(h, threads=4, pause=0.01, seed=20261202)
     lock = threading.Lock()
     statuses, errors, odd = Counter(), Counter(), []
