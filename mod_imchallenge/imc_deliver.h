@@ -19,7 +19,8 @@
 void imc_deliver_child_init(apr_pool_t *pchild, server_rec *s);
 
 /* Now on CLOCK_MONOTONIC, in microseconds: the clock of the deliverer's
- * intervals and of the ClickHouse gauges (IMC_G_CLICKHOUSE_OK / _FAIL). */
+ * intervals, of the ClickHouse gauges (IMC_G_CLICKHOUSE_OK / _FAIL) and of
+ * the report slots' ages (imc_slots). */
 apr_time_t imc_deliver_clock(void);
 
 /*

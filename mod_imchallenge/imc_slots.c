@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <apr_hash.h>
@@ -12,6 +11,7 @@
 
 #include "imc_private.h"
 #include "imc_config.h"
+#include "imc_deliver.h"
 #include "imc_slots.h"
 
 /* A server's slots in the segment. */
@@ -59,20 +59,9 @@ apr_status_t imc_slots_post_config(apr_pool_t *pconf, server_rec *s)
     return APR_SUCCESS;
 }
 
-/* Seconds on CLOCK_MONOTONIC, which all processes share and which no step
- * of the wall clock moves: a step forward would make every held slot old
- * at once, lifting the cap. */
-static apr_uint32_t slot_clock(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (apr_uint32_t)ts.tv_sec;
-}
-
 /* Whether the holder of word (taken at its low 32 bits, a second of
- * slot_clock) no longer counts at second now: gone, or older than limit
- * seconds. */
+ * imc_deliver_clock) no longer counts at second now: gone, or older than
+ * limit seconds. */
 static int stale(apr_uint64_t word, apr_uint32_t now, apr_uint32_t limit)
 {
     pid_t pid = (pid_t)(word >> 32);
@@ -87,7 +76,9 @@ apr_status_t imc_slots_take(server_rec *s, imc_slot *slot)
 {
     const imc_config *c = imc_config_get(s);
     const slot_range *rg;
-    apr_uint32_t now = slot_clock();
+    /* the monotonic clock, which all processes share and no step of the
+     * wall clock moves: a step forward would make every slot old at once */
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(imc_deliver_clock());
     apr_uint32_t limit = (apr_uint32_t)apr_time_sec(2 * imc_config_timeout(c) +
                                                     APR_USEC_PER_SEC - 1);
     apr_uint64_t mine = ((apr_uint64_t)(apr_uint32_t)getpid() << 32) | now;
