@@ -197,13 +197,29 @@ def events(site, served, solved):
     return out
 
 
+def sites_on_each_shard(ch, n):
+    """2n random site ids, n on each of the two shards, by the Distributed
+    table's sharding key (cityHash64(toString(site_id)) over two shards of
+    weight 1): random ones alone all land on one shard now and then."""
+    want, out = [n, n], []
+    while want[0] or want[1]:
+        site = str(uuid.uuid4())
+        shard = int(ch.scalar("SELECT cityHash64(toString(toUUID('%s'))) %% 2"
+                              % site))
+        if want[shard]:
+            want[shard] -= 1
+            out.append(site)
+    return out
+
+
 def test_module_writes_and_reports_through_the_cluster(cluster, make_httpd):
     shards = cluster["shards"]
     # The second URL is the module's fail-over: any server of the cluster
     # can take writes and reports.
     h = make_httpd(clickhouse=[shards[0].url, shards[1].url],
                    directives="IMChallengeCreateSchema Off")
-    sites = {str(uuid.uuid4()): (10 + 3 * i, 4 + i) for i in range(8)}
+    sites = {site: (10 + 3 * i, 4 + i)
+             for i, site in enumerate(sites_on_each_shard(shards[0], 4))}
     batch = []
     for site, (served, solved) in sites.items():
         batch += events(site, served, solved)
@@ -338,7 +354,7 @@ def test_upgrade_of_tables_made_before_time_ms(cluster, make_httpd):
     shards = cluster["shards"]
     for sql in OLD_SCHEMA:
         shards[0].query(sql.format(db=OLD_DB, cl=CLUSTER))
-    sites = [str(uuid.uuid4()) for _ in range(6)]
+    sites = sites_on_each_shard(shards[0], 3)
     h = make_httpd(clickhouse=shards[0].url,
                    directives="IMChallengeDatabase %s" % OLD_DB)
     before = post_ms(h, sites, 250)
