@@ -163,10 +163,16 @@ $(BUILD)/test_rparams: tests/unit/test_rparams.c $(CHECK_MAIN) $(MOD)/imc_rparam
                        $(MOD)/imc_bucket.c $(MOD)/imc_zone.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
+# imc_filter_compile and imc_filter_match side by side, for
+# tests/integration/test_filter_eval.py (which asks ClickHouse the same).
+$(BUILD)/filter_eval: tests/unit/filter_eval.c $(MOD)/imc_filter.c \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: $(MODULE)
+integration: $(MODULE) $(BUILD)/filter_eval
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # Every suite runs even when an earlier one fails; a summary with each
