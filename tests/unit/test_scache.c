@@ -156,32 +156,41 @@ START_TEST(processes_share_it_and_attach_finds_it)
 }
 END_TEST
 
-/* A child writes big values without end; it is killed at random moments,
- * some inside a write. Whatever was found afterwards is a whole value. */
+/* A child writes big values without end; once it has written one, it is
+ * killed at a random moment, some inside a write. Whatever is found
+ * afterwards is a whole value. */
 START_TEST(a_writer_killed_mid_write_leaves_no_half_value)
 {
     apr_size_t size = (apr_size_t)8 * 1024 * 1024;
     imc_scache *c = new_cache(size);
     apr_size_t len = imc_scache_max_value(c, 8);
+    volatile apr_uint32_t *written = shared_block(sizeof(*written));
     apr_uint64_t seed = 12345;
     imc_scache_stats st;
-    int round, checked = 0;
+    int round, checked = 0, waited;
 
     for (round = 0; round < 60; ++round) {
-        pid_t pid = fork();
+        pid_t pid;
         int status;
 
-        if (pid == 0) {
+        *written = 0;
+        if ((pid = fork()) == 0) {
             char *v = malloc(len);
             unsigned char fill = 0;
 
             for (;;) {
                 memset(v, 'a' + fill % 26, len);
                 put(c, "bigvalue", 1, v, len);
+                __atomic_add_fetch(written, 1, __ATOMIC_SEQ_CST);
                 ++fill;
             }
         }
-        usleep((useconds_t)(200 + imc_unit_random(&seed) % 3000));
+        for (waited = 0;
+             !__atomic_load_n(written, __ATOMIC_SEQ_CST) && waited < 30000;
+             ++waited) {
+            usleep(1000);
+        }
+        usleep((useconds_t)(imc_unit_random(&seed) % 2000));
         kill(pid, SIGKILL);
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
         {
@@ -211,7 +220,7 @@ Suite *imc_unit_suite(void)
     TCase *tc = tcase_create("scache");
 
     tcase_add_checked_fixture(tc, imc_unit_setup, imc_unit_teardown);
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_value_is_found_under_its_key_and_tag_only);
     tcase_add_test(tc, the_ring_stays_within_its_size_and_drops_the_oldest);
     tcase_add_test(tc, what_is_read_stays_what_is_not_goes);
