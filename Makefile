@@ -14,7 +14,7 @@ MOD     := mod_imchallenge
 BUILD   := build
 
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
-           imc_event.c imc_filter.c imc_rcache.c imc_spool_writer.c imc_spool_reader.c \
+           imc_event.c imc_filter.c imc_rcache.c imc_scache.c imc_spool_writer.c imc_spool_reader.c \
            imc_spool_file.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c imc_deliver_policy.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
@@ -32,7 +32,7 @@ APR_LIBS   := $(shell pkg-config --libs apr-1 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 UNIT_CFLAGS  := $(WARN) -g -std=gnu11 -pthread -I$(MOD) $(APR_CFLAGS) $(CHECK_CFLAGS)
-UNIT_TESTS   := units config cors event filter rcache spool access ratelimit \
+UNIT_TESTS   := units config cors event filter rcache scache spool access ratelimit \
                 clickhouse zone zones bucket syntax deliver_policy rparams
 UNIT_BINS    := $(addprefix $(BUILD)/test_,$(UNIT_TESTS))
 # The one main() of the unit tests; each test file defines its suite.
@@ -123,7 +123,10 @@ $(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c
                       $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c \
-                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_scache.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
+$(BUILD)/test_scache: tests/unit/test_scache.c $(CHECK_MAIN) $(MOD)/imc_scache.c \
+                      $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_access: tests/unit/test_access.c $(CHECK_MAIN) $(MOD)/imc_access.c \
                       $(MOD)/imc_event.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
@@ -160,10 +163,16 @@ $(BUILD)/test_rparams: tests/unit/test_rparams.c $(CHECK_MAIN) $(MOD)/imc_rparam
                        $(MOD)/imc_bucket.c $(MOD)/imc_zone.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 
+# imc_filter_compile and imc_filter_match side by side, for
+# tests/integration/test_filter_eval.py (which asks ClickHouse the same).
+$(BUILD)/filter_eval: tests/unit/filter_eval.c $(MOD)/imc_filter.c \
+                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
+
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: $(MODULE)
+integration: $(MODULE) $(BUILD)/filter_eval
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # Every suite runs even when an earlier one fails; a summary with each

@@ -38,6 +38,7 @@ void *imc_config_create(apr_pool_t *p, server_rec *s)
     c->max_reports = -1;
     c->max_report_rows = -1;
     c->solve_window = -1;
+    c->report_cache = -1;
     return c;
 }
 
@@ -116,6 +117,7 @@ void *imc_config_merge(apr_pool_t *p, void *basev, void *addv)
     MERGE_NUM(max_reports);
     MERGE_NUM(max_report_rows);
     MERGE_NUM(solve_window);
+    MERGE_NUM(report_cache);
     return c;
 }
 
@@ -256,6 +258,24 @@ static const char *set_size(cmd_parms *cmd, const char *arg, apr_off_t min,
     }
     *field = v;
     return NULL;
+}
+
+/* One cache for the whole server: the main server's value counts. */
+static const char *set_report_cache(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (cmd->server->is_virtual) {
+        return apr_psprintf(cmd->temp_pool,
+                            "%s: one cache serves the whole server: set it "
+                            "in the main server config, not in <VirtualHost>",
+                            cmd->cmd->name);
+    }
+    if (!strcmp(arg, "0")) {
+        cmd_config(cmd)->report_cache = 0;
+        return NULL;
+    }
+    return set_size(cmd, arg, IMC_MIN_REPORT_CACHE, IMC_MAX_REPORT_CACHE,
+                    &cmd_config(cmd)->report_cache);
 }
 
 static const char *set_duration(cmd_parms *cmd, const char *arg,
@@ -497,6 +517,8 @@ const command_rec imc_config_cmds[] = {
                   "reports running at once at most, across all processes"),
     AP_INIT_TAKE1("IMChallengeMaxReportRows", set_max_report_rows, NULL,
                   SRV_CONF, "rows in one report at most"),
+    AP_INIT_TAKE1("IMChallengeReportCache", set_report_cache, NULL, RSRC_CONF,
+                  "SIZE of the report cache all processes share; 0: none"),
     AP_INIT_TAKE1("IMChallengeSolveWindow", set_solve_window, NULL, SRV_CONF,
                   "DURATION from a serve to its solve counted as solved in "
                   "time at most"),
@@ -602,6 +624,12 @@ int imc_config_max_report_rows(const imc_config *c)
 apr_interval_time_t imc_config_solve_window(const imc_config *c)
 {
     return c->solve_window != -1 ? c->solve_window : IMC_DEFAULT_SOLVE_WINDOW;
+}
+
+apr_size_t imc_config_report_cache(const imc_config *c)
+{
+    return (apr_size_t)(c->report_cache != -1 ? c->report_cache
+                                              : IMC_DEFAULT_REPORT_CACHE);
 }
 
 int imc_config_max_reports(const imc_config *c)

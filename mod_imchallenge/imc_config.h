@@ -26,6 +26,10 @@
 /* Longest serve-to-solve time counted as solved in time
  * (IMChallengeSolveWindow). */
 #define IMC_DEFAULT_SOLVE_WINDOW apr_time_from_sec(600)
+/* IMChallengeReportCache: the default, and the bounds of any other than 0. */
+#define IMC_DEFAULT_REPORT_CACHE ((apr_off_t)64 * 1024 * 1024)
+#define IMC_MIN_REPORT_CACHE     ((apr_off_t)64 * 1024)
+#define IMC_MAX_REPORT_CACHE     ((apr_off_t)16 * 1024 * 1024 * 1024)
 
 /* Rows in one report at most (IMChallengeMaxReportRows). */
 #define IMC_DEFAULT_MAX_REPORT_ROWS 100000
@@ -54,6 +58,7 @@ typedef struct {
     int max_reports;
     int max_report_rows;              /* IMChallengeMaxReportRows */
     apr_interval_time_t solve_window; /* IMChallengeSolveWindow */
+    apr_off_t report_cache;           /* IMChallengeReportCache; 0: none */
 } imc_config;
 
 /* Per-directory configuration: only where the handler is mapped. */
@@ -102,5 +107,6 @@ double imc_config_rate_burst(const imc_config *c);
 int imc_config_max_reports(const imc_config *c);
 int imc_config_max_report_rows(const imc_config *c);
 apr_interval_time_t imc_config_solve_window(const imc_config *c);
+apr_size_t imc_config_report_cache(const imc_config *c);
 
 #endif /* IMC_CONFIG_H */

@@ -2,8 +2,8 @@
 
 /*
  * The report filter: tokenizer, recursive-descent parser building a tree,
- * and SQL generation from the tree. See imc_filter.h for the grammar and
- * the canonical SQL.
+ * SQL generation from the tree and its evaluation. See imc_filter.h for the
+ * grammar, the canonical SQL and the order of values.
  *
  * The tokenizer runs first over the whole filter and stops at the first
  * lexical problem, which it records as an error token; the parser reports
@@ -11,6 +11,7 @@
  * always the first one met reading from left to right.
  */
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <apr_errno.h>
@@ -23,6 +24,11 @@
 
 const char *const imc_filter_column_names[] = {"day", "site_id", "type", NULL};
 
+/* The comparisons, and their SQL. */
+typedef enum { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } op_e;
+
+static const char *const op_sql[] = {"=", "!=", "<", "<=", ">", ">="};
+
 typedef enum {
     TOK_END,    /* end of the filter */
     TOK_ERROR,  /* a lexical error; text is the message */
@@ -31,7 +37,7 @@ typedef enum {
     TOK_LPAREN,
     TOK_RPAREN,
     TOK_COMMA,
-    TOK_OP /* a comparison; text is the canonical operator */
+    TOK_OP /* a comparison; op says which, text is its SQL */
 } tok_type_e;
 
 typedef struct {
@@ -41,9 +47,11 @@ typedef struct {
     apr_size_t len;   /* its length in the filter */
     const char *text; /* see tok_type_e; NUL-terminated */
     apr_size_t tlen;  /* length of text */
+    op_e op;          /* TOK_OP */
 } imc_token;
 
-typedef enum { COL_DAY, COL_SITE_ID, COL_TYPE } col_e;
+/* The columns; also the indexes of an event's values in eval()'s row. */
+typedef enum { COL_DAY, COL_SITE_ID, COL_TYPE, COL_COUNT } col_e;
 
 typedef struct {
     const char *name; /* as it may be written, lower case */
@@ -54,17 +62,40 @@ static const col_alias col_aliases[] = {
     {"site_id", COL_SITE_ID}, {"type", COL_TYPE}, {"day", COL_DAY},
     {"time", COL_DAY},        {"date", COL_DAY},  {NULL, COL_DAY}};
 
+/*
+ * A value of a column in the order ClickHouse compares that column (the
+ * same on 18.16 and current releases): hi first, then lo, both unsigned.
+ * A UUID is the UInt128 ClickHouse keeps: hi is its bytes 8..15 (the last
+ * 16 hex digits of its text), lo its bytes 0..7, each read big-endian; a
+ * type is its Enum8 value (serve 1, solve 2) and a day its number, both in
+ * lo with the sign bit flipped (num_key), so that any int compares as a
+ * number.
+ */
+typedef struct {
+    apr_uint64_t hi;
+    apr_uint64_t lo;
+} imc_key;
+
+#define KEY_SIGN (APR_UINT64_C(1) << 63)
+
 typedef enum { NODE_OR, NODE_AND, NODE_NOT, NODE_CMP, NODE_IN } node_e;
 
 typedef struct imc_node imc_node;
 struct imc_node {
     node_e kind;
     col_e col;                 /* NODE_CMP, NODE_IN */
-    const char *op;            /* NODE_CMP: canonical operator */
-    const char *lit;           /* NODE_CMP: the literal's SQL */
+    op_e op;                   /* NODE_CMP */
+    imc_key key;               /* NODE_CMP: the literal */
     apr_array_header_t *items; /* NODE_AND, NODE_OR: imc_node *;
-                                  NODE_IN: const char * literal SQL */
+                                  NODE_IN: imc_key, the literals as written */
+    const imc_key *set;        /* NODE_IN: the literals sorted, each once */
+    int nset;                  /* NODE_IN: how many in set */
     imc_node *child;           /* NODE_NOT */
+};
+
+struct imc_filter {
+    const imc_node *root; /* NULL for the empty filter */
+    unsigned cols;        /* bit 1 << col for each column it names */
 };
 
 typedef struct {
@@ -74,6 +105,7 @@ typedef struct {
     apr_array_header_t *toks; /* imc_token, ends with TOK_END or TOK_ERROR */
     int next;                 /* index of the next token */
     int depth;                /* open parentheses and NOT */
+    unsigned cols;            /* bit 1 << col for each column named */
     imc_filter_error *err;
 } imc_parser;
 
@@ -184,31 +216,30 @@ static apr_size_t lex_op(imc_parser *ps, apr_size_t at, imc_token *tok)
 {
     char c = ps->src[at];
     char d = at + 1 < ps->len ? ps->src[at + 1] : '\0';
+    apr_size_t n = 1;
 
-    tok->type = TOK_OP;
     if (c == '=') {
-        tok->text = "=";
-        return at + 1;
-    }
-    if (c == '!') {
+        tok->op = OP_EQ;
+    } else if (c == '!') {
         if (d != '=') {
             tok->type = TOK_ERROR;
             tok->text = "expected '=' after '!'";
             return at;
         }
-        tok->text = "!=";
-        return at + 2;
+        tok->op = OP_NE;
+        n = 2;
+    } else if (d == '=') {
+        tok->op = c == '<' ? OP_LE : OP_GE;
+        n = 2;
+    } else if (c == '<' && d == '>') {
+        tok->op = OP_NE;
+        n = 2;
+    } else {
+        tok->op = c == '<' ? OP_LT : OP_GT;
     }
-    if (d == '=') {
-        tok->text = c == '<' ? "<=" : ">=";
-        return at + 2;
-    }
-    if (c == '<' && d == '>') {
-        tok->text = "!=";
-        return at + 2;
-    }
-    tok->text = c == '<' ? "<" : ">";
-    return at + 1;
+    tok->type = TOK_OP;
+    tok->text = op_sql[tok->op];
+    return at + n;
 }
 
 /* Read one token starting at src[at] (not white space, not the end). */
@@ -349,29 +380,98 @@ static imc_node *node_new(imc_parser *ps, node_e kind)
     return n;
 }
 
-/* Validate the literal tok for column al and set *sql to its SQL. */
-static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
-                                const imc_token *tok, const char **sql)
+/* ---- values ------------------------------------------------------------- */
+
+static imc_key num_key(apr_int64_t v)
 {
-    char uuid[IMC_SYNTAX_UUID_LEN + 1], date[IMC_SYNTAX_DAY_TEXT_SIZE];
+    imc_key k;
+
+    k.hi = 0;
+    k.lo = (apr_uint64_t)v ^ KEY_SIGN;
+    return k;
+}
+
+static apr_int64_t key_num(const imc_key *k)
+{
+    return (apr_int64_t)(k->lo ^ KEY_SIGN);
+}
+
+/* The key of the UUID text s (36 bytes, 8-4-4-4-12 hex digits); a NUL
+ * ends it early. Other bytes give some key, never a fault. */
+static void uuid_key(const char *s, imc_key *k)
+{
+    apr_uint64_t half[2] = {0, 0};
+    int i, n = 0;
+
+    for (i = 0; i < IMC_SYNTAX_UUID_LEN && s[i]; i++) {
+        unsigned c = (unsigned char)s[i];
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            continue;
+        }
+        c = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+        half[n >> 4] = half[n >> 4] << 4 | (c & 0xf);
+        n++;
+    }
+    k->lo = half[0];
+    k->hi = half[1];
+}
+
+/* The canonical text of the UUID of key k into out (37 bytes). */
+static void uuid_text(const imc_key *k, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    int i, n = 32;
+
+    for (i = IMC_SYNTAX_UUID_LEN - 1; i >= 0; i--) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            out[i] = '-';
+            continue;
+        }
+        n--;
+        out[i] = hex[((n < 16 ? k->lo : k->hi) >> (4 * (15 - n % 16))) & 0xf];
+    }
+    out[IMC_SYNTAX_UUID_LEN] = '\0';
+}
+
+static int key_cmp(const imc_key *a, const imc_key *b)
+{
+    if (a->hi != b->hi) {
+        return a->hi < b->hi ? -1 : 1;
+    }
+    return a->lo < b->lo ? -1 : a->lo > b->lo;
+}
+
+static int key_qsort_cmp(const void *a, const void *b)
+{
+    return key_cmp(a, b);
+}
+
+/* ---- parser, continued -------------------------------------------------- */
+
+/* Validate the literal tok for column al and set *key to its value. */
+static apr_status_t literal_key(imc_parser *ps, const col_alias *al,
+                                const imc_token *tok, imc_key *key)
+{
+    char uuid[IMC_SYNTAX_UUID_LEN + 1];
     apr_int64_t day;
     const char *what;
 
     switch (al->col) {
         case COL_SITE_ID:
             if (imc_syntax_uuid(tok->text, tok->tlen, uuid) == APR_SUCCESS) {
-                *sql = apr_pstrcat(ps->p, "toUUID('", uuid, "')", NULL);
+                uuid_key(uuid, key);
                 return APR_SUCCESS;
             }
             what = MSG_UUID;
             break;
         case COL_TYPE:
             if (strcmp(tok->text, "serve") == 0) {
-                *sql = "'serve'";
+                *key = num_key(IMC_FILTER_SERVE);
                 return APR_SUCCESS;
             }
             if (strcmp(tok->text, "solve") == 0) {
-                *sql = "'solve'";
+                *key = num_key(IMC_FILTER_SOLVE);
                 return APR_SUCCESS;
             }
             what = MSG_TYPE;
@@ -379,8 +479,7 @@ static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
         default:
             if (imc_syntax_date_parse(tok->text, tok->tlen, &day) ==
                 APR_SUCCESS) {
-                imc_syntax_day_text(date, day);
-                *sql = apr_pstrcat(ps->p, "toDate('", date, "')", NULL);
+                *key = num_key(day);
                 return APR_SUCCESS;
             }
             what = MSG_DATE;
@@ -392,7 +491,7 @@ static apr_status_t literal_sql(imc_parser *ps, const col_alias *al,
 
 /* Read one literal for column al; after names what came before it. */
 static apr_status_t parse_literal(imc_parser *ps, const col_alias *al,
-                                  const char *after, const char **sql)
+                                  const char *after, imc_key *key)
 {
     imc_token *tok = take(ps);
 
@@ -403,7 +502,24 @@ static apr_status_t parse_literal(imc_parser *ps, const col_alias *al,
                                       "literal ",
                                       after, NULL));
     }
-    return literal_sql(ps, al, tok, sql);
+    return literal_key(ps, al, tok, key);
+}
+
+/* The IN list's literals sorted, each once, for a binary search. */
+static void in_set(imc_parser *ps, imc_node *n)
+{
+    int count = n->items->nelts, i, j = 0;
+    imc_key *set = apr_palloc(ps->p, count * sizeof(*set));
+
+    memcpy(set, n->items->elts, count * sizeof(*set));
+    qsort(set, count, sizeof(*set), key_qsort_cmp);
+    for (i = 0; i < count; i++) {
+        if (j == 0 || key_cmp(&set[j - 1], &set[i]) != 0) {
+            set[j++] = set[i];
+        }
+    }
+    n->set = set;
+    n->nset = j;
 }
 
 /* The IN list after "column IN". */
@@ -412,20 +528,20 @@ static apr_status_t parse_in(imc_parser *ps, const col_alias *al,
 {
     imc_node *n = node_new(ps, NODE_IN);
     imc_token *tok = take(ps);
-    const char *lit;
+    imc_key key;
     apr_status_t rv;
 
     if (tok->type != TOK_LPAREN) {
         return unexpected(ps, tok, "expected '(' after IN");
     }
     n->col = al->col;
-    n->items = apr_array_make(ps->p, 4, sizeof(const char *));
+    n->items = apr_array_make(ps->p, 4, sizeof(imc_key));
     for (;;) {
-        rv = parse_literal(ps, al, "in the IN list", &lit);
+        rv = parse_literal(ps, al, "in the IN list", &key);
         if (rv != APR_SUCCESS) {
             return rv;
         }
-        APR_ARRAY_PUSH(n->items, const char *) = lit;
+        APR_ARRAY_PUSH(n->items, imc_key) = key;
         tok = take(ps);
         if (tok->type == TOK_RPAREN) {
             break;
@@ -434,6 +550,7 @@ static apr_status_t parse_in(imc_parser *ps, const col_alias *al,
             return unexpected(ps, tok, "expected ',' or ')' in the IN list");
         }
     }
+    in_set(ps, n);
     *out = n;
     return APR_SUCCESS;
 }
@@ -464,6 +581,7 @@ static apr_status_t parse_cond(imc_parser *ps, imc_node **out)
             apr_pstrcat(ps->p, "unknown column '", ps->err->column, "'", NULL);
         return APR_EINVAL;
     }
+    ps->cols |= 1u << al->col;
     tok = take(ps);
     if (is_keyword(tok, "IN")) {
         return parse_in(ps, al, out);
@@ -476,13 +594,13 @@ static apr_status_t parse_cond(imc_parser *ps, imc_node **out)
     }
     n = node_new(ps, NODE_CMP);
     n->col = al->col;
-    n->op = tok->text;
+    n->op = tok->op;
     *out = n;
     return parse_literal(ps, al,
                          apr_pstrcat(ps->p, "after '",
                                      apr_pstrmemdup(ps->p, tok->src, tok->len),
                                      "'", NULL),
-                         &n->lit);
+                         &n->key);
 }
 
 static apr_status_t parse_or(imc_parser *ps, imc_node **out);
@@ -596,6 +714,30 @@ static const char *col_sql(const imc_filter_columns *cols, col_e col)
     return s;
 }
 
+/* Append the SQL of the literal k of column col. */
+static void emit_literal(imc_sbuf *b, col_e col, const imc_key *k)
+{
+    char text[IMC_SYNTAX_UUID_LEN + 1];
+
+    switch (col) {
+        case COL_SITE_ID:
+            uuid_text(k, text);
+            sb_add(b, "toUUID('");
+            sb_add(b, text);
+            sb_add(b, "')");
+            break;
+        case COL_TYPE:
+            sb_add(b, key_num(k) == IMC_FILTER_SERVE ? "'serve'" : "'solve'");
+            break;
+        default:
+            imc_syntax_day_text(text, key_num(k));
+            sb_add(b, "toDate('");
+            sb_add(b, text);
+            sb_add(b, "')");
+            break;
+    }
+}
+
 /* Append the SQL of n; recursion is bounded by the parser's depth limit. */
 static void emit(imc_sbuf *b, const imc_node *n, const imc_filter_columns *cols)
 {
@@ -619,9 +761,9 @@ static void emit(imc_sbuf *b, const imc_node *n, const imc_filter_columns *cols)
         case NODE_CMP:
             sb_add(b, col_sql(cols, n->col));
             sb_add(b, " ");
-            sb_add(b, n->op);
+            sb_add(b, op_sql[n->op]);
             sb_add(b, " ");
-            sb_add(b, n->lit);
+            emit_literal(b, n->col, &n->key);
             break;
         case NODE_IN:
             sb_add(b, col_sql(cols, n->col));
@@ -630,7 +772,7 @@ static void emit(imc_sbuf *b, const imc_node *n, const imc_filter_columns *cols)
                 if (i) {
                     sb_add(b, ", ");
                 }
-                sb_add(b, APR_ARRAY_IDX(n->items, i, const char *));
+                emit_literal(b, n->col, &APR_ARRAY_IDX(n->items, i, imc_key));
             }
             sb_add(b, ")");
             break;
@@ -638,15 +780,79 @@ static void emit(imc_sbuf *b, const imc_node *n, const imc_filter_columns *cols)
     sb_add(b, ")");
 }
 
-/* ---- entry point -------------------------------------------------------- */
+/* ---- evaluation --------------------------------------------------------- */
 
-apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
-                                apr_size_t len, const imc_filter_columns *cols,
-                                const char **sql, imc_filter_error *err)
+/* Whether k is one of the IN list's literals. */
+static int in_list(const imc_node *n, const imc_key *k)
+{
+    int lo = 0, hi = n->nset;
+
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = key_cmp(&n->set[mid], k);
+
+        if (c == 0) {
+            return 1;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return 0;
+}
+
+/* Whether the event of values row (indexed by col_e) passes n; recursion
+ * is bounded by the parser's depth limit. */
+static int eval(const imc_node *n, const imc_key *row)
+{
+    const imc_node *const *kids;
+    int i, c;
+
+    switch (n->kind) {
+        case NODE_OR:
+        case NODE_AND:
+            kids = (const imc_node *const *)n->items->elts;
+            for (i = 0; i < n->items->nelts; i++) {
+                if (eval(kids[i], row) == (n->kind == NODE_OR)) {
+                    return n->kind == NODE_OR;
+                }
+            }
+            return n->kind == NODE_AND;
+        case NODE_NOT:
+            return !eval(n->child, row);
+        case NODE_IN:
+            return in_list(n, &row[n->col]);
+        default:
+            break;
+    }
+    c = key_cmp(&row[n->col], &n->key);
+    switch (n->op) {
+        case OP_EQ:
+            return c == 0;
+        case OP_NE:
+            return c != 0;
+        case OP_LT:
+            return c < 0;
+        case OP_LE:
+            return c <= 0;
+        case OP_GT:
+            return c > 0;
+        default:
+            return c >= 0;
+    }
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+/* Parse the filter into *f (its root NULL for an empty filter). */
+static apr_status_t parse_filter(apr_pool_t *p, const char *filter,
+                                 apr_size_t len, imc_filter *f,
+                                 imc_filter_error *err)
 {
     imc_filter_error dummy;
     imc_parser ps;
-    imc_sbuf b;
     imc_node *root;
     imc_token *tok;
     apr_status_t rv;
@@ -671,7 +877,8 @@ apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
         return rv;
     }
     if (peek(&ps)->type == TOK_END) {
-        *sql = "1";
+        f->root = NULL;
+        f->cols = 0;
         return APR_SUCCESS;
     }
     if ((rv = parse_or(&ps, &root)) != APR_SUCCESS) {
@@ -682,9 +889,56 @@ apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
         return unexpected(&ps, tok,
                           "unexpected input after the end of the filter");
     }
+    f->root = root;
+    f->cols = ps.cols;
+    return APR_SUCCESS;
+}
+
+apr_status_t imc_filter_compile(apr_pool_t *p, const char *filter,
+                                apr_size_t len, const imc_filter_columns *cols,
+                                const char **sql, imc_filter_error *err)
+{
+    imc_filter f;
+    imc_sbuf b;
+    apr_status_t rv;
+
+    if ((rv = parse_filter(p, filter, len, &f, err)) != APR_SUCCESS) {
+        return rv;
+    }
+    if (!f.root) {
+        *sql = "1";
+        return APR_SUCCESS;
+    }
     memset(&b, 0, sizeof(b));
     b.p = p;
-    emit(&b, root, cols);
+    emit(&b, f.root, cols);
     *sql = b.buf;
     return APR_SUCCESS;
+}
+
+apr_status_t imc_filter_parse(apr_pool_t *p, const char *filter, apr_size_t len,
+                              const imc_filter **f, imc_filter_error *err)
+{
+    imc_filter *out = apr_palloc(p, sizeof(*out));
+    apr_status_t rv;
+
+    if ((rv = parse_filter(p, filter, len, out, err)) == APR_SUCCESS) {
+        *f = out;
+    }
+    return rv;
+}
+
+int imc_filter_match(const imc_filter *f, const char *site, int type, int day)
+{
+    imc_key row[COL_COUNT];
+
+    if (!f || !f->root) {
+        return 1;
+    }
+    if (f->cols & (1u << COL_SITE_ID)) {
+        uuid_key(site, &row[COL_SITE_ID]);
+    }
+    row[COL_TYPE] = num_key(type);
+    row[COL_DAY] = num_key(day);
+    return eval(f->root, row);
 }

@@ -9,6 +9,7 @@
 #include "imc_config.h"
 #include "imc_http.h"
 #include "imc_metrics.h"
+#include "imc_report.h"
 #include "imc_spool.h"
 
 /* The segment belongs to the parent's process pool and is found again
@@ -373,6 +374,10 @@ static void print_report_counters(request_rec *r)
     static const labelled form_sources[] = {
         {"cache", IMC_M_REPORT_FORM_CACHED},
         {"clickhouse", IMC_M_REPORT_FORM_ASKED}};
+    static const labelled cell_sources[] = {
+        {"cache", IMC_M_REPORT_CELLS_CACHED},
+        {"clickhouse", IMC_M_REPORT_CELLS_QUERIED}};
+    imc_scache_stats st;
 
     print_counter(r, "imchallenge_reports_total", "Report requests answered.",
                   IMC_M_REPORTS);
@@ -387,6 +392,28 @@ static void print_report_counters(request_rec *r)
                    "looked up in the cache, by where their answer came from.",
                    "source", form_sources,
                    sizeof(form_sources) / sizeof(form_sources[0]));
+    print_labelled(r, "imchallenge_report_cells_total",
+                   "Rows (day and site) of reports before their filter, by "
+                   "where they came from.",
+                   "source", cell_sources,
+                   sizeof(cell_sources) / sizeof(cell_sources[0]));
+    if (!imc_report_cache_stats(&st)) {
+        memset(&st, 0, sizeof(st));
+    }
+    family(r, "imchallenge_report_cache_size_bytes", "gauge",
+           "Size of the report cache all processes share "
+           "(IMChallengeReportCache).");
+    ap_rprintf(r, "imchallenge_report_cache_size_bytes %" APR_SIZE_T_FMT "\n",
+               st.size);
+    family(r, "imchallenge_report_cache_bytes", "gauge",
+           "Bytes the report cache holds.");
+    ap_rprintf(r, "imchallenge_report_cache_bytes %" APR_SIZE_T_FMT "\n",
+               st.bytes);
+    family(r, "imchallenge_report_cache_evictions_total", "counter",
+           "Records the report cache dropped for room, since it was made.");
+    ap_rprintf(
+        r, "imchallenge_report_cache_evictions_total %" APR_UINT64_T_FMT "\n",
+        st.evictions);
     /* The name before imchallenge_report_day_lookups_total ("days" reads
      * as a unit to Prometheus' lint), kept for one release. */
     print_labelled(r, "imchallenge_report_days_total",

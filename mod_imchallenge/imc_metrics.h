@@ -12,25 +12,27 @@
 #include <httpd.h>
 
 typedef enum {
-    IMC_M_ACCEPTED,            /* events acknowledged (202/201) */
-    IMC_M_REJECTED_INVALID,    /* requests answered 400 */
-    IMC_M_REJECTED_TOO_LARGE,  /* requests answered 413 */
-    IMC_M_REJECTED_MEDIA,      /* requests answered 415 */
-    IMC_M_REJECTED_METHOD,     /* requests answered 405 */
-    IMC_M_REJECTED_SPOOL,      /* requests answered 503 (spool) */
-    IMC_M_DELIVERED,           /* events confirmed by ClickHouse */
-    IMC_M_BATCHES_SENT,        /* INSERTs confirmed */
-    IMC_M_BATCHES_FAILED,      /* INSERTs that failed */
-    IMC_M_BATCHES_RETRIED,     /* INSERTs sent again after a failure */
-    IMC_M_BATCHES_QUARANTINED, /* batches moved to spool/failed */
-    IMC_M_REPORTS,             /* report requests answered */
-    IMC_M_REPORT_ERRORS,       /* report requests answered 4xx/5xx */
-    IMC_M_REPORT_DAYS_CACHED,  /* report days answered from the cache */
-    IMC_M_REPORT_DAYS_QUERIED, /* report days asked of ClickHouse */
-    IMC_M_REJECTED_FORBIDDEN,  /* event requests answered 403 */
-    IMC_M_REJECTED_RATE,       /* event requests answered 429 */
-    IMC_M_REPORT_FORM_CACHED,  /* other report forms from the cache */
-    IMC_M_REPORT_FORM_ASKED,   /* other report forms asked of ClickHouse */
+    IMC_M_ACCEPTED,             /* events acknowledged (202/201) */
+    IMC_M_REJECTED_INVALID,     /* requests answered 400 */
+    IMC_M_REJECTED_TOO_LARGE,   /* requests answered 413 */
+    IMC_M_REJECTED_MEDIA,       /* requests answered 415 */
+    IMC_M_REJECTED_METHOD,      /* requests answered 405 */
+    IMC_M_REJECTED_SPOOL,       /* requests answered 503 (spool) */
+    IMC_M_DELIVERED,            /* events confirmed by ClickHouse */
+    IMC_M_BATCHES_SENT,         /* INSERTs confirmed */
+    IMC_M_BATCHES_FAILED,       /* INSERTs that failed */
+    IMC_M_BATCHES_RETRIED,      /* INSERTs sent again after a failure */
+    IMC_M_BATCHES_QUARANTINED,  /* batches moved to spool/failed */
+    IMC_M_REPORTS,              /* report requests answered */
+    IMC_M_REPORT_ERRORS,        /* report requests answered 4xx/5xx */
+    IMC_M_REPORT_DAYS_CACHED,   /* report days answered from the cache */
+    IMC_M_REPORT_DAYS_QUERIED,  /* report days asked of ClickHouse */
+    IMC_M_REJECTED_FORBIDDEN,   /* event requests answered 403 */
+    IMC_M_REJECTED_RATE,        /* event requests answered 429 */
+    IMC_M_REPORT_FORM_CACHED,   /* other report forms from the cache */
+    IMC_M_REPORT_FORM_ASKED,    /* other report forms asked of ClickHouse */
+    IMC_M_REPORT_CELLS_CACHED,  /* (day, site) rows from the cache */
+    IMC_M_REPORT_CELLS_QUERIED, /* (day, site) rows from ClickHouse */
     IMC_M_COUNTERS
 } imc_metric_counter;
 

@@ -4,42 +4,23 @@
 #include <string.h>
 
 #include <apr_strings.h>
-#include <apr_thread_mutex.h>
 
 #include "imc_rcache.h"
 #include "imc_syntax.h"
 
-/* A cached day: its fingerprint and its rows in the entry's rows. */
+/* A day's row as kept: the site's text, its counts. */
 typedef struct {
-    int day;
-    apr_uint64_t fp;
-    int first_row, nrows;
-} rc_day;
-
-typedef struct {
-    int day;
-    char site[IMC_RCACHE_SITE_LEN + 1];
+    char site[IMC_RCACHE_SITE_LEN];
+    apr_uint32_t unused;
     apr_uint64_t served, solved;
-} rc_row;
+} rc_cell;
 
-/* One report (key): its days in ascending order. malloc'ed, so that an
- * entry is freed on its own; entries are only touched under the lock. */
-typedef struct rc_entry {
-    struct rc_entry *next;
-    char *key;
-    rc_day *days;
-    int ndays;
-    rc_row *rows;
-    int nrows;
-    apr_size_t bytes;
-    apr_uint64_t used; /* the cache's clock when last used: LRU */
-} rc_entry;
+/* The cache's records: "D" for the day report, "F" for the forms. */
+#define KIND_DAY  'D'
+#define KIND_FORM 'F'
 
 struct imc_rcache {
-    apr_thread_mutex_t *lock;
-    rc_entry *entries;
-    apr_size_t bytes, budget;
-    apr_uint64_t clock;
+    imc_scache *store;
 };
 
 /* A day of the report: covered by at least one part. */
@@ -98,102 +79,66 @@ void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
                            IMC_RCACHE_ZONE_MARGIN);
 }
 
-/* ----------------------------------------------------------- entries */
+/* ------------------------------------------------------------ store */
 
-static void entry_free(rc_entry *e)
+/* A private store of budget bytes from p: the unit tests' and a
+ * process's own when no shared one is given. */
+static imc_scache *private_store(apr_pool_t *p, apr_size_t budget)
 {
-    if (e) {
-        free(e->key);
-        free(e->days);
-        free(e->rows);
-        free(e);
+    imc_scache *store;
+
+    if (budget < IMC_SCACHE_MIN_SIZE) {
+        budget = IMC_SCACHE_MIN_SIZE;
     }
-}
-
-static apr_status_t cache_cleanup(void *data)
-{
-    imc_rcache *c = data;
-
-    while (c->entries) {
-        rc_entry *e = c->entries;
-
-        c->entries = e->next;
-        entry_free(e);
-    }
-    c->bytes = 0;
-    return APR_SUCCESS;
+    return imc_scache_format(&store, apr_palloc(p, budget), budget) ==
+                   APR_SUCCESS
+               ? store
+               : NULL;
 }
 
 apr_status_t imc_rcache_create(imc_rcache **cache, apr_pool_t *p,
                                apr_size_t budget)
 {
-    imc_rcache *c = apr_pcalloc(p, sizeof(*c));
-    apr_status_t rv;
+    imc_scache *store = private_store(p, budget);
 
-    c->budget = budget;
-    rv = apr_thread_mutex_create(&c->lock, APR_THREAD_MUTEX_DEFAULT, p);
-    if (rv == APR_SUCCESS) {
-        apr_pool_cleanup_register(p, c, cache_cleanup, apr_pool_cleanup_null);
-    }
-    *cache = rv == APR_SUCCESS ? c : NULL;
-    return rv;
+    *cache = NULL;
+    return store ? imc_rcache_attach(cache, p, store) : APR_ENOMEM;
+}
+
+apr_status_t imc_rcache_attach(imc_rcache **cache, apr_pool_t *p,
+                               imc_scache *store)
+{
+    imc_rcache *c = apr_pcalloc(p, sizeof(*c));
+
+    c->store = store;
+    *cache = c;
+    return APR_SUCCESS;
 }
 
 apr_size_t imc_rcache_bytes(imc_rcache *cache)
 {
-    apr_size_t n;
+    imc_scache_stats st;
 
-    apr_thread_mutex_lock(cache->lock);
-    n = cache->bytes;
-    apr_thread_mutex_unlock(cache->lock);
-    return n;
+    imc_scache_stats_get(cache->store, &st);
+    return st.bytes;
 }
 
-/* The entry of key (lock held), or NULL. */
-static rc_entry *entry_find(imc_rcache *c, const char *key)
+/* The store's key of a record: its kind, the report's key, NUL, and for
+ * a day its number. */
+static const char *record_key(apr_pool_t *p, char kind, const char *key,
+                              const int *day, apr_size_t *len)
 {
-    rc_entry *e;
+    apr_size_t n = strlen(key);
+    char *k = apr_palloc(p, 1 + n + 1 + sizeof(int));
 
-    for (e = c->entries; e; e = e->next) {
-        if (!strcmp(e->key, key)) {
-            return e;
-        }
+    k[0] = kind;
+    memcpy(k + 1, key, n + 1);
+    *len = 1 + n + 1;
+    if (day) {
+        memcpy(k + *len, day, sizeof(int));
+        *len += sizeof(int);
     }
-    return NULL;
-}
-
-/* Takes e out of the list (lock held). */
-static void entry_unlink(imc_rcache *c, rc_entry *e)
-{
-    rc_entry **pp;
-
-    for (pp = &c->entries; *pp; pp = &(*pp)->next) {
-        if (*pp == e) {
-            *pp = e->next;
-            c->bytes -= e->bytes;
-            return;
-        }
-    }
-}
-
-/* Frees least recently used entries, other than keep, while over the
- * budget (lock held). */
-static void evict(imc_rcache *c, const rc_entry *keep)
-{
-    while (c->bytes > c->budget) {
-        rc_entry *e, *lru = NULL;
-
-        for (e = c->entries; e; e = e->next) {
-            if (e != keep && (!lru || e->used < lru->used)) {
-                lru = e;
-            }
-        }
-        if (!lru) {
-            return;
-        }
-        entry_unlink(c, lru);
-        entry_free(lru);
-    }
+    return k;
 }
 
 /* -------------------------------------------------------------- plan */
@@ -282,35 +227,35 @@ static void plan_days(imc_rcache_plan *plan, const imc_rcache_part *parts,
     }
 }
 
-/* Copies the rows of the entry's days whose fingerprint still holds into
- * the plan (lock held). */
-static void plan_take_cached(imc_rcache_plan *plan, const rc_entry *e)
+/* Takes the rows of the days the store holds under their fingerprint
+ * into the plan. */
+static void plan_take_cached(imc_rcache_plan *plan, imc_scache *store)
 {
-    int i, j = 0, k;
+    int i, k, n;
 
     for (i = 0; i < plan->days->nelts; ++i) {
         plan_day *pd = &APR_ARRAY_IDX(plan->days, i, plan_day);
+        apr_size_t klen, len;
+        const char *key =
+            record_key(plan->pool, KIND_DAY, plan->key, &pd->day, &klen);
+        const rc_cell *cells =
+            imc_scache_get(store, plan->pool, key, klen, pd->fp, &len);
 
-        while (j < e->ndays && e->days[j].day < pd->day) {
-            ++j;
-        }
-        if (j == e->ndays) {
-            return;
-        }
-        if (e->days[j].day != pd->day || e->days[j].fp != pd->fp) {
+        if (!cells || len % sizeof(rc_cell)) {
             continue;
         }
+        n = (int)(len / sizeof(rc_cell));
         pd->cached = 1;
         pd->first_row = plan->cached->nelts;
-        pd->nrows = e->days[j].nrows;
-        for (k = 0; k < e->days[j].nrows; ++k) {
-            const rc_row *src = &e->rows[e->days[j].first_row + k];
+        pd->nrows = n;
+        for (k = 0; k < n; ++k) {
             imc_rcache_row *row = apr_array_push(plan->cached);
 
-            row->day = src->day;
-            row->site = apr_pstrdup(plan->pool, src->site);
-            row->served = src->served;
-            row->solved = src->solved;
+            row->day = pd->day;
+            row->site =
+                apr_pstrmemdup(plan->pool, cells[k].site, IMC_RCACHE_SITE_LEN);
+            row->served = cells[k].served;
+            row->solved = cells[k].solved;
         }
     }
 }
@@ -362,7 +307,6 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
                                       int from, int to)
 {
     imc_rcache_plan *plan = apr_pcalloc(p, sizeof(*plan));
-    rc_entry *e;
 
     plan->pool = p;
     plan->key = apr_pstrdup(p, key);
@@ -373,12 +317,7 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
     plan->ranges = apr_array_make(p, 4, sizeof(imc_rcache_range));
     plan->covered = apr_array_make(p, 4, sizeof(imc_rcache_range));
     plan_days(plan, parts, nparts);
-    apr_thread_mutex_lock(cache->lock);
-    if ((e = entry_find(cache, key)) != NULL) {
-        e->used = ++cache->clock;
-        plan_take_cached(plan, e);
-    }
-    apr_thread_mutex_unlock(cache->lock);
+    plan_take_cached(plan, cache->store);
     plan_ranges(plan);
     return plan;
 }
@@ -471,106 +410,33 @@ static apr_array_header_t *merge_rows(const imc_rcache_plan *plan,
     return out;
 }
 
-/* Whether an old entry's day is kept beside the plan's days: only days
- * outside the report's from / to, which this report said nothing about. */
-static int outside(const imc_rcache_plan *plan, int day)
+/* Keeps the rows out[first, first + n) of day under its fingerprint;
+ * not when one is of a site that is no UUID's text. */
+static void keep_day(imc_rcache *cache, const imc_rcache_plan *plan,
+                     const plan_day *pd, const apr_array_header_t *out,
+                     int first, int n)
 {
-    return (plan->from != IMC_RCACHE_NO_DAY && day < plan->from) ||
-           (plan->to != IMC_RCACHE_NO_DAY && day > plan->to);
-}
-
-/* Adds a row to e's last day; 0 when its site is no UUID's text. */
-static int append_row(rc_entry *e, const imc_rcache_row *src)
-{
-    rc_row *row = &e->rows[e->nrows];
-
-    if (strlen(src->site) != IMC_RCACHE_SITE_LEN) {
-        return 0;
-    }
-    e->nrows++;
-    e->days[e->ndays - 1].nrows++;
-    row->day = src->day;
-    memcpy(row->site, src->site, IMC_RCACHE_SITE_LEN + 1);
-    row->served = src->served;
-    row->solved = src->solved;
-    return 1;
-}
-
-static void append_day(rc_entry *e, int day, apr_uint64_t fp)
-{
-    rc_day *d = &e->days[e->ndays++];
-
-    d->day = day;
-    d->fp = fp;
-    d->first_row = e->nrows;
-    d->nrows = 0;
-}
-
-/* Adds old's day i to e, as it is, when outside the plan's from / to. */
-static void keep_old_day(rc_entry *e, const rc_entry *old, int i,
-                         const imc_rcache_plan *plan)
-{
+    rc_cell *cells = apr_pcalloc(plan->pool, sizeof(rc_cell) * (n + 1));
+    imc_scache_piece piece;
+    apr_size_t klen;
+    const char *key;
     int k;
 
-    if (!outside(plan, old->days[i].day)) {
-        return;
-    }
-    append_day(e, old->days[i].day, old->days[i].fp);
-    for (k = 0; k < old->days[i].nrows; ++k) {
-        e->rows[e->nrows++] = old->rows[old->days[i].first_row + k];
-    }
-    e->days[e->ndays - 1].nrows = old->days[i].nrows;
-}
+    for (k = 0; k < n; ++k) {
+        const imc_rcache_row *row =
+            &APR_ARRAY_IDX(out, first + k, imc_rcache_row);
 
-/* The new entry of the plan's report: the plan's days with their rows
- * (out holds them all, in order) but recent ones and fresh ones no
- * recorded range covers, and old's days outside from / to. NULL
- * when out has a row that cannot be kept or memory is short. */
-static rc_entry *entry_build(const imc_rcache_plan *plan,
-                             const apr_array_header_t *out, const rc_entry *old)
-{
-    rc_entry *e = calloc(1, sizeof(*e));
-    int maxdays = plan->days->nelts + (old ? old->ndays : 0);
-    int maxrows = out->nelts + (old ? old->nrows : 0);
-    int i, j = 0, o = 0, ok = 1;
-
-    if (!e || !(e->key = strdup(plan->key)) ||
-        !(e->days = malloc(sizeof(rc_day) * (apr_size_t)(maxdays + 1))) ||
-        !(e->rows = malloc(sizeof(rc_row) * (apr_size_t)(maxrows + 1)))) {
-        entry_free(e);
-        return NULL;
-    }
-    for (i = 0; ok && i < plan->days->nelts; ++i) {
-        const plan_day *pd = &APR_ARRAY_IDX(plan->days, i, plan_day);
-
-        for (; old && o < old->ndays && old->days[o].day < pd->day; ++o) {
-            keep_old_day(e, old, o, plan);
+        if (strlen(row->site) != IMC_RCACHE_SITE_LEN) {
+            return;
         }
-        while (j < out->nelts &&
-               APR_ARRAY_IDX(out, j, imc_rcache_row).day < pd->day) {
-            ++j; /* a day planned as uncovered: not kept */
-        }
-        if (pd->recent || (!pd->cached && !covered(plan, pd->day))) {
-            continue; /* may change unseen, or no query vouched for it */
-        }
-        append_day(e, pd->day, pd->fp);
-        for (; ok && j < out->nelts &&
-               APR_ARRAY_IDX(out, j, imc_rcache_row).day == pd->day;
-             ++j) {
-            ok = append_row(e, &APR_ARRAY_IDX(out, j, imc_rcache_row));
-        }
+        memcpy(cells[k].site, row->site, IMC_RCACHE_SITE_LEN);
+        cells[k].served = row->served;
+        cells[k].solved = row->solved;
     }
-    for (; ok && old && o < old->ndays; ++o) {
-        keep_old_day(e, old, o, plan);
-    }
-    if (!ok) {
-        entry_free(e);
-        return NULL;
-    }
-    e->bytes = sizeof(*e) + strlen(e->key) + 1 +
-               sizeof(rc_day) * (apr_size_t)e->ndays +
-               sizeof(rc_row) * (apr_size_t)e->nrows;
-    return e;
+    key = record_key(plan->pool, KIND_DAY, plan->key, &pd->day, &klen);
+    piece.data = cells;
+    piece.len = sizeof(rc_cell) * (apr_size_t)n;
+    imc_scache_put(cache->store, key, klen, pd->fp, &piece, 1);
 }
 
 apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
@@ -578,73 +444,52 @@ apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
                                         const apr_array_header_t *fresh)
 {
     apr_array_header_t *out = merge_rows(plan, fresh);
-    rc_entry *old, *e;
+    int i, j = 0, first;
 
-    apr_thread_mutex_lock(cache->lock);
-    old = entry_find(cache, plan->key);
-    e = entry_build(plan, out, old);
-    if (old) {
-        entry_unlink(cache, old);
-        entry_free(old);
+    for (i = 0; i < plan->days->nelts; ++i) {
+        const plan_day *pd = &APR_ARRAY_IDX(plan->days, i, plan_day);
+
+        while (j < out->nelts &&
+               APR_ARRAY_IDX(out, j, imc_rcache_row).day < pd->day) {
+            ++j; /* a day planned as uncovered: not kept */
+        }
+        first = j;
+        while (j < out->nelts &&
+               APR_ARRAY_IDX(out, j, imc_rcache_row).day == pd->day) {
+            ++j;
+        }
+        /* Kept: fresh days a query vouched for, with no part that may
+         * change unseen. */
+        if (!pd->cached && !pd->recent && covered(plan, pd->day)) {
+            keep_day(cache, plan, pd, out, first, j - first);
+        }
     }
-    if (e && e->bytes <= cache->budget / 2) {
-        e->used = ++cache->clock;
-        e->next = cache->entries;
-        cache->entries = e;
-        cache->bytes += e->bytes;
-        evict(cache, e);
-    } else {
-        entry_free(e);
-    }
-    apr_thread_mutex_unlock(cache->lock);
     return out;
 }
 
 /* ------------------------------------------------------------- forms */
 
-/* A form's answer: malloc'ed with its key and blob after it. */
-typedef struct fm_entry {
-    struct fm_entry *next;
-    apr_uint64_t fp, used;
-    apr_size_t size, bytes;
-    char *key;
-    void *blob;
-} fm_entry;
-
 struct imc_rcache_forms {
-    apr_thread_mutex_t *lock;
-    fm_entry *entries;
-    apr_size_t bytes, budget;
-    apr_uint64_t clock;
+    imc_scache *store;
 };
-
-static apr_status_t forms_cleanup(void *data)
-{
-    imc_rcache_forms *f = data;
-
-    while (f->entries) {
-        fm_entry *e = f->entries;
-
-        f->entries = e->next;
-        free(e);
-    }
-    f->bytes = 0;
-    return APR_SUCCESS;
-}
 
 apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
                                      apr_size_t budget)
 {
-    imc_rcache_forms *f = apr_pcalloc(p, sizeof(*f));
-    apr_status_t rv;
+    imc_scache *store = private_store(p, budget);
 
-    f->budget = budget;
-    rv = apr_thread_mutex_create(&f->lock, APR_THREAD_MUTEX_DEFAULT, p);
-    if (rv == APR_SUCCESS) {
-        apr_pool_cleanup_register(p, f, forms_cleanup, apr_pool_cleanup_null);
-    }
-    *forms = rv == APR_SUCCESS ? f : NULL;
-    return rv;
+    *forms = NULL;
+    return store ? imc_rcache_forms_attach(forms, p, store) : APR_ENOMEM;
+}
+
+apr_status_t imc_rcache_forms_attach(imc_rcache_forms **forms, apr_pool_t *p,
+                                     imc_scache *store)
+{
+    imc_rcache_forms *f = apr_pcalloc(p, sizeof(*f));
+
+    f->store = store;
+    *forms = f;
+    return APR_SUCCESS;
 }
 
 apr_uint64_t imc_rcache_fingerprint(const imc_rcache_part *parts, int nparts,
@@ -686,114 +531,33 @@ void imc_rcache_forms_days(int from, int to, int compare, apr_int64_t window,
         to == IMC_RCACHE_NO_DAY || hi >= INT_MAX ? IMC_RCACHE_NO_DAY : (int)hi;
 }
 
-/* The entry of key (lock held), or NULL. */
-static fm_entry *forms_find(imc_rcache_forms *f, const char *key,
-                            fm_entry ***at)
-{
-    fm_entry **pp;
-
-    for (pp = &f->entries; *pp; pp = &(*pp)->next) {
-        if (!strcmp((*pp)->key, key)) {
-            *at = pp;
-            return *pp;
-        }
-    }
-    return NULL;
-}
-
 void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
                            const char *key, apr_uint64_t fp, apr_size_t *size)
 {
-    fm_entry *e, **at;
-    void *copy = NULL;
+    apr_size_t klen;
+    const char *k = record_key(p, KIND_FORM, key, NULL, &klen);
 
-    apr_thread_mutex_lock(forms->lock);
-    e = forms_find(forms, key, &at);
-    if (e && e->fp == fp) {
-        e->used = ++forms->clock;
-        copy = apr_pmemdup(p, e->blob, e->size);
-        *size = e->size;
-    }
-    apr_thread_mutex_unlock(forms->lock);
-    return copy;
+    return imc_scache_get(forms->store, p, k, klen, fp, size);
 }
 
-/* Frees least recently used entries while over the budget (lock held). */
-static void forms_evict(imc_rcache_forms *f)
+apr_size_t imc_rcache_forms_max(imc_rcache_forms *forms, const char *key)
 {
-    while (f->bytes > f->budget) {
-        fm_entry **pp, **lru = NULL, *e;
-
-        for (pp = &f->entries; *pp; pp = &(*pp)->next) {
-            if (!lru || (*pp)->used < (*lru)->used) {
-                lru = pp;
-            }
-        }
-        if (!lru) {
-            return;
-        }
-        e = *lru;
-        *lru = e->next;
-        f->bytes -= e->bytes;
-        free(e);
-    }
-}
-
-/* A new entry of key and fp holding the pieces joined; NULL when it
- * would be over half the budget or memory is short. */
-static fm_entry *forms_entry(const imc_rcache_forms *forms, const char *key,
-                             apr_uint64_t fp, const imc_rcache_piece *pieces,
-                             int n)
-{
-    apr_size_t klen = strlen(key) + 1, size = 0, at = 0;
-    fm_entry *e;
-    int i;
-
-    for (i = 0; i < n; ++i) {
-        if (pieces[i].len > forms->budget - size) {
-            return NULL;
-        }
-        size += pieces[i].len;
-    }
-    if (sizeof(fm_entry) + klen + size > forms->budget / 2 ||
-        !(e = malloc(sizeof(fm_entry) + klen + size))) {
-        return NULL;
-    }
-    e->fp = fp;
-    e->size = size;
-    e->bytes = sizeof(fm_entry) + klen + size;
-    e->blob = (char *)(e + 1);
-    e->key = (char *)e->blob + size;
-    for (i = 0; i < n; ++i) {
-        if (pieces[i].len) {
-            memcpy((char *)e->blob + at, pieces[i].data, pieces[i].len);
-            at += pieces[i].len;
-        }
-    }
-    memcpy(e->key, key, klen);
-    return e;
+    return imc_scache_max_value(forms->store, 1 + strlen(key) + 1);
 }
 
 void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
                            apr_uint64_t fp, const imc_rcache_piece *pieces,
                            int n)
 {
-    fm_entry *e = forms_entry(forms, key, fp, pieces, n), *old, **at;
+    apr_size_t klen = 1 + strlen(key) + 1;
+    char *k = malloc(klen);
 
-    apr_thread_mutex_lock(forms->lock);
-    if ((old = forms_find(forms, key, &at)) != NULL) {
-        *at = old->next;
-        forms->bytes -= old->bytes;
-        free(old);
+    if (k) {
+        k[0] = KIND_FORM;
+        memcpy(k + 1, key, klen - 1);
+        imc_scache_put(forms->store, k, klen, fp, pieces, n);
+        free(k);
     }
-    if (e) {
-        e->used = ++forms->clock;
-        e->next = forms->entries;
-        forms->entries = e;
-        forms->bytes += e->bytes;
-        forms_evict(forms);
-    }
-    apr_thread_mutex_unlock(forms->lock);
 }
 
 void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
@@ -808,10 +572,8 @@ void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
 
 apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms)
 {
-    apr_size_t n;
+    imc_scache_stats st;
 
-    apr_thread_mutex_lock(forms->lock);
-    n = forms->bytes;
-    apr_thread_mutex_unlock(forms->lock);
-    return n;
+    imc_scache_stats_get(forms->store, &st);
+    return st.bytes;
 }

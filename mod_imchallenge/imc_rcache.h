@@ -1,7 +1,8 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * imc_rcache: the report's per-process cache of per-day results.
+ * imc_rcache: the report's cache of per-day results, kept in an
+ * imc_scache that every httpd process shares.
  *
  * A report is one independent group of rows per day, and the rows of a day
  * depend only on the events whose time falls on that day. ClickHouse keeps
@@ -17,6 +18,12 @@
  * are never kept (a later part of the same name is then of a later
  * second).
  *
+ * A day is kept as the rows of every site, whatever the report's
+ * filter: the key names the zone and the database, not the filter, which
+ * the report applies to the rows (imc_filter_match), so any filter is
+ * answered from days another filter had asked for. One record per day in
+ * the store, so least recently used days go first.
+ *
  * Days are numbers: days since 1970-01-01 (ClickHouse's Date), in the
  * report's time zone. APR only, no httpd headers; thread-safe.
  */
@@ -27,6 +34,8 @@
 
 #include <apr_pools.h>
 #include <apr_tables.h>
+
+#include "imc_scache.h"
 
 /* A report without from / to. */
 #define IMC_RCACHE_NO_DAY INT_MIN
@@ -58,12 +67,17 @@ typedef struct {
 typedef struct imc_rcache imc_rcache;
 typedef struct imc_rcache_plan imc_rcache_plan;
 
-/* A cache holding at most budget bytes of results, released with p. */
+/* A cache over a store of its own of budget bytes from p. */
 apr_status_t imc_rcache_create(imc_rcache **cache, apr_pool_t *p,
                                apr_size_t budget);
 
+/* A cache over store (shared with other processes), allocated from p. */
+apr_status_t imc_rcache_attach(imc_rcache **cache, apr_pool_t *p,
+                               imc_scache *store);
+
 /*
- * Plans the report named key (everything its rows depend on but the days)
+ * Plans the report named key (everything its rows depend on but the days
+ * and the filter: the rows are those of every site)
  * over days [from, to] (either may be IMC_RCACHE_NO_DAY) given the events
  * table's parts: which days the cache answers and which the database must.
  */
@@ -123,14 +137,15 @@ const char *imc_rcache_day_text(apr_pool_t *p, int day);
  * not add up from days, so an answer is kept as one blob under its key
  * (everything it depends on but the events) and the fingerprint of the
  * parts that can hold an event it reads: it is used only while that
- * fingerprint matches. Least recently used answers go first past the
- * budget; one over half the budget is not kept.
+ * fingerprint matches. Kept in the same store as the days.
  */
 
 typedef struct imc_rcache_forms imc_rcache_forms;
 
 apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
                                      apr_size_t budget);
+apr_status_t imc_rcache_forms_attach(imc_rcache_forms **forms, apr_pool_t *p,
+                                     imc_scache *store);
 
 /*
  * The fingerprint of the parts holding days [first, last] (either may be
@@ -163,14 +178,14 @@ void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
                           apr_uint64_t fp, const void *blob, apr_size_t size);
 
 /* The same for an answer in n pieces, kept joined in their order. */
-typedef struct {
-    const void *data;
-    apr_size_t len;
-} imc_rcache_piece;
+typedef imc_scache_piece imc_rcache_piece;
 
 void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
                            apr_uint64_t fp, const imc_rcache_piece *pieces,
                            int n);
+
+/* The largest answer kept under key. */
+apr_size_t imc_rcache_forms_max(imc_rcache_forms *forms, const char *key);
 
 /* Bytes the forms' cache holds now. */
 apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms);

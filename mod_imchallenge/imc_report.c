@@ -5,6 +5,7 @@
 
 #include <apr_file_io.h>
 #include <apr_lib.h>
+#include <apr_shm.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
 #include <util_filter.h>
@@ -27,12 +28,16 @@
 #include "imc_zone.h"
 #include "imc_zones.h"
 
-/* Bytes of report results each httpd process keeps (imc_rcache). */
-#define CACHE_BUDGET ((apr_size_t)32 * 1024 * 1024)
-static imc_rcache *cache; /* this process's; NULL: none */
-/* Bytes of answers of the other forms each process keeps (imc_rcache). */
-#define FORMS_BUDGET ((apr_size_t)16 * 1024 * 1024)
-static imc_rcache_forms *forms; /* this process's; NULL: none */
+/* The server's report cache (IMChallengeReportCache), in shared memory
+ * the parent makes and keeps across restarts (retained data): every
+ * child of every generation uses the same. NULL: none. */
+static imc_scache *store;
+#define RETAINED_KEY "imchallenge-report-cache"
+typedef struct {
+    apr_shm_t *shm;
+} retained_t;
+static imc_rcache *cache;       /* the days' view of the store, or NULL */
+static imc_rcache_forms *forms; /* the other forms' view, or NULL */
 static int listing_told;        /* a refused parts listing was logged */
 
 typedef struct {
@@ -41,9 +46,11 @@ typedef struct {
     const char *from, *to, *tz;
     int from_day, to_day; /* IMC_RCACHE_NO_DAY: not given */
     int csv;
-    const char *procedure; /* what uniqExact counts (imc_report_client) */
-    imc_rparams params;    /* interval, by, metrics, fill, compare */
-    const imc_zone *zone;  /* loaded for params other than the default */
+    const char *procedure;    /* what uniqExact counts (imc_report_client) */
+    imc_rparams params;       /* interval, by, metrics, fill, compare */
+    const imc_zone *zone;     /* loaded for params other than the default */
+    const imc_filter *parsed; /* the filter, for rows of the cache */
+    const imc_access_grant *grant; /* the principal's sites; NULL: all */
 } report_args;
 
 static int wants_csv(request_rec *r, const char *format)
@@ -607,23 +614,25 @@ static apr_status_t table_parts(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
-/* Everything a report's rows depend on but its days. */
+/* Everything the rows of a day of every site depend on but the events:
+ * the database, the user, the servers and the zone. The filter is not
+ * part of it: the rows kept are unfiltered (filter_rows). */
 static const char *cache_key(request_rec *r, const imc_config *c,
-                             const report_args *a, const char *where)
+                             const report_args *a)
 {
     return apr_pstrcat(
         r->pool, imc_config_database(c), "\n",
         imc_config_user(c) ? imc_config_user(c) : "", "\n",
         apr_array_pstrcat(r->pool, imc_config_clickhouse(c), ' '), "\n", a->tz,
-        "\n", where, NULL);
+        NULL);
 }
 
-/* The report's rows through the cache: the parts list, then the query for
- * the days whose parts changed, if any. *rows NULL when the cache cannot
- * be used. */
+/* The report's rows of every site through the cache: the parts list,
+ * then the query of every site's rows for the days whose parts changed,
+ * if any. *rows NULL when the cache cannot be used. */
 static apr_status_t cached_rows(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
-                                const char *where, apr_array_header_t **rows,
+                                apr_array_header_t **rows,
                                 imc_clickhouse_result *res)
 {
     apr_array_header_t *parts, *fresh;
@@ -647,7 +656,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
         return rv;
     }
     listed_at = res->endpoint;
-    plan = imc_rcache_plan_make(cache, r->pool, cache_key(r, c, a, where),
+    plan = imc_rcache_plan_make(cache, r->pool, cache_key(r, c, a),
                                 (const imc_rcache_part *)parts->elts,
                                 parts->nelts, a->from_day, a->to_day);
     ranges = imc_rcache_plan_ranges(plan);
@@ -656,7 +665,7 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     }
     fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
     if ((!ranges || ranges->nelts) &&
-        (rv = query_rows(r, c, a, ch, where, ranges, plan, &fresh, res)) !=
+        (rv = query_rows(r, c, a, ch, "1", ranges, plan, &fresh, res)) !=
             APR_SUCCESS) {
         return rv;
     }
@@ -670,7 +679,42 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,
                     (apr_uint64_t)imc_rcache_plan_stale_days(plan));
     *rows = imc_rcache_complete(cache, plan, fresh);
+    imc_metrics_add(IMC_M_REPORT_CELLS_CACHED,
+                    (apr_uint64_t)((*rows)->nelts - fresh->nelts));
+    imc_metrics_add(IMC_M_REPORT_CELLS_QUERIED, (apr_uint64_t)fresh->nelts);
     return APR_SUCCESS;
+}
+
+/* The rows of every site cut to the report's filter and the principal's
+ * sites, as the filtered query would answer: a count the filter does not
+ * pass is 0, and a row with no count left is not one of the report's. */
+static apr_array_header_t *filter_rows(request_rec *r, const report_args *a,
+                                       const apr_array_header_t *all)
+{
+    apr_array_header_t *out =
+        apr_array_make(r->pool, all->nelts + 1, sizeof(imc_rcache_row));
+    int i;
+
+    for (i = 0; i < all->nelts; ++i) {
+        const imc_rcache_row *row = &APR_ARRAY_IDX(all, i, imc_rcache_row);
+        imc_rcache_row kept = *row;
+
+        if (a->grant && !imc_access_may(a->grant, row->site)) {
+            continue;
+        }
+        if (!imc_filter_match(a->parsed, row->site, IMC_FILTER_SERVE,
+                              row->day)) {
+            kept.served = 0;
+        }
+        if (!imc_filter_match(a->parsed, row->site, IMC_FILTER_SOLVE,
+                              row->day)) {
+            kept.solved = 0;
+        }
+        if (kept.served || kept.solved) {
+            *(imc_rcache_row *)apr_array_push(out) = kept;
+        }
+    }
+    return out;
 }
 
 int imc_report_too_many_rows(request_rec *r, int max)
@@ -684,10 +728,10 @@ int imc_report_too_many_rows(request_rec *r, int max)
                      max, max));
 }
 
-/* The filter compiled and narrowed to the principal's sites into *where;
- * DECLINED, or the error answered. */
-static int report_where(request_rec *r, const report_args *a,
-                        const char **where)
+/* The filter compiled and narrowed to the principal's sites into *where,
+ * and parsed for rows of the cache into a; DECLINED, or the error
+ * answered. */
+static int report_where(request_rec *r, report_args *a, const char **where)
 {
     imc_filter_columns cols;
     imc_filter_error ferr;
@@ -699,8 +743,13 @@ static int report_where(request_rec *r, const report_args *a,
                            &ferr) != APR_SUCCESS) {
         return filter_error(r, &ferr);
     }
-    /* The cache's key holds where: the narrowed one keeps tenants apart. */
-    return imc_tenant_narrow(r, where);
+    if (imc_filter_parse(r->pool, a->filter, a->filter_len, &a->parsed,
+                         &ferr) != APR_SUCCESS) {
+        return filter_error(r, &ferr);
+    }
+    /* The forms' cache keys hold where: the narrowed one keeps tenants
+     * apart; the days' rows are cut to a->grant. */
+    return imc_tenant_narrow(r, where, &a->grant);
 }
 
 static void give_back(imc_report_client *client, imc_slot *slot)
@@ -751,8 +800,10 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     if ((rc = take_client(r, c, a, &slot, &client)) != DECLINED) {
         return rc;
     }
-    if (cache) {
-        rv = cached_rows(r, c, a, client->ch, where, &rows, &res);
+    if (cache &&
+        (rv = cached_rows(r, c, a, client->ch, &rows, &res)) == APR_SUCCESS &&
+        rows) {
+        rows = filter_rows(r, a, rows);
     }
     if (rv == APR_SUCCESS && !rows) {
         rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
@@ -807,9 +858,9 @@ static const char *form_key(request_rec *r, const imc_config *c,
     }
     return apr_psprintf(
         r->pool,
-        "%s\ninterval=%d by_site=%d metrics=%s fill=%d compare=%d csv=%d "
+        "%s\n%s\ninterval=%d by_site=%d metrics=%s fill=%d compare=%d csv=%d "
         "from=%d to=%d max_rows=%d window=%" APR_INT64_T_FMT "\n%s",
-        cache_key(r, c, a, f->where), (int)pr->interval, pr->by_site, metrics,
+        cache_key(r, c, a), f->where, (int)pr->interval, pr->by_site, metrics,
         pr->fill, pr->compare, f->csv, f->from, f->to, f->max_rows, window,
         f->procedure);
 }
@@ -904,7 +955,7 @@ static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
 {
     imc_rcache_piece *piece;
 
-    if (n > FORMS_BUDGET / 2 - k->len) {
+    if (n > imc_rcache_forms_max(forms, k->key) - k->len) {
         return 0;
     }
     piece = apr_array_push(k->pieces);
@@ -1031,14 +1082,64 @@ static int run_report(request_rec *r, const imc_config *c, report_args *a)
                                               : bucket_report(r, c, a, where);
 }
 
+apr_status_t imc_report_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    apr_size_t size = imc_config_report_cache(imc_config_get(s));
+    retained_t *ret = ap_retained_data_get(RETAINED_KEY);
+    apr_status_t rv;
+
+    (void)pconf;
+    store = NULL;
+    if (!ret) {
+        ret = ap_retained_data_create(RETAINED_KEY, sizeof(*ret));
+        ret->shm = NULL;
+    }
+    /* Kept as it is across restarts of the same size: what it holds is
+     * checked against the parts at every report anyway. */
+    if (ret->shm && apr_shm_size_get(ret->shm) == size &&
+        (store = imc_scache_attach(apr_shm_baseaddr_get(ret->shm), size))) {
+        return APR_SUCCESS;
+    }
+    if (ret->shm) { /* children of older generations keep their mapping */
+        apr_shm_destroy(ret->shm);
+        ret->shm = NULL;
+    }
+    if (size == 0) {
+        return APR_SUCCESS;
+    }
+    if ((rv = apr_shm_create(&ret->shm, size, NULL, s->process->pool)) !=
+            APR_SUCCESS ||
+        (rv = imc_scache_format(&store, apr_shm_baseaddr_get(ret->shm),
+                                size)) != APR_SUCCESS) {
+        ap_log_error(
+            APLOG_MARK, APLOG_ERR, rv, s,
+            IMC_LOGNO(00430) "cannot make the report cache's %" APR_SIZE_T_FMT
+                             " bytes of shared memory "
+                             "(IMChallengeReportCache): reports run "
+                             "without it",
+            size);
+        store = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+int imc_report_cache_stats(imc_scache_stats *st)
+{
+    if (!store) {
+        return 0;
+    }
+    imc_scache_stats_get(store, st);
+    return 1;
+}
+
 void imc_report_child_init(apr_pool_t *pchild)
 {
     imc_zones_child_init(pchild); /* on failure, zones are not remembered */
-    if (imc_rcache_create(&cache, pchild, CACHE_BUDGET) != APR_SUCCESS) {
-        cache = NULL;
-    }
-    if (imc_rcache_forms_create(&forms, pchild, FORMS_BUDGET) != APR_SUCCESS) {
-        forms = NULL;
+    cache = NULL;
+    forms = NULL;
+    if (store) {
+        imc_rcache_attach(&cache, pchild, store);
+        imc_rcache_forms_attach(&forms, pchild, store);
     }
     imc_report_client_child_init(pchild);
 }

@@ -11,9 +11,18 @@
 
 #include <httpd.h>
 
+#include "imc_scache.h"
+
 int imc_report_handler(request_rec *r);
 
-/* Creates the process's report cache (imc_rcache). */
+/* Makes (or finds again, across restarts) the server's report cache:
+ * IMChallengeReportCache bytes of shared memory (imc_scache). */
+apr_status_t imc_report_post_config(apr_pool_t *pconf, server_rec *s);
+
+/* The report cache's figures into *st; 0 when there is none. */
+int imc_report_cache_stats(imc_scache_stats *st);
+
+/* The process's views of the report cache (imc_rcache). */
 void imc_report_child_init(apr_pool_t *pchild);
 
 /* Registers the output filter that keeps answers of the report's other

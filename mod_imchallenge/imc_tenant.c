@@ -237,12 +237,14 @@ int imc_tenant_admit_events(request_rec *r, const imc_access_grant *g,
     return rate_limited(r, imc_config_get(r->server), n);
 }
 
-int imc_tenant_narrow(request_rec *r, const char **where)
+int imc_tenant_narrow(request_rec *r, const char **where,
+                      const imc_access_grant **grant)
 {
     const imc_access *acc = imc_config_site_access(imc_config_get(r->server));
     const imc_access_grant *g;
     int rc = DECLINED;
 
+    *grant = NULL;
     if (!acc) {
         return DECLINED;
     }
@@ -252,6 +254,7 @@ int imc_tenant_narrow(request_rec *r, const char **where)
     if (!imc_access_all_sites(g)) {
         *where = apr_pstrcat(r->pool, imc_access_clause(r->pool, g, "site_id"),
                              " AND (", *where, ")", NULL);
+        *grant = g;
     }
     return DECLINED;
 }

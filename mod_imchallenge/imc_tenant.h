@@ -37,9 +37,11 @@ int imc_tenant_admit_events(request_rec *r, const imc_access_grant *g,
 
 /*
  * Report handler: narrows *where (SQL over site_id) to the principal's
- * sites. Returns DECLINED to go on, or what the handler returns after a
- * 403 answered here.
+ * sites, and sets *grant to them (NULL: every site), for rows the report
+ * filters itself (imc_access_may). Returns DECLINED to go on, or what the
+ * handler returns after a 403 answered here.
  */
-int imc_tenant_narrow(request_rec *r, const char **where);
+int imc_tenant_narrow(request_rec *r, const char **where,
+                      const imc_access_grant **grant);
 
 #endif /* IMC_TENANT_H */

@@ -136,7 +136,8 @@ static int imc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         imc_slots_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (imc_tenant_post_config(pconf, s) != APR_SUCCESS) {
+    if (imc_tenant_post_config(pconf, s) != APR_SUCCESS ||
+        imc_report_post_config(pconf, s) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (prepare_spool_dirs(ptemp, s) != OK) {

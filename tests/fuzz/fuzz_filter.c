@@ -1,14 +1,20 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * libFuzzer target for imc_filter_compile.
+ * libFuzzer target for imc_filter_compile, imc_filter_parse and
+ * imc_filter_match.
  *
- * For every input: compiling twice gives the same answer. When accepted,
- * the SQL holds only bytes of a small set, its parentheses balance, every
- * quoted literal is exactly one canonical form in its canonical wrapper
- * (toUUID('<lower-case uuid>'), 'serve', 'solve', toDate('YYYY-MM-DD')),
- * and the SQL read back as a filter compiles to itself. When refused, the
- * error is well formed. Any violation aborts.
+ * For every input: compiling twice gives the same answer, and parsing
+ * answers as compiling did (accepted or refused with the same error). When
+ * accepted, the SQL holds only bytes of a small set, its parentheses
+ * balance, every quoted literal is exactly one canonical form in its
+ * canonical wrapper (toUUID('<lower-case uuid>'), 'serve', 'solve',
+ * toDate('YYYY-MM-DD')), and the SQL read back as a filter compiles to
+ * itself; the filter and its SQL read back pass the same events (the
+ * filter's first site literal and sites where the orders of UUIDs and of
+ * their text part, both types, the days next to its first day literal),
+ * and NOT (filter) passes exactly the others. When refused, the error is
+ * well formed. Any violation aborts.
  */
 
 #include <stdint.h>
@@ -17,11 +23,20 @@
 
 #include <apr_general.h>
 #include <apr_pools.h>
+#include <apr_strings.h>
 
 #include "imc_filter.h"
+#include "imc_syntax.h"
 #include "fuzz_common.h"
 
 #define DAY_SQL "toDate(time)"
+
+/* Sites where ClickHouse's order of UUIDs and the text's part. */
+static const char *const sites[] = {"00000000-0000-0000-0000-000000000000",
+                                    "ffffffff-ffff-ffff-0000-000000000000",
+                                    "00000000-0000-0000-0000-000000000001",
+                                    "00000000-0000-0000-8000-000000000000",
+                                    "7fffffff-ffff-ffff-ffff-ffffffffffff"};
 
 static const imc_filter_columns cols = {DAY_SQL, "site_id", "type"};
 static int is_hex_lower(char c)
@@ -171,30 +186,96 @@ static char *sql_to_filter(apr_pool_t *p, const char *sql, size_t *len)
     return out;
 }
 
+/* The parse of f[0..n), which compile accepted. */
+static const imc_filter *parse_ok(apr_pool_t *p, const char *f, size_t n)
+{
+    const imc_filter *filter = NULL;
+
+    must(imc_filter_parse(p, f, n, &filter, NULL) == APR_SUCCESS);
+    must(filter != NULL);
+    return filter;
+}
+
+/* The first site literal of sql (or else a fixed one) into out (37). */
+static void literal_site(const char *sql, char *out)
+{
+    const char *at = strstr(sql, "toUUID('");
+
+    memcpy(out, at ? at + 8 : sites[0], 36);
+    out[36] = '\0';
+}
+
+/* The day of the first day literal of sql (or else 20000). */
+static int literal_day(const char *sql)
+{
+    const char *at = strstr(sql, "toDate('");
+    apr_int64_t day = 20000;
+
+    if (at) {
+        must(imc_syntax_date_parse(at + 8, IMC_SYNTAX_DATE_LEN, &day) ==
+             APR_SUCCESS);
+    }
+    return (int)day;
+}
+
+/*
+ * f (as filter), its SQL read back (as back) and NOT (f) (as neg, NULL
+ * when over the limits) over some events: the same answers, neg the
+ * opposite ones; every answer 0 or 1.
+ */
+static void check_match(const imc_filter *filter, const imc_filter *back,
+                        const imc_filter *neg, const char *sql)
+{
+    char site[37];
+    int s, t, dd, day = literal_day(sql);
+
+    literal_site(sql, site);
+    for (s = -1; s < (int)(sizeof(sites) / sizeof(sites[0])); s++) {
+        const char *u = s < 0 ? site : sites[s];
+
+        for (t = 1; t <= 2; t++) {
+            for (dd = -1; dd <= 1; dd++) {
+                int a = imc_filter_match(filter, u, t, day + dd);
+
+                must(a == 0 || a == 1);
+                must(imc_filter_match(back, u, t, day + dd) == a);
+                must(!neg || imc_filter_match(neg, u, t, day + dd) == !a);
+            }
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p;
     const char *f = (const char *)data;
     const char *sql1 = NULL, *sql2 = NULL, *sql3 = NULL;
-    imc_filter_error e1, e2, e3;
-    apr_status_t rv1, rv2, rv3;
-    char *back;
+    const imc_filter *filter = NULL, *neg = NULL;
+    imc_filter_error e1, e2, e3, e4;
+    apr_status_t rv1, rv2, rv3, rv4;
+    char *back, *negated;
     size_t blen;
 
     must(apr_pool_create(&p, root) == APR_SUCCESS);
     rv1 = imc_filter_compile(p, f, size, &cols, &sql1, &e1);
     rv2 = imc_filter_compile(p, f, size, &cols, &sql2, &e2);
-    must(rv1 == rv2);
+    rv4 = imc_filter_parse(p, f, size, &filter, &e4);
+    must(rv1 == rv2 && rv1 == rv4);
     must(rv1 == APR_SUCCESS || rv1 == APR_EINVAL);
     if (rv1 != APR_SUCCESS) {
-        must(sql1 == NULL && sql2 == NULL);
+        must(sql1 == NULL && sql2 == NULL && filter == NULL);
         check_error(&e1, size);
         must(e1.kind == e2.kind && e1.position == e2.position);
         must(strcmp(e1.message, e2.message) == 0);
+        must(e1.kind == e4.kind && e1.position == e4.position);
+        must(strcmp(e1.message, e4.message) == 0);
+        must(e1.column ? e4.column && !strcmp(e1.column, e4.column)
+                       : !e4.column);
         must(size <= IMC_FILTER_MAX_LEN || e1.kind == IMC_FILTER_ELIMIT);
         apr_pool_destroy(p);
         return 0;
     }
+    must(filter != NULL);
     must(size <= IMC_FILTER_MAX_LEN);
     must(sql1 != NULL && sql2 != NULL && strcmp(sql1, sql2) == 0);
     check_sql(sql1);
@@ -202,6 +283,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (blen = 0; blen < size; blen++) {
             must(strchr(" \t\r\n", f[blen]) != NULL && f[blen] != '\0');
         }
+        must(imc_filter_match(filter, NULL, 1, 0) == 1);
         apr_pool_destroy(p);
         return 0;
     }
@@ -210,6 +292,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rv3 = imc_filter_compile(p, back, blen, &cols, &sql3, &e3);
     if (rv3 == APR_SUCCESS) {
         must(strcmp(sql3, sql1) == 0);
+        negated =
+            apr_pstrcat(p, "NOT (", apr_pstrmemdup(p, f, size), ")", NULL);
+        rv4 = imc_filter_parse(p, negated, strlen(negated), &neg, &e4);
+        must(rv4 == APR_SUCCESS || e4.kind == IMC_FILTER_ELIMIT);
+        check_match(filter, parse_ok(p, back, blen), neg, sql1);
     } else {
         must(e3.kind == IMC_FILTER_ELIMIT);
     }

@@ -1,17 +1,27 @@
 # Licensed under the Apache License, Version 2.0.
-"""Helpers for the tests of the report's per-process cache of days.
+"""Helpers for the tests of the report's cache of days.
 
 - `Client`: reports over one kept-alive HTTP connection, so that they all
-  reach the same httpd child process, and so the same cache;
+  reach the same httpd child process (`serving_child()` tells which);
 - `Table`: the events table of a database, written directly (each INSERT
   makes one part per month), merged, mutated and truncated, with the days
   its parts cover as the module computes them;
+- events: `new_id()`, `at()`, `procedures()`, `days()`, `random_batch()`;
 - `Reports`: reports over a `Client`, each compared with report_util.model;
+- `random_filter()`: a random filter of the report's grammar with the
+  predicate that mirrors it (for model's keep), `random_case()` a random
+  report (filter, zone, from/to, JSON or CSV), `check_case()` its answer
+  compared with the model;
 - `days_metric()`: imchallenge_report_day_lookups_total by source;
+  `cache_metrics()` that and the shared cache's other series;
+- `PID_LOG`, `answering_pids()`: an access log of the pid answering each
+  request, by client port;
 - `CountingRelay`: a TCP relay to ClickHouse counting its connections;
 - `SpoilingRelay`: an HTTP relay to ClickHouse that writes an exception
   into the 200 answer of chosen queries, as ClickHouse does when a query
-  fails after its first rows went out.
+  fails after its first rows went out;
+- `GatedRelay`: an HTTP relay to ClickHouse that holds chosen queries until
+  told to let them through (a ClickHouse slow on them).
 """
 
 import datetime
@@ -29,8 +39,9 @@ import requests
 
 import stack
 from faults_util import HttpProxy
-from observe_util import parse_prometheus, sample
-from report_util import assert_report, instant, model, report_path
+from observe_util import connection_owner, parse_prometheus, sample
+from report_util import (assert_report, csv_lines, event, instant, model,
+                         report_path)
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conf" / "schema.sql"
 
@@ -73,6 +84,7 @@ class Client:
                                                timeout=timeout)
         self.conn.connect()
         self.conn.auto_open = 0  # never reconnect behind our back
+        self.port = self.conn.sock.getsockname()[1]  # the server's %{remote}p
 
     def report(self, flt=None, **params):
         """GET the report; params as in report_util.get_report ("from")."""
@@ -103,23 +115,101 @@ class Client:
         self.close()
 
 
-def days_metric(h):
-    """(cache, clickhouse): imchallenge_report_day_lookups_total by source,
-    read on a connection of its own (it does not touch any cache)."""
+def serving_child(h, client):
+    """The pid of the child of h that holds client's connection (it has
+    accepted it: call this once a request of client was answered)."""
+    return stack.wait_until(
+        lambda: connection_owner(h.port, SimpleNamespace(c=client.conn),
+                                 h.children()),
+        5, interval=0.02, what="the child holding the connection")
+
+
+class CacheMetrics:
+    """The report cache's series of one GET /metrics.
+
+    `days` is imchallenge_report_day_lookups_total by source, as
+    days_metric(); `cells()`, `size()`, `bytes()` and `evictions()` read
+    the shared cache's series, failing with their name when /metrics has
+    none.
+    """
+
+    def __init__(self, fams):
+        self.fams = fams
+        self.days = self._by_source("imchallenge_report_day_lookups_total")
+
+    def _series(self, name, kind, **labels):
+        fam = self.fams.get(name)
+        assert fam is not None, "/metrics has no %s" % name
+        assert fam.type == kind, (name, fam.type)
+        return int(sample(self.fams, name, **labels))
+
+    def _by_source(self, name):
+        return tuple(self._series(name, "counter", source=s)
+                     for s in ("cache", "clickhouse"))
+
+    def cells(self):
+        """(cache, clickhouse): imchallenge_report_cells_total by source."""
+        return self._by_source("imchallenge_report_cells_total")
+
+    def size(self):
+        return self._series("imchallenge_report_cache_size_bytes", "gauge")
+
+    def bytes(self):
+        return self._series("imchallenge_report_cache_bytes", "gauge")
+
+    def evictions(self):
+        return self._series("imchallenge_report_cache_evictions_total",
+                            "counter")
+
+
+def cache_metrics(h):
+    """CacheMetrics of h, read on a connection of its own (it does not
+    touch any cache)."""
     r = requests.get(h.url + "metrics", timeout=10,
                      headers={"Connection": "close"},
                      proxies={"http": None, "https": None})
     assert r.status_code == 200, r.text
-    fams = parse_prometheus(r.text)
-    assert fams["imchallenge_report_day_lookups_total"].type == "counter"
-    return tuple(int(sample(fams, "imchallenge_report_day_lookups_total",
-                            source=s)) for s in ("cache", "clickhouse"))
+    return CacheMetrics(parse_prometheus(r.text))
+
+
+def days_metric(h):
+    """(cache, clickhouse): imchallenge_report_day_lookups_total by source,
+    read on a connection of its own (it does not touch any cache)."""
+    return cache_metrics(h).days
 
 
 def delta(before, after):
-    """{"cache": n, "clickhouse": m}: what two days_metric() differ by."""
+    """{"cache": n, "clickhouse": m}: what two days_metric() (or
+    CacheMetrics.cells()) differ by."""
     return {"cache": after[0] - before[0],
             "clickhouse": after[1] - before[1]}
+
+
+# An access log (logs/pid.log, under the server's root) of the pid that
+# answered each request and the client's port: which child answered whom.
+PID_LOG = ('LogFormat "%P %{remote}p %>s \\"%r\\"" imcpid\n'
+           "CustomLog logs/pid.log imcpid")
+
+
+def answering_pids(h, port, requests_=1, timeout=5):
+    """The pids that answered the requests of the client on port (its
+    Client.port), from PID_LOG; waits until requests_ lines are there (a
+    line is written once its answer went out)."""
+    path = h.workdir / "logs" / "pid.log"
+
+    def lines():
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        found = [line.split() for line in text.splitlines()]
+        found = [f for f in found if len(f) > 1 and f[1] == str(port)]
+        return found if len(found) >= requests_ else None
+
+    found = stack.wait_until(lines, timeout, interval=0.02,
+                             what="%d lines of port %d in %s"
+                             % (requests_, port, path))
+    return [int(f[0]) for f in found]
 
 
 def _sql_text(text):
@@ -136,6 +226,61 @@ def _millis(text):
     fraction of a second, truncated."""
     m = re.search(r"T[^.]*\.(\d+)", text)
     return int((m.group(1) + "00")[:3]) if m else 0
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def at(day, clock, type_, cid, site):
+    return event("%sT%sZ" % (day, clock), type_, cid, site)
+
+
+def procedures(day, site, served, solved, clock="10:00:00"):
+    """served procedures of site on day, solved of them solved, and the
+    first serve sent twice."""
+    out = []
+    for i in range(served):
+        cid = new_id()
+        out.append(at(day, clock, "serve", cid, site))
+        if i < solved:
+            out.append(at(day, clock, "solve", cid, site))
+    return out + out[:1]
+
+
+def days(first, n):
+    """n consecutive days (YYYY-MM-DD) from first."""
+    d = datetime.date.fromisoformat(first)
+    return [(d + datetime.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+KATHMANDU = "Asia/Kathmandu"  # UTC+05:45
+ZONES = ["UTC", KATHMANDU, "America/New_York"]
+# Times near midnight in UTC, in Kathmandu (18:15 UTC) and in New York
+# (05:00 UTC in winter).
+CLOCKS = ["00:00:00", "00:00:01", "00:30:00", "04:59:59", "05:00:00",
+          "05:00:01", "12:00:00", "18:14:59", "18:15:00", "18:15:01",
+          "23:00:00", "23:59:59"]
+
+
+def random_batch(rnd, sites, D, events):
+    """1 to 6 events: new procedures, solves of earlier serves (late or
+    not), solves without serves, exact duplicates of earlier events."""
+    out = []
+    for _ in range(rnd.randint(1, 6)):
+        roll = rnd.random()
+        if events and roll < 0.2:
+            out.append(dict(rnd.choice(events)))
+            continue
+        day, clock = rnd.choice(D), rnd.choice(CLOCKS)
+        if events and roll < 0.5:
+            old = rnd.choice(events)
+            out.append(at(day, clock, "solve", old["correlation_id"],
+                          old["site_id"]))
+        else:
+            out.append(at(day, clock, rnd.choice(["serve", "serve", "solve"]),
+                          new_id(), rnd.choice(sites)))
+    return out
 
 
 class Table:
@@ -332,6 +477,167 @@ class Reports(OneConnection):
         return r
 
 
+# ---------------------------------------------------------------- filters
+
+
+def uuid_order(u):
+    """The key ClickHouse orders UUIDs by (site_id < '...'): the last 16
+    hex digits first, then the first 16, each as an unsigned number; not
+    the order of their texts."""
+    h = u.replace("-", "").lower()
+    return int(h[16:], 16), int(h[:16], 16)
+
+
+_COMPARE = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b,
+            "<>": lambda a, b: a != b, "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b}
+# `type` is an Enum8 ('serve' = 1, 'solve' = 2): the order of the texts.
+_KEY = {"site_id": uuid_order, "type": lambda x: x, "day": lambda x: x}
+
+
+def _literal(rnd, column, sites, days_):
+    if column == "site_id":
+        if rnd.random() < 0.75:
+            site = rnd.choice(sites)
+        else:  # nobody's: splits the sites by order, matches none
+            site = new_id()
+        return site.upper() if rnd.random() < 0.2 else site
+    if column == "type":
+        return rnd.choice(("serve", "solve"))
+    first = datetime.date.fromisoformat(min(days_))
+    last = datetime.date.fromisoformat(max(days_))
+    roll = rnd.random()
+    if roll < 0.1:
+        return (first - datetime.timedelta(days=1)).isoformat()
+    if roll < 0.2:
+        return (last + datetime.timedelta(days=1)).isoformat()
+    return rnd.choice(days_)
+
+
+def _node(rnd, sites, days_, depth):
+    """A random parse tree: ("cmp", column, op, literal), ("in", column,
+    [literals]), ("not", node), ("and" | "or", [nodes])."""
+    roll = rnd.random()
+    if depth <= 0 or roll < 0.4:
+        column = rnd.choice(("site_id", "site_id", "type", "day", "day"))
+        if rnd.random() < 0.25:
+            return ("in", column, [_literal(rnd, column, sites, days_)
+                                   for _ in range(rnd.randint(1, 3))])
+        return ("cmp", column, rnd.choice(sorted(_COMPARE)),
+                _literal(rnd, column, sites, days_))
+    if roll < 0.55:
+        return ("not", _node(rnd, sites, days_, depth - 1))
+    return (rnd.choice(("and", "or")),
+            [_node(rnd, sites, days_, depth - 1)
+             for _ in range(rnd.randint(2, 3))])
+
+
+def _holds(node, day, site, type_):
+    kind = node[0]
+    if kind in ("cmp", "in"):
+        column = node[1]
+        key = _KEY[column]
+        value = key({"day": day, "site_id": site, "type": type_}[column])
+        if kind == "in":
+            return any(value == key(x.lower()) for x in node[2])
+        return _COMPARE[node[2]](value, key(node[3].lower()))
+    if kind == "not":
+        return not _holds(node[1], day, site, type_)
+    parts = (_holds(x, day, site, type_) for x in node[1])
+    return all(parts) if kind == "and" else any(parts)
+
+
+def _keyword(rnd, word):
+    return rnd.choice((word, word.lower(), word.capitalize()))
+
+
+def _render(rnd, node):
+    """node as filter text: keywords in any case, free white space, the
+    aliases of day, <> for !=; parentheses where precedence needs them
+    (NOT over AND over OR), and some more."""
+    sp = lambda: rnd.choice(("", " ", " ", "  ", "\t", "\n"))  # noqa: E731
+    kind = node[0]
+    if kind in ("cmp", "in"):
+        column = node[1]
+        if column == "day":
+            column = rnd.choice(("day", "day", "time", "date"))
+        column = _keyword(rnd, column)
+        if kind == "in":
+            items = ("," + sp()).join("'%s'" % x for x in node[2])
+            text = "%s %s%s(%s%s)" % (column, _keyword(rnd, "IN"), sp(),
+                                      items, sp())
+        else:
+            text = "%s%s%s%s'%s'" % (column, sp(), node[2], sp(), node[3])
+        return "(%s)" % text if rnd.random() < 0.15 else text
+    if kind == "not":
+        inner = _render(rnd, node[1])
+        if node[1][0] in ("and", "or"):
+            inner = "(%s)" % inner
+        return "%s %s" % (_keyword(rnd, "NOT"), inner)
+    parts = []
+    for x in node[1]:
+        inner = _render(rnd, x)
+        if x[0] == "or" or (x[0] == "and" and (kind == "or"
+                                               or rnd.random() < 0.5)):
+            inner = "(%s)" % inner
+        parts.append(inner)
+    return (" %s " % _keyword(rnd, kind.upper())).join(parts)
+
+
+def random_filter(rnd, sites, days_, depth=3):
+    """(text, keep): a random filter of the grammar of imc_filter.h over
+    sites (and UUIDs of nobody), types and days_ (and the days next to
+    them), and keep(day, site, type) as report_util.model takes it."""
+    node = _node(rnd, sites, days_, depth)
+    return _render(rnd, node), lambda d, s, ty: _holds(node, d, s, ty)
+
+
+def random_case(rnd, sites, days_, zones=None, filtered=0.8):
+    """A random report: a filter (with probability filtered), a zone of
+    zones (default ZONES), perhaps from and to (from after to now and
+    then), JSON or CSV; a dict for check_case()."""
+    case = {"flt": None, "keep": None, "tz": rnd.choice(zones or ZONES),
+            "frm": None, "to": None, "fmt": rnd.choice(("json", "csv"))}
+    if rnd.random() < filtered:
+        case["flt"], case["keep"] = random_filter(rnd, sites, days_)
+    if rnd.random() < 0.5:
+        case["frm"] = rnd.choice(days_)
+    if rnd.random() < 0.5:
+        case["to"] = rnd.choice(days_)
+    return case
+
+
+def case_params(case):
+    """The query parameters of a case (a dict as random_case makes)."""
+    params = {"tz": case.get("tz"), "from": case.get("frm"),
+              "to": case.get("to")}
+    if case.get("fmt") == "csv":
+        params["format"] = "csv"
+    return {k: v for k, v in params.items() if v}
+
+
+def check_case(get, events, case):
+    """get(flt, **params) (Client.report, or report_util.get_report bound
+    to a server) answers case exactly as report_util.model counts
+    events, as JSON or CSV. Returns the model's rows."""
+    rows = model(events, tz=case.get("tz") or "UTC", keep=case.get("keep"),
+                 frm=case.get("frm"), to=case.get("to"))
+    r = get(case.get("flt"), **case_params(case))
+    if case.get("fmt") == "csv":
+        assert r.status_code == 200, (r.status_code, r.text, case)
+        assert r.headers["Content-Type"].startswith("text/csv"), \
+            r.headers["Content-Type"]
+        assert r.text.splitlines() == csv_lines(rows), case
+    else:
+        try:
+            assert_report(r, rows)
+        except AssertionError as e:
+            raise AssertionError("%s\ncase: %r\nanswer: %s\nmodel: %s" % (
+                e, case, r.text[:2000], json.dumps(rows)[:2000])) from None
+    return rows
+
+
 class CountingRelay:
     """A TCP relay to ClickHouse's HTTP port that counts the connections
     made through it (it changes nothing in them)."""
@@ -440,3 +746,37 @@ class SpoilingRelay(HttpProxy):
         with self.lock:
             self.spoiled += 1
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class GatedRelay(HttpProxy):
+    """An HTTP relay to ClickHouse (faults_util.HttpProxy) that holds the
+    queries whose SQL holds `target` while hold() is in force, until
+    release_held() (then they go on to ClickHouse, late: a ClickHouse slow
+    on them). `held` counts the queries held so far."""
+
+    def __init__(self, upstream):
+        self.target = None
+        self.held = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        super().__init__(upstream, policy=self._policy)
+
+    def hold(self, target):
+        self.target = target
+        self.gate.clear()
+
+    def release_held(self):
+        self.target = None
+        self.gate.set()
+
+    def close(self):
+        self.release_held()
+        super().close()
+
+    def _policy(self, req):
+        target = self.target
+        if target is not None and target in req.sql:
+            with self.lock:
+                self.held += 1
+            self.gate.wait(60)
+        return "forward"

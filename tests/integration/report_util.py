@@ -10,6 +10,7 @@
 """
 
 import datetime
+import decimal
 import http.client
 import json
 import re
@@ -97,8 +98,18 @@ def rate_values(text):
 
 
 def rate_text(served, solved, none="null"):
-    """solve_rate as the report writes it: 4 decimals, or none."""
-    return "%.4f" % (solved / served) if served else none
+    """solve_rate as the report writes it: 4 decimals, or none. APR's
+    formatter rounds the shortest decimal of the double half up (13/32 =
+    0.40625 is 0.4063), not to even as Python's "%.4f" and round() do."""
+    if not served:
+        return none
+    return str(decimal.Decimal(repr(solved / served)).quantize(
+        decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_UP))
+
+
+def rate(served, solved):
+    """solve_rate as the JSON answer holds it, once parsed."""
+    return float(rate_text(served, solved)) if served else None
 
 
 def csv_lines(rows):
@@ -154,7 +165,7 @@ def model(events, tz="UTC", keep=None, frm=None, to=None):
 def row(day, site, served, solved):
     """One report row as the JSON answer holds it."""
     return {"day": day, "site_id": site, "served": served, "solved": solved,
-            "solve_rate": round(solved / served, 4) if served else None}
+            "solve_rate": rate(served, solved)}
 
 
 def totals(rows):
@@ -162,7 +173,7 @@ def totals(rows):
     served = sum(r["served"] for r in rows)
     solved = sum(r["solved"] for r in rows)
     return {"served": served, "solved": solved,
-            "solve_rate": round(solved / served, 4) if served else None}
+            "solve_rate": rate(served, solved)}
 
 
 def expected_answer(rows):

@@ -37,6 +37,8 @@ COUNTERS = {
         ("source", {"cache", "clickhouse"}),
     "imchallenge_report_form_lookups_total":
         ("source", {"cache", "clickhouse"}),
+    "imchallenge_report_cells_total": ("source", {"cache", "clickhouse"}),
+    "imchallenge_report_cache_evictions_total": (),
     # The old name of imchallenge_report_day_lookups_total, for one release.
     "imchallenge_report_days_total": ("source", {"cache", "clickhouse"}),
 }
@@ -46,7 +48,9 @@ DEPRECATED = {
 }
 GAUGES = ("imchallenge_events_queued", "imchallenge_spool_bytes",
           "imchallenge_oldest_queued_age_seconds", "imchallenge_clickhouse_up",
-          "imchallenge_quarantined_batches", "imchallenge_quarantined_bytes")
+          "imchallenge_quarantined_batches", "imchallenge_quarantined_bytes",
+          "imchallenge_report_cache_size_bytes",
+          "imchallenge_report_cache_bytes")
 # Per spool directory, labelled spool="<IMChallengeSpoolDir>".
 SPOOL_GAUGES = ("imchallenge_spool_events_queued",
                 "imchallenge_spool_pending_bytes",

@@ -31,14 +31,14 @@ from types import SimpleNamespace
 import pytest
 
 import stack
-from report_cache_util import (Client, CountingRelay, Reports,
-                               server_with_database,
-                               SpoilingRelay, days_metric, delta)
+from report_cache_util import (KATHMANDU, ZONES, Client, CountingRelay,
+                               Reports, SpoilingRelay, at, days, days_metric,
+                               delta, new_id, procedures, random_batch,
+                               server_with_database)
 from report_util import (assert_clean_error, assert_report, csv_lines,
-                         event, instant, model, post_events)
+                         instant, model, post_events)
 
 BATCH_DELAY = "200ms"
-KATHMANDU = "Asia/Kathmandu"  # UTC+05:45
 KIRITIMATI = "Pacific/Kiritimati"  # UTC+14
 
 
@@ -47,32 +47,6 @@ def rc(servers, clickhouse):
     """A server with a database of its own."""
     yield from server_with_database(servers, clickhouse, "imc_rcache_",
                                     BATCH_DELAY)
-
-
-def new_id():
-    return str(uuid.uuid4())
-
-
-def at(day, clock, type_, cid, site):
-    return event("%sT%sZ" % (day, clock), type_, cid, site)
-
-
-def procedures(day, site, served, solved, clock="10:00:00"):
-    """served procedures of site on day, solved of them solved, and the
-    first serve sent twice."""
-    out = []
-    for i in range(served):
-        cid = new_id()
-        out.append(at(day, clock, "serve", cid, site))
-        if i < solved:
-            out.append(at(day, clock, "solve", cid, site))
-    return out + out[:1]
-
-
-def days(first, n):
-    """n consecutive days (YYYY-MM-DD) from first."""
-    d = datetime.date.fromisoformat(first)
-    return [(d + datetime.timedelta(days=i)).isoformat() for i in range(n)]
 
 
 def row_of(rows, day, site):
@@ -412,32 +386,6 @@ def test_zones_and_filters_have_entries_of_their_own(rc, table):
 # ---------------------------------------------------------------- random
 
 SEED = 20261128
-ZONES = ["UTC", KATHMANDU, "America/New_York"]
-# Times near midnight in UTC, in Kathmandu (18:15 UTC) and in New York
-# (05:00 UTC in winter).
-CLOCKS = ["00:00:00", "00:00:01", "00:30:00", "04:59:59", "05:00:00",
-          "05:00:01", "12:00:00", "18:14:59", "18:15:00", "18:15:01",
-          "23:00:00", "23:59:59"]
-
-
-def random_batch(rnd, sites, D, events):
-    """1 to 6 events: new procedures, solves of earlier serves (late or
-    not), solves without serves, exact duplicates of earlier events."""
-    out = []
-    for _ in range(rnd.randint(1, 6)):
-        roll = rnd.random()
-        if events and roll < 0.2:
-            out.append(dict(rnd.choice(events)))
-            continue
-        day, clock = rnd.choice(D), rnd.choice(CLOCKS)
-        if events and roll < 0.5:
-            old = rnd.choice(events)
-            out.append(at(day, clock, "solve", old["correlation_id"],
-                          old["site_id"]))
-        else:
-            out.append(at(day, clock, rnd.choice(["serve", "serve", "solve"]),
-                          new_id(), rnd.choice(sites)))
-    return out
 
 
 def random_report(rnd, sites, D):

@@ -161,6 +161,32 @@ START_TEST(solve_window)
 }
 END_TEST
 
+/* IMChallengeReportCache: 0 (none) or a SIZE from 64k to 16G, main
+ * server only. */
+START_TEST(report_cache)
+{
+    server_rec *s = new_server(), *v = new_server();
+    const char *err;
+
+    ck_assert_uint_eq(imc_config_report_cache(conf(s)),
+                      (apr_size_t)64 * 1024 * 1024);
+    ck_assert_ptr_null(directive(s, "IMChallengeReportCache", "0"));
+    ck_assert_uint_eq(imc_config_report_cache(conf(s)), 0);
+    ck_assert_ptr_null(directive(s, "IMChallengeReportCache", "64k"));
+    ck_assert_uint_eq(imc_config_report_cache(conf(s)), 65536);
+    ck_assert_ptr_null(directive(s, "IMChallengeReportCache", "1G"));
+    ck_assert_uint_eq(imc_config_report_cache(conf(s)),
+                      (apr_size_t)1024 * 1024 * 1024);
+    ck_assert_ptr_nonnull(directive(s, "IMChallengeReportCache", "63k"));
+    ck_assert_ptr_nonnull(directive(s, "IMChallengeReportCache", "17G"));
+    v->is_virtual = 1;
+    err = directive(v, "IMChallengeReportCache", "1M");
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err, "IMChallengeReportCache"));
+    ck_assert_ptr_nonnull(strstr(err, "<VirtualHost>"));
+}
+END_TEST
+
 /* Every bad value is refused with a message that names the directive. */
 START_TEST(bad_values)
 {
@@ -185,6 +211,8 @@ START_TEST(bad_values)
         {"IMChallengeSolveWindow", "10 m"},
         {"IMChallengeSolveWindow", "1h"},
         {"IMChallengeSolveWindow", ""},
+        {"IMChallengeReportCache", "lots"},
+        {"IMChallengeReportCache", "-1"},
         {"IMChallengeClickHouse", "ftp://127.0.0.1/"},
         {"IMChallengeClickHouse", "http://user:pw@127.0.0.1:8123/"},
         {"IMChallengeClickHouse", "127.0.0.1:8123"},
@@ -330,6 +358,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, values);
     tcase_add_test(tc, bad_values);
+    tcase_add_test(tc, report_cache);
     tcase_add_test(tc, solve_window);
     tcase_add_test(tc, password_file);
     tcase_add_test(tc, url_secret_never_echoed);

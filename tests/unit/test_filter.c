@@ -2,9 +2,12 @@
 
 /*
  * Unit tests of imc_filter: grammar, canonical SQL, errors with their
- * positions, limits and injection attempts.
+ * positions, limits and injection attempts; imc_filter_parse agreeing with
+ * imc_filter_compile on every filter compiled here, and imc_filter_match
+ * (operators, IN lists, logic, aliases, ClickHouse's order of UUIDs).
  */
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,7 @@
 
 #include "check_main.h"
 #include "imc_filter.h"
+#include "imc_syntax.h"
 
 #define U1    "0faf8b64-a33d-4db8-aaee-aa165d13cff6"
 #define U2    "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -35,7 +39,32 @@ static void teardown(void)
     apr_pool_destroy(pool);
 }
 
-/* Compile len bytes; the SQL or NULL, err filled on failure. */
+/* imc_filter_parse of len bytes answers as compile did (rv, *err). */
+static void check_parse_agrees(const char *f, apr_size_t len, apr_status_t rv,
+                               const imc_filter_error *err)
+{
+    const imc_filter *filter = NULL;
+    imc_filter_error perr;
+
+    memset(&perr, 0, sizeof(perr));
+    ck_assert_int_eq(imc_filter_parse(pool, f, len, &filter, &perr), rv);
+    if (rv == APR_SUCCESS) {
+        ck_assert_ptr_nonnull(filter);
+        return;
+    }
+    ck_assert_ptr_null(filter);
+    ck_assert_int_eq(perr.kind, err->kind);
+    ck_assert_int_eq(perr.position, err->position);
+    ck_assert_str_eq(perr.message, err->message);
+    if (err->column) {
+        ck_assert_str_eq(perr.column, err->column);
+    } else {
+        ck_assert_ptr_null(perr.column);
+    }
+}
+
+/* Compile len bytes; the SQL or NULL, err filled on failure. Parsing the
+ * same bytes must answer the same. */
 static const char *compile_n(const char *f, apr_size_t len,
                              imc_filter_error *err)
 {
@@ -44,6 +73,7 @@ static const char *compile_n(const char *f, apr_size_t len,
 
     memset(err, 0, sizeof(*err));
     rv = imc_filter_compile(pool, f, len, &cols, &sql, err);
+    check_parse_agrees(f, len, rv, err);
     if (rv == APR_SUCCESS) {
         ck_assert_ptr_nonnull(sql);
         return sql;
@@ -719,14 +749,370 @@ START_TEST(canonical_and_deterministic)
 }
 END_TEST
 
+/* ---- imc_filter_match ---------------------------------------------------- */
+
+#define SERVE IMC_FILTER_SERVE
+#define SOLVE IMC_FILTER_SOLVE
+
+/* The day number of the date s (YYYY-MM-DD). */
+static int day_of(const char *s)
+{
+    apr_int64_t d = -1;
+
+    ck_assert_int_eq(imc_syntax_date_parse(s, strlen(s), &d), APR_SUCCESS);
+    return (int)d;
+}
+
+/* The parsed filter f, which must be accepted. */
+static const imc_filter *parsed(const char *f)
+{
+    const imc_filter *filter = NULL;
+    imc_filter_error err;
+
+    ck_assert_msg(imc_filter_parse(pool, f, strlen(f), &filter, &err) ==
+                      APR_SUCCESS,
+                  "[%.200s] rejected: %s", f, err.message);
+    return filter;
+}
+
+/* Whether the event (site, type, day as a date) passes the filter f. */
+static int passes(const char *f, const char *site, int type, const char *day)
+{
+    return imc_filter_match(parsed(f), site, type, day_of(day));
+}
+
+#define PASS(f, site, type, day)                                               \
+    ck_assert_msg(passes(f, site, type, day), "[%s] refused %s %d %s", f,      \
+                  site, type, day)
+#define FAIL(f, site, type, day)                                               \
+    ck_assert_msg(!passes(f, site, type, day), "[%s] passed %s %d %s", f,      \
+                  site, type, day)
+
+/*
+ * UUIDs in the order of ORDER BY on a UUID column, as ClickHouse 18.16.1
+ * and 26.7.2.1 (chDB) both returned them: by bytes 8..15, then bytes 0..7.
+ */
+static const char *const ch_order[] = {"00000000-0000-0000-0000-000000000000",
+                                       "00000000-0000-0001-0000-000000000000",
+                                       "00000001-0000-0000-0000-000000000000",
+                                       "7fffffff-ffff-ffff-0000-000000000000",
+                                       "80000000-0000-0000-0000-000000000000",
+                                       "ffffffff-ffff-ffff-0000-000000000000",
+                                       "00000000-0000-0000-0000-000000000001",
+                                       "00000000-0000-0000-0000-000100000000",
+                                       "00000000-0000-0000-0001-000000000000",
+                                       "00000000-0000-0000-7fff-ffffffffffff",
+                                       "00000000-0000-0000-8000-000000000000",
+                                       "ffffffff-ffff-ffff-8000-000000000000",
+                                       "0faf8b64-a33d-4db8-944b-e07fc1f90ae7",
+                                       "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                                       "0faf8b64-a33d-4db8-aaee-aa165d13cff6",
+                                       "7c9e6679-7425-40de-aaee-aa165d13cff6",
+                                       "ffffffff-ffff-fffe-ffff-ffffffffffff",
+                                       "ffffffff-ffff-ffff-ffff-ffffffffffff"};
+
+#define N_ORDER ((int)(sizeof(ch_order) / sizeof(ch_order[0])))
+
+START_TEST(match_empty)
+{
+    PASS("", U1, SERVE, "2026-11-01");
+    PASS(" \t\r\n ", U2, SOLVE, "1970-01-01");
+    ck_assert_int_eq(imc_filter_match(NULL, U1, SERVE, 0), 1);
+    ck_assert_int_eq(imc_filter_match(parsed(""), NULL, SOLVE, 5), 1);
+}
+END_TEST
+
+START_TEST(match_operators)
+{
+    /* for each operator: whether a value below, equal to, above the
+       literal passes */
+    static const struct {
+        const char *op;
+        int below, equal, above;
+    } ops[] = {{"=", 0, 1, 0}, {"!=", 1, 0, 1}, {"<>", 1, 0, 1},
+               {"<", 1, 0, 0}, {"<=", 1, 1, 0}, {">", 0, 0, 1},
+               {">=", 0, 1, 1}};
+    size_t i;
+
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        const char *d =
+            apr_pstrcat(pool, "day", ops[i].op, "'2026-11-15'", NULL);
+        const char *t = apr_pstrcat(pool, "type ", ops[i].op, " 'solve'", NULL);
+        const char *t2 =
+            apr_pstrcat(pool, "type ", ops[i].op, " 'serve'", NULL);
+        const char *s =
+            apr_pstrcat(pool, "site_id", ops[i].op, "'", U2, "'", NULL);
+
+        ck_assert_int_eq(passes(d, U1, SERVE, "2026-11-14"), ops[i].below);
+        ck_assert_int_eq(passes(d, U1, SERVE, "2026-11-15"), ops[i].equal);
+        ck_assert_int_eq(passes(d, U1, SERVE, "2026-11-16"), ops[i].above);
+        ck_assert_int_eq(passes(d, U1, SOLVE, "1970-01-01"), ops[i].below);
+        ck_assert_int_eq(passes(d, U1, SOLVE, "2105-12-31"), ops[i].above);
+        /* serve (1) < solve (2) */
+        ck_assert_int_eq(passes(t, U1, SERVE, "2026-11-15"), ops[i].below);
+        ck_assert_int_eq(passes(t, U1, SOLVE, "2026-11-15"), ops[i].equal);
+        ck_assert_int_eq(passes(t2, U1, SERVE, "2026-11-15"), ops[i].equal);
+        ck_assert_int_eq(passes(t2, U1, SOLVE, "2026-11-15"), ops[i].above);
+        /* U1 (...-aaee-...) is above U2 (...-944b-...): bytes 8..15 first */
+        ck_assert_int_eq(passes(s, U2, SERVE, "2026-11-15"), ops[i].equal);
+        ck_assert_int_eq(passes(s, U1, SERVE, "2026-11-15"), ops[i].above);
+        ck_assert_int_eq(passes(s, "7c9e6679-7425-40de-944b-e07fc1f90ae6",
+                                SERVE, "2026-11-15"),
+                         ops[i].below);
+    }
+}
+END_TEST
+
+START_TEST(match_type_order)
+{
+    /* as ClickHouse 18.16 and 26.7 answered on an Enum8 column */
+    FAIL("type < 'serve'", U1, SERVE, "2026-11-01");
+    FAIL("type < 'serve'", U1, SOLVE, "2026-11-01");
+    PASS("type < 'solve'", U1, SERVE, "2026-11-01");
+    FAIL("type < 'solve'", U1, SOLVE, "2026-11-01");
+    PASS("type <= 'serve'", U1, SERVE, "2026-11-01");
+    FAIL("type <= 'serve'", U1, SOLVE, "2026-11-01");
+    FAIL("type > 'solve'", U1, SOLVE, "2026-11-01");
+    PASS("type > 'serve'", U1, SOLVE, "2026-11-01");
+    FAIL("type > 'serve'", U1, SERVE, "2026-11-01");
+    PASS("type >= 'serve'", U1, SOLVE, "2026-11-01");
+    PASS("type >= 'serve'", U1, SERVE, "2026-11-01");
+    PASS("type >= 'solve'", U1, SOLVE, "2026-11-01");
+    FAIL("type >= 'solve'", U1, SERVE, "2026-11-01");
+}
+END_TEST
+
+START_TEST(match_in_lists)
+{
+    PASS("type IN ('serve')", U1, SERVE, "2026-11-01");
+    FAIL("type IN ('serve')", U1, SOLVE, "2026-11-01");
+    PASS("type IN ('solve', 'serve', 'solve')", U1, SOLVE, "2026-11-01");
+    PASS("type IN ('solve', 'serve', 'solve')", U1, SERVE, "2026-11-01");
+    FAIL("NOT type IN ('solve', 'serve')", U1, SERVE, "2026-11-01");
+    PASS("NOT type IN ('solve')", U1, SERVE, "2026-11-01");
+    PASS("site_id IN ('" U2 "', '" U1 "', '" U2 "')", U1, SERVE, "2026-11-01");
+    PASS("site_id IN ('" U2 "', '" U1 "', '" U2 "')", U2, SERVE, "2026-11-01");
+    FAIL("site_id IN ('" U2 "', '" U1 "')", ch_order[0], SERVE, "2026-11-01");
+    PASS("site_id IN ('0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6')", U1, SOLVE,
+         "2026-11-01");
+    PASS("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-01");
+    PASS("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-03");
+    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-02");
+    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-04");
+    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-10-31");
+}
+END_TEST
+
+/*
+ * Long IN lists, as long as IMC_FILTER_MAX_LEN lets them be: 100 random
+ * UUIDs from a pool of 150 (so some repeat, half of the pool sharing the
+ * first or the last 8 bytes), 300 days out of 600: every value of the
+ * pool passes exactly when it is listed.
+ */
+START_TEST(match_long_in_list)
+{
+    enum { POOL = 150, UUIDS = 100, DAYS = 600, DAYS_LISTED = 300 };
+    apr_uint64_t state = 0x9e3779b97f4a7c15;
+    char uuids[POOL][IMC_SYNTAX_UUID_LEN + 1];
+    char listed[DAYS];
+    char *f = apr_palloc(pool, IMC_FILTER_MAX_LEN + 1), *at;
+    const imc_filter *filter;
+    int i, j;
+
+    for (i = 0; i < POOL; i++) {
+        apr_uint64_t a = imc_unit_random(&state), b = imc_unit_random(&state);
+
+        if (i % 4 == 1) {
+            a = 0x0123456789abcdef;
+        } else if (i % 4 == 2) {
+            b = 0xfedcba9876543210;
+        }
+        apr_snprintf(uuids[i], sizeof(uuids[i]),
+                     "%08x-%04x-%04x-%04x-%012" APR_UINT64_T_HEX_FMT,
+                     (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
+                     (unsigned)a & 0xffff, (unsigned)(b >> 48),
+                     b & APR_UINT64_C(0xffffffffffff));
+    }
+    memset(listed, 0, sizeof(listed));
+    at = f + sprintf(f, "site_id IN(");
+    for (j = 0; j < UUIDS; j++) {
+        i = (int)(imc_unit_random(&state) % POOL);
+        listed[i] = 1;
+        at += sprintf(at, "%s'%s'", j ? "," : "", uuids[i]);
+    }
+    strcpy(at, ")");
+    ck_assert_int_le(strlen(f), IMC_FILTER_MAX_LEN);
+    filter = parsed(f);
+    for (i = 0; i < POOL; i++) {
+        ck_assert_msg(imc_filter_match(filter, uuids[i], SERVE, 0) == listed[i],
+                      "%s", uuids[i]);
+    }
+
+    memset(listed, 0, sizeof(listed));
+    at = f + sprintf(f, "day IN(");
+    for (j = 0; j < DAYS_LISTED; j++) {
+        char text[IMC_SYNTAX_DAY_TEXT_SIZE];
+
+        i = (int)(imc_unit_random(&state) % DAYS);
+        listed[i] = 1;
+        imc_syntax_day_text(text, 20000 + i);
+        at += sprintf(at, "%s'%s'", j ? "," : "", text);
+    }
+    strcpy(at, ")");
+    ck_assert_int_le(strlen(f), IMC_FILTER_MAX_LEN);
+    filter = parsed(f);
+    for (i = -1; i <= DAYS; i++) {
+        int want = i >= 0 && i < DAYS && listed[i];
+
+        ck_assert_msg(imc_filter_match(filter, NULL, SOLVE, 20000 + i) == want,
+                      "day %d", 20000 + i);
+    }
+}
+END_TEST
+
+START_TEST(match_logic)
+{
+    const char *f = "type='serve' OR type='solve' AND day='2026-11-01'";
+
+    /* NOT binds tighter than AND, AND tighter than OR */
+    PASS(f, U1, SERVE, "2026-11-02");
+    PASS(f, U1, SOLVE, "2026-11-01");
+    FAIL(f, U1, SOLVE, "2026-11-02");
+    f = "(type='serve' OR type='solve') AND day='2026-11-01'";
+    FAIL(f, U1, SERVE, "2026-11-02");
+    PASS(f, U1, SERVE, "2026-11-01");
+    f = "NOT type='serve' AND day='2026-11-01'";
+    PASS(f, U1, SOLVE, "2026-11-01");
+    FAIL(f, U1, SERVE, "2026-11-01");
+    FAIL(f, U1, SOLVE, "2026-11-02");
+    f = "NOT (type='serve' AND day='2026-11-01')";
+    PASS(f, U1, SOLVE, "2026-11-01");
+    FAIL(f, U1, SERVE, "2026-11-01");
+    PASS(f, U1, SERVE, "2026-11-02");
+    PASS("NOT NOT type='serve'", U1, SERVE, "2026-11-01");
+    FAIL("NOT NOT NOT type='serve'", U1, SERVE, "2026-11-01");
+    /* chains, nested groups */
+    f = "day >= '2026-11-01' AND day <= '2026-11-30' AND NOT type = 'solve' "
+        "AND (site_id = '" U1 "' OR site_id = '" U2 "')";
+    PASS(f, U1, SERVE, "2026-11-01");
+    PASS(f, U2, SERVE, "2026-11-30");
+    FAIL(f, U2, SOLVE, "2026-11-30");
+    FAIL(f, U2, SERVE, "2026-12-01");
+    FAIL(f, ch_order[3], SERVE, "2026-11-15");
+    f = "type='solve' OR day<'2026-01-01' OR site_id='" U2 "' OR "
+        "(day='2026-06-01' AND NOT (type='serve' OR site_id='" U1 "'))";
+    PASS(f, U1, SOLVE, "2026-06-02");
+    PASS(f, U1, SERVE, "2025-12-31");
+    PASS(f, U2, SERVE, "2026-06-02");
+    FAIL(f, U1, SERVE, "2026-06-01");
+    FAIL(f, ch_order[0], SERVE, "2026-06-01");
+    FAIL(f, ch_order[0], SERVE, "2026-06-02");
+}
+END_TEST
+
+START_TEST(match_aliases)
+{
+    static const char *const names[] = {"day", "time", "date",
+                                        "DAY", "Time", "dAtE"};
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *f =
+            apr_pstrcat(pool, names[i], " > '2026-11-01' aNd ", names[i],
+                        " IN ('2026-11-02', "
+                        "'2026-11-09')",
+                        NULL);
+
+        PASS(f, U1, SERVE, "2026-11-02");
+        PASS(f, U1, SERVE, "2026-11-09");
+        FAIL(f, U1, SERVE, "2026-11-03");
+    }
+    PASS("SITE_ID = '" U1 "' and TYPE = 'serve'", U1, SERVE, "2026-11-02");
+    FAIL("Site_Id = '" U1 "' AND Type = 'serve'", U1, SOLVE, "2026-11-02");
+}
+END_TEST
+
+/* Every ordering of every pair of ch_order, both ways round. */
+START_TEST(match_uuid_order)
+{
+    int i, j;
+
+    for (i = 0; i < N_ORDER; i++) {
+        const char *lt =
+            apr_pstrcat(pool, "site_id < '", ch_order[i], "'", NULL);
+        const char *le =
+            apr_pstrcat(pool, "site_id <= '", ch_order[i], "'", NULL);
+        const char *gt =
+            apr_pstrcat(pool, "site_id > '", ch_order[i], "'", NULL);
+        const char *ge =
+            apr_pstrcat(pool, "site_id >= '", ch_order[i], "'", NULL);
+
+        for (j = 0; j < N_ORDER; j++) {
+            const char *u = ch_order[j];
+
+            ck_assert_msg(passes(lt, u, SERVE, "2026-11-01") == (j < i),
+                          "%s < %s", u, ch_order[i]);
+            ck_assert_int_eq(passes(le, u, SERVE, "2026-11-01"), j <= i);
+            ck_assert_int_eq(passes(gt, u, SERVE, "2026-11-01"), j > i);
+            ck_assert_int_eq(passes(ge, u, SERVE, "2026-11-01"), j >= i);
+        }
+    }
+    /* the text's order says otherwise */
+    PASS("site_id < '00000000-0000-0000-0000-000000000001'",
+         "ffffffff-ffff-ffff-0000-000000000000", SERVE, "2026-11-01");
+    /* unsigned halves: a high bit set is above */
+    PASS("site_id > '00000000-0000-0000-7fff-ffffffffffff'",
+         "00000000-0000-0000-8000-000000000000", SERVE, "2026-11-01");
+    PASS("site_id > '7fffffff-ffff-ffff-0000-000000000000'",
+         "80000000-0000-0000-0000-000000000000", SERVE, "2026-11-01");
+    /* upper-case text of the event is read the same */
+    PASS("site_id = '" U1 "'", "0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6", SOLVE,
+         "2026-11-01");
+}
+END_TEST
+
+/* The SQL made of a parsed literal is its canonical text (UUIDs with every
+ * digit in every place, both types, the first and last days), and an
+ * event of that value passes. */
+START_TEST(match_literals_round_trip)
+{
+    static const char *const uuids[] = {"01234567-89ab-cdef-0123-456789abcdef",
+                                        "fedcba98-7654-3210-fedc-ba9876543210",
+                                        "00000000-0000-0000-0000-000000000000",
+                                        "ffffffff-ffff-ffff-ffff-ffffffffffff"};
+    size_t i;
+
+    for (i = 0; i < sizeof(uuids) / sizeof(uuids[0]); i++) {
+        const char *f = apr_pstrcat(pool, "site_id='", uuids[i], "'", NULL);
+
+        check_ok(
+            f, apr_pstrcat(pool, "(site_id = toUUID('", uuids[i], "'))", NULL));
+        PASS(f, uuids[i], SERVE, "2026-11-01");
+    }
+    check_ok("type='serve'", "(type = 'serve')");
+    check_ok("type='solve'", "(type = 'solve')");
+    check_ok("day='1970-01-01'", "(toDate(time) = toDate('1970-01-01'))");
+    check_ok("day='2105-12-31'", "(toDate(time) = toDate('2105-12-31'))");
+    ck_assert_int_eq(imc_filter_match(parsed("day='1970-01-01'"), U1, SERVE, 0),
+                     1);
+    ck_assert_int_eq(imc_filter_match(parsed("day='2105-12-31'"), U1, SERVE,
+                                      IMC_SYNTAX_LAST_DAY),
+                     1);
+    ck_assert_int_eq(
+        imc_filter_match(parsed("day<'1970-01-02'"), U1, SERVE, -1), 1);
+}
+END_TEST
+
 Suite *imc_unit_suite(void)
 {
     Suite *s = suite_create("imc_filter");
     TCase *ok = tcase_create("accepted");
     TCase *bad = tcase_create("rejected");
+    TCase *match = tcase_create("match");
 
     tcase_add_checked_fixture(ok, setup, teardown);
     tcase_add_checked_fixture(bad, setup, teardown);
+    tcase_add_checked_fixture(match, setup, teardown);
     tcase_add_test(ok, empty_filter);
     tcase_add_test(ok, prototype_example);
     tcase_add_test(ok, brief_example);
@@ -751,6 +1137,16 @@ Suite *imc_unit_suite(void)
     tcase_add_test(bad, injections);
     tcase_add_test(bad, errors_quote_no_filter_bytes);
     suite_add_tcase(s, ok);
+    tcase_add_test(match, match_empty);
+    tcase_add_test(match, match_operators);
+    tcase_add_test(match, match_type_order);
+    tcase_add_test(match, match_in_lists);
+    tcase_add_test(match, match_long_in_list);
+    tcase_add_test(match, match_logic);
+    tcase_add_test(match, match_aliases);
+    tcase_add_test(match, match_uuid_order);
+    tcase_add_test(match, match_literals_round_trip);
     suite_add_tcase(s, bad);
+    suite_add_tcase(s, match);
     return s;
 }
