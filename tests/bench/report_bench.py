@@ -2,18 +2,41 @@
 # Licensed under the Apache License, Version 2.0.
 """Report benchmark: the module's GET /api/report against the naive query.
 
-Starts its own ClickHouse and httpd (tests/stack.py), loads generated
-events straight into ClickHouse with INSERT ... SELECT FROM numbers()
-(about 100 sites over about 30 days; every procedure served, about 80 %
-solved, about 2.7 % of the events sent twice), then measures the median of
---repeat runs after one warm-up of the module's report and of the naive
-query below, run directly on ClickHouse over HTTP, in four scopes:
+Starts its own ClickHouse and two httpd (tests/stack.py): the stack's, with
+the event MPM, and a second one with prefork and four children for the
+"other process" scope. Loads generated events straight into ClickHouse
+with INSERT ... SELECT FROM numbers() (about 100 sites over about 30 days;
+every procedure served, about 80 % solved, about 2.7 % of the events sent
+twice), then measures the median of --repeat runs after one warm-up of
+the module's report and of the naive query below, run directly on
+ClickHouse over HTTP, in these scopes (goal of module / naive after the
+name; the report is the all-sites one unless said otherwise):
 
-    all sites     GET /api/report, again and again
-    one site      GET /api/report/site_id='<uuid>' (naive: WHERE site_id)
-    new filter    a filter never asked before each time, true for every
-                  event: nothing in the module's cache helps
-    after insert  GET /api/report after one more event on the last day
+    all sites       GET /api/report, again and again (1.0)
+    one site        GET /api/report/site_id='<uuid>' (naive: WHERE
+                    site_id) (1.0)
+    new filter      a filter never asked before each time, true for every
+                    event, over days the two scopes above have cached
+                    under their own filters (0.1)
+    nothing cached  the first report after a graceful restart that
+                    changed IMChallengeReportCache's size (64M, 32M in
+                    turn): a cache of another size is a new, empty one.
+                    With a module that does not know the directive, a
+                    plain graceful restart: new processes, whose caches
+                    are empty. Checked: a child of the new generation
+                    answered, and /metrics counted no day from the cache
+                    (0.3)
+    other process   the prefork httpd: the report asked on a kept-alive
+                    connection (which then holds its child), then on a
+                    new connection, which another child must take; the
+                    pids of both, from an access log with %P, are
+                    compared and the runs answered by another child
+                    counted (0.1)
+    after graceful  the report asked, `apache2 -k graceful`, the report
+                    again on a new connection (checked: answered by a
+                    child of the new generation) (0.1)
+    after insert    GET /api/report after one more event on the last day
+                    (1.0)
 
     SELECT toDate(time) AS day, site_id,
            uniqExactIf(correlation_id, type = 'serve'),
@@ -21,9 +44,11 @@ query below, run directly on ClickHouse over HTTP, in four scopes:
     FROM imchallenge.events [WHERE ...]
     GROUP BY day, site_id ORDER BY day, site_id
 
-It checks that the module's rows equal the naive query's in every run,
-prints a table with the ratios module / naive (goal: <= 1.0) and writes
-the figures to tests/bench/results/report-<timestamp>.json.
+Every run reads the report cache's counters of /metrics before and after
+the module's report: the share of (day, site) cells
+(imchallenge_report_cells_total) and of days
+(imchallenge_report_day_lookups_total) that came from the cache is
+printed per scope ("-" when the module has no such counter).
 
 Then the report's other forms (FORM_SCOPES: hour buckets over 7 days,
 minute buckets of the last day over all sites, a total over 30 days, per
@@ -34,24 +59,47 @@ kept), against the naive exact query for the same numbers (ClickHouse's
 toStartOfHour / toStartOfMinute in UTC; for the solve times, each
 procedure's earliest serve joined to its first solve within the window,
 and the nearest ranks of the sorted times). Goals: first / naive <= 1.0,
-again / naive <= 0.1. Both answers of every run are compared with the
-naive query's; any difference fails the benchmark.
+again / naive <= 0.1.
+
+Then steady ingestion (--ingest-seconds, 60): a thread INSERTs 200 events
+a second straight into ClickHouse, in one INSERT a second (100 new
+procedures on the last day of the data, each served and solved), while
+the all-sites report over the data's 30 days is asked every 2 seconds,
+the naive query right after it; inserts wait while the two run, so both
+read the same rows. Printed: the median of the reports' ratios module /
+naive (goal 0.2), the share of cells and days from the cache over the
+phase, and how many reports asked ClickHouse for how many days (a
+merge that rewrites a part holding old days makes the module ask for
+those days again).
+
+Last, the memory of each httpd: the sums of Rss and Pss of
+/proc/<pid>/smaps_rollup over the parent and its children (Pss counts a
+shared page once, divided among the processes that map it), with the
+cache's imchallenge_report_cache_bytes.
+
+Every answer of every run (those asked before the timed one included) is
+compared with the naive query's; any difference fails the benchmark. It
+prints the tables of the ratios and writes the figures to
+tests/bench/results/report-<timestamp>.json.
 
     /usr/bin/python3 tests/bench/report_bench.py [--sizes 2000000,10000000]
-        [--repeat 5] [--module PATH] [--keep]
+        [--repeat 5] [--ingest-seconds 60] [--module PATH] [--keep]
 
 Run as root (httpd switches its children to www-data).
 """
 
 import argparse
+import collections
 import hashlib
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -139,13 +187,57 @@ def load(ch, size):
 
 # ---------------------------------------------------------------- the runs
 
+# IMChallengeReportCache sizes, in turn: a graceful restart with another
+# size than the running one starts a new, empty cache.
+CACHE_SIZES = ("64M", "32M")
+# Each httpd logs, besides its access log, the pid that answered each
+# request and the request's X-Bench-Tag header.
+PID_LOG = "pid.log"
+PID_FORMAT = 'LogFormat "%P %{X-Bench-Tag}i %>s \\"%r\\"" imcpid'
+TAG_HEADER = "X-Bench-Tag"
 
-def module_fetch(httpd, flt):
-    """GET the module's report (with filter flt); returns the JSON text."""
+# The report cache's figures of /metrics: key, metric name, label.
+CACHE_METRICS = (
+    ("cells_cache", "imchallenge_report_cells_total", 'source="cache"'),
+    ("cells_clickhouse", "imchallenge_report_cells_total",
+     'source="clickhouse"'),
+    ("days_cache", "imchallenge_report_day_lookups_total", 'source="cache"'),
+    ("days_clickhouse", "imchallenge_report_day_lookups_total",
+     'source="clickhouse"'),
+    ("evictions", "imchallenge_report_cache_evictions_total", None),
+    ("cache_bytes", "imchallenge_report_cache_bytes", None),
+    ("cache_size_bytes", "imchallenge_report_cache_size_bytes", None),
+)
+COUNTERS = ("cells_cache", "cells_clickhouse", "days_cache",
+            "days_clickhouse", "evictions")
+
+
+def fresh_get(httpd, path, tag=None, **kw):
+    """GET path on a connection of its own, closed after the answer: the
+    child that takes it is whichever accepts it."""
+    headers = {"Connection": "close"}
+    if tag:
+        headers[TAG_HEADER] = tag
+    s = stack.http_session()
+    try:
+        return s.get(httpd.url + path, headers=headers, **kw)
+    finally:
+        s.close()
+
+
+def module_fetch(httpd, flt, tag=None, fresh=False, session=None):
+    """GET the module's report (with filter flt); returns the JSON text.
+    On the httpd's kept-alive session, on session, or (fresh) on a new
+    connection."""
     path = "api/report"
     if flt:
         path += "/" + quote(flt, safe="")
-    r = httpd.get(path, timeout=QUERY_TIMEOUT)
+    if fresh:
+        r = fresh_get(httpd, path, tag, timeout=QUERY_TIMEOUT)
+    else:
+        r = (session or httpd.http).get(
+            httpd.url + path, timeout=QUERY_TIMEOUT,
+            headers={TAG_HEADER: tag} if tag else {})
     if r.status_code != 200:
         raise BenchError("GET /%s answered %d: %s"
                          % (path, r.status_code, r.text[:300]))
@@ -180,70 +272,414 @@ def first_difference(a, b):
     return None
 
 
+def check_equal(text, naive, what="the module's report"):
+    mod = module_rows(text)
+    if mod != naive or not mod:
+        raise BenchError("%s differs from the naive query: %d vs %d rows, "
+                         "first difference %s"
+                         % (what, len(mod), len(naive),
+                            first_difference(mod, naive)))
+    return mod
+
+
+def cache_metrics(httpd):
+    """{key: value} of CACHE_METRICS as /metrics shows them now (the
+    counters are shared by all processes); a figure the module does not
+    show is absent."""
+    r = fresh_get(httpd, "metrics", timeout=30)
+    if r.status_code != 200:
+        raise BenchError("GET /metrics answered %d" % r.status_code)
+    values = {}
+    for line in r.text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        labels = labels.rstrip("}")
+        for key, metric, label in CACHE_METRICS:
+            if name == metric and (label is None or labels == label):
+                v = float(value)
+                values[key] = int(v) if v.is_integer() else v
+    return values
+
+
+def metrics_delta(before, after):
+    return {k: after[k] - before[k] for k in COUNTERS
+            if k in before and k in after}
+
+
+def add_deltas(total, d):
+    for k, v in d.items():
+        total[k] = total.get(k, 0) + v
+
+
+def cache_shares(d):
+    """The shares of cells and of days that came from the cache, None
+    where the module does not count them or nothing was counted."""
+    out = {}
+    for what in ("cells", "days"):
+        hit, miss = d.get(what + "_cache"), d.get(what + "_clickhouse")
+        out[what] = (None if hit is None or miss is None or hit + miss == 0
+                     else round(hit / (hit + miss), 4))
+    return out
+
+
+def answering_pid(httpd, tag, timeout=10):
+    """The pid that answered the request tagged tag, from the pid log
+    (httpd writes the line after the answer: it may come a moment
+    later)."""
+    path = httpd.logdir / PID_LOG
+
+    def find():
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            f = line.split(" ", 2)
+            if len(f) >= 2 and f[1] == tag:
+                return int(f[0])
+        return None
+
+    return stack.wait_until(find, timeout, interval=0.05,
+                            what="the pid log line of %s" % tag)
+
+
 def one_site(site):
     """The filter and the naive WHERE for one site."""
     return ("site_id='%s'" % site, " WHERE site_id = toUUID('%s')" % site)
 
 
 def new_filter():
-    """A filter no report asked before, true for every event: the module
-    has nothing cached for it."""
+    """A filter no report asked before, true for every event: no answer
+    of the module is kept for it."""
     other = uuid.uuid4()
     return ("site_id!='%s'" % other, " WHERE site_id != toUUID('%s')" % other)
 
 
 def insert_one(ch):
     """One more event on the last day, in a part of its own: the module
-    asks ClickHouse again for that day only. Returns no filter."""
+    asks ClickHouse again for that day only."""
     t = START + (DAYS - 1) * 86400 + 43200
     ch.query("INSERT INTO %s.events (time, type, correlation_id, site_id, "
              "received_at, raw) VALUES (%d, 'serve', '%s', '%s', %d, '')"
              % (DATABASE, t, uuid.uuid4(), site_uuid(3), t))
-    return None, ""
 
 
-# Scopes of the report benchmark: name, label, and what runs before each
-# report: prepare(stack, site) returns its filter and the naive WHERE.
+class Ask:
+    """One run of a scope: the report to time and how to ask it.
+
+    httpd: which (None: the stack's); fresh: on a new connection; texts:
+    answers asked before it, untimed, compared with the naive query's too;
+    after(tag, delta): checks once the run is over (tag: the timed
+    request's, delta: the cache counters' change over it), returns what
+    the results keep of the run."""
+
+    def __init__(self, flt=None, where="", httpd=None, fresh=False,
+                 texts=(), after=None):
+        self.flt, self.where = flt, where
+        self.httpd, self.fresh = httpd, fresh
+        self.texts = list(texts)
+        self.after = after
+
+
+class Bench:
+    """The servers of a run and what the scopes share."""
+
+    def __init__(self, st, prefork, site, base_directives, cache_directive):
+        self.st, self.ch, self.httpd = st, st.clickhouse, st.httpd
+        self.prefork = prefork
+        self.site = site
+        self.base_directives = base_directives
+        # Whether the module knows IMChallengeReportCache.
+        self.cache_directive = cache_directive
+        self.cache_size = 0  # index into CACHE_SIZES
+        # The kept-alive connection that holds one prefork child.
+        self.filler = stack.http_session()
+        # The prefork children that answered the report at this size.
+        self.answered = set()
+        self._tags = 0
+
+    def tag(self, what):
+        self._tags += 1
+        return "%s-%d" % (what, self._tags)
+
+    def directives(self):
+        return httpd_directives(self.base_directives, self.httpd.logdir,
+                                self.cache_directive
+                                and CACHE_SIZES[self.cache_size])
+
+    def graceful(self):
+        """`-k graceful` of the stack's httpd; its kept-alive connection
+        (to a child of the old generation) is dropped."""
+        self.httpd.directives = self.directives()
+        self.httpd.graceful()
+        self.httpd.http.close()
+
+    def empty_cache(self):
+        """A graceful restart with the other cache size: a new, empty
+        cache (without the directive: new processes, empty caches)."""
+        self.cache_size = 1 - self.cache_size
+        self.graceful()
+
+
+def httpd_directives(base, logdir, cache_size):
+    lines = [base, PID_FORMAT, "CustomLog %s imcpid" % (logdir / PID_LOG)]
+    if cache_size:
+        lines.append("IMChallengeReportCache %s" % cache_size)
+    return "\n".join(lines)
+
+
+def new_child_after(b, old):
+    """after() of a report that a child started after old must answer."""
+    def after(tag, delta):
+        pid = answering_pid(b.httpd, tag)
+        if pid in old:
+            raise BenchError("%s was answered by pid %d, a child of before "
+                             "the restart" % (tag, pid))
+        return {"pid": pid}
+    return after
+
+
+def nothing_cached(b):
+    """The first report after a graceful restart to an empty cache."""
+    old = set(b.httpd.children())
+    b.empty_cache()
+    check_new = new_child_after(b, old)
+
+    def after(tag, delta):
+        out = check_new(tag, delta)
+        cached = delta.get("cells_cache", 0) + delta.get("days_cache", 0)
+        if cached:
+            raise BenchError("nothing cached: yet /metrics counted %s from "
+                             "the cache" % delta)
+        return out
+    return Ask(fresh=True, after=after)
+
+
+def other_process(b):
+    """The report on the kept-alive connection (filling the cache; its
+    child then waits on it), then timed on a new connection."""
+    fill = b.tag("fill")
+    text = module_fetch(b.prefork, None, fill, session=b.filler)
+
+    def after(tag, delta):
+        filler, pid = answering_pid(b.prefork, fill), answering_pid(
+            b.prefork, tag)
+        b.answered.add(filler)
+        first = pid not in b.answered
+        b.answered.add(pid)
+        return {"filler_pid": filler, "pid": pid, "first_on_pid": first}
+    return Ask(httpd=b.prefork, fresh=True, texts=[text], after=after)
+
+
+def after_graceful(b):
+    """The report, a graceful restart, the report on a new connection."""
+    text = module_fetch(b.httpd, None, b.tag("fill"))
+    old = set(b.httpd.children())
+    b.graceful()
+    return Ask(fresh=True, texts=[text], after=new_child_after(b, old))
+
+
+def after_insert(b):
+    insert_one(b.ch)
+    return Ask()
+
+
+# Scopes of the report benchmark: name, label, goal (module / naive), and
+# what runs before each report: prepare(bench) returns its Ask.
 SCOPES = (
-    ("all", "all sites", lambda st, site: (None, "")),
-    ("site", "one site", lambda st, site: one_site(site)),
-    ("new", "new filter", lambda st, site: new_filter()),
-    ("insert", "after insert", lambda st, site: insert_one(st.clickhouse)),
+    ("all", "all sites", 1.0, lambda b: Ask()),
+    ("site", "one site", 1.0, lambda b: Ask(*one_site(b.site))),
+    ("new", "new filter, days cached by another filter", 0.1,
+     lambda b: Ask(*new_filter())),
+    ("nothing", "nothing cached (first report)", 0.3, nothing_cached),
+    ("other", "other process (prefork)", 0.1, other_process),
+    ("graceful", "after graceful restart", 0.1, after_graceful),
+    ("insert", "after insert", 1.0, after_insert),
 )
+# The steady ingestion's row of the table (its ratio: the median of the
+# reports' ratios).
+INGEST_SCOPE = ("ingest", "steady ingestion, 200 events/s", 0.2)
 
 
-def timed(fn, *args):
+def timed(fn, *args, **kw):
     t0 = time.perf_counter()
-    text = fn(*args)
+    text = fn(*args, **kw)
     return time.perf_counter() - t0, text
 
 
-def measure_scope(st, prepare, repeat):
+def measure_scope(b, prepare, repeat):
     """Median ms of the module's report and of the naive query over repeat
-    runs after a warm-up; prepare() before each run gives the filter and
-    the naive WHERE. Only the HTTP exchanges are timed; the answers of
-    every run are compared afterwards."""
+    runs after a warm-up; prepare(b) before each run gives its Ask. Only
+    the HTTP exchanges of the report and of the naive query are timed;
+    the answers of every run are compared afterwards."""
     samples = {"module": [], "naive": []}
+    deltas, runs = {}, []
     for run in range(repeat + 1):
-        flt, where = prepare()
-        tm, mtext = timed(module_fetch, st.httpd, flt)
-        tn, ntext = timed(naive_fetch, st.clickhouse, where)
-        mod, naive = module_rows(mtext), naive_rows(ntext)
-        if mod != naive or not mod:
-            raise BenchError("the module's report differs from the naive "
-                             "query: %d vs %d rows, first difference %s"
-                             % (len(mod), len(naive),
-                                first_difference(mod, naive)))
+        ask = prepare(b)
+        httpd = ask.httpd or b.httpd
+        tag = b.tag("report")
+        before = cache_metrics(httpd)
+        tm, mtext = timed(module_fetch, httpd, ask.flt, tag, ask.fresh)
+        after = cache_metrics(httpd)
+        tn, ntext = timed(naive_fetch, b.ch, ask.where)
+        naive = naive_rows(ntext)
+        for n, text in enumerate([mtext] + ask.texts):
+            mod = check_equal(text, naive, "the module's report" if n == 0
+                              else "the report asked before it")
+        delta = metrics_delta(before, after)
+        kept = ask.after(tag, delta) if ask.after else None
         if run:  # the first run is the warm-up
             samples["module"].append(tm)
             samples["naive"].append(tn)
+            add_deltas(deltas, delta)
+            if kept is not None:
+                runs.append(kept)
     out = {name: {"median_ms": round(statistics.median(s) * 1000, 1),
                   "samples_ms": [round(x * 1000, 1) for x in s]}
            for name, s in samples.items()}
     out["rows"] = len(mod)
     out["ratio"] = round(out["module"]["median_ms"]
                          / out["naive"]["median_ms"], 3)
+    out["cache"] = {"counters": deltas, "shares": cache_shares(deltas)}
+    if runs:
+        out["runs"] = runs
     return out
+
+
+# ------------------------------------------------------ steady ingestion
+
+INGEST_PROCEDURES = 100  # a second, each served and solved: 200 events
+INGEST_EVERY = 2.0       # seconds between reports
+
+
+class Ingest(threading.Thread):
+    """INSERTs INGEST_PROCEDURES new procedures on the last day of the
+    data, served and solved, once a second, until stopped; each INSERT
+    holds lock."""
+
+    def __init__(self, ch, lock):
+        super().__init__(daemon=True)
+        self.ch, self.lock = ch, lock
+        self.stopping = threading.Event()
+        self.rows = self.inserts = 0
+        self.error = None
+        self.rng = random.Random(20250130)
+
+    def values(self):
+        day = START + (DAYS - 1) * 86400
+        out = []
+        for _ in range(INGEST_PROCEDURES):
+            cid = uuid.UUID(int=self.rng.getrandbits(128), version=4)
+            site = site_uuid(self.rng.randrange(SITES))
+            t = day + self.rng.randrange(86400 - 120)
+            for kind, at in (("serve", t), ("solve", t + 30
+                                            + self.rng.randrange(60))):
+                out.append("(%d, '%s', '%s', '%s', %d, '')"
+                           % (at, kind, cid, site, at + 1))
+        return out
+
+    def run(self):
+        due = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                rows = self.values()
+                with self.lock:
+                    self.ch.query("INSERT INTO %s.events (time, type, "
+                                  "correlation_id, site_id, received_at, "
+                                  "raw) VALUES %s"
+                                  % (DATABASE, ", ".join(rows)))
+                self.rows += len(rows)
+                self.inserts += 1
+                due += 1.0
+                self.stopping.wait(max(0.0, due - time.monotonic()))
+        except Exception as e:  # reported by measure_ingestion()
+            self.error = e
+
+    def stop(self):
+        self.stopping.set()
+        self.join(QUERY_TIMEOUT)
+
+
+def measure_ingestion(b, seconds):
+    """The all-sites report every INGEST_EVERY seconds, the naive query
+    right after it, while Ingest inserts; the inserts wait while the two
+    run. The per-report ratios, their median, the cache's shares over the
+    phase and how many reports asked ClickHouse for how many days."""
+    check_equal(module_fetch(b.httpd, None), naive_rows(naive_fetch(b.ch, "")),
+                "the report before the ingestion")
+    lock = threading.Lock()
+    ingest = Ingest(b.ch, lock)
+    reports, deltas = [], {}
+    t0 = time.monotonic()
+    ingest.start()
+    try:
+        due = t0 + INGEST_EVERY
+        while due <= t0 + seconds and ingest.error is None:
+            time.sleep(max(0.0, due - time.monotonic()))
+            with lock:
+                before = cache_metrics(b.httpd)
+                tm, mtext = timed(module_fetch, b.httpd, None)
+                after = cache_metrics(b.httpd)
+                tn, ntext = timed(naive_fetch, b.ch, "")
+            mod = check_equal(mtext, naive_rows(ntext),
+                              "the report under ingestion")
+            delta = metrics_delta(before, after)
+            add_deltas(deltas, delta)
+            reports.append({"module_ms": round(tm * 1000, 1),
+                            "naive_ms": round(tn * 1000, 1),
+                            "ratio": round(tm / tn, 3),
+                            "days_asked": delta.get("days_clickhouse"),
+                            "cells_asked": delta.get("cells_clickhouse")})
+            due += INGEST_EVERY
+    finally:
+        ingest.stop()
+    if ingest.error is not None:
+        raise BenchError("ingestion: %s" % ingest.error)
+    elapsed = time.monotonic() - t0
+    asked = collections.Counter(r["days_asked"] for r in reports
+                                if r["days_asked"] is not None)
+    return {
+        "seconds": round(elapsed, 1), "inserts": ingest.inserts,
+        "rows_inserted": ingest.rows,
+        "events_per_s": round(ingest.rows / elapsed, 1),
+        "reports": reports, "rows": len(mod),
+        "module": {"median_ms": statistics.median(
+            r["module_ms"] for r in reports)},
+        "naive": {"median_ms": statistics.median(
+            r["naive_ms"] for r in reports)},
+        "ratio": round(statistics.median(r["ratio"] for r in reports), 3),
+        "cache": {"counters": deltas, "shares": cache_shares(deltas)},
+        "days_asked": {str(k): v for k, v in sorted(asked.items())},
+    }
+
+
+# ---------------------------------------------------------------- memory
+
+
+def httpd_memory(httpd):
+    """Sums of Rss and Pss (kB) of /proc/<pid>/smaps_rollup over httpd's
+    parent and children, and the report cache's gauges."""
+    pids = [httpd.pid] + httpd.children()
+    rss = pss = counted = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                text = f.read()
+        except OSError:
+            continue
+        counted += 1
+        for line in text.splitlines():
+            f = line.split()
+            if f and f[0] == "Rss:":
+                rss += int(f[1])
+            elif f and f[0] == "Pss:":
+                pss += int(f[1])
+    gauges = cache_metrics(httpd)
+    return {"mpm": httpd.mpm, "processes": counted, "rss_kb": rss,
+            "pss_kb": pss, "cache_bytes": gauges.get("cache_bytes"),
+            "cache_size_bytes": gauges.get("cache_size_bytes")}
 
 
 # ------------------------------------------------ the other report forms
@@ -443,39 +879,62 @@ def measure_form(st, scope, repeat):
     return out
 
 
-def measure(st, site, repeat):
-    """Each scope in turn: the same report again and again (answered from
-    the module's cache after the warm-up), one site's, a new filter each
-    time (nothing cached: the parts list plus the whole query), and the
-    report after an insert (the parts list plus one day's query)."""
+def measure(b, repeat, ingest_seconds):
+    """Each scope in turn (SCOPES), the other forms, the steady ingestion,
+    and the memory of both httpd."""
     out = {}
-    for name, _, prepare in SCOPES:
-        m = measure_scope(st, lambda: prepare(st, site), repeat)
-        for key in ("module", "naive", "rows", "ratio"):
+    b.answered = set()
+    # The module keeps no answer that reads a part of ClickHouse's current
+    # second: the parts of the load (OPTIMIZE's included) age first.
+    time.sleep(1.1)
+    for name, _, _, prepare in SCOPES:
+        m = measure_scope(b, prepare, repeat)
+        for key in ("module", "naive", "rows", "ratio", "cache"):
             out[key + "_" + name] = m[key]
+        if "runs" in m:
+            out["runs_" + name] = m["runs"]
+    runs = out["runs_other"]
+    out["other_pid_runs"] = sum(r["pid"] != r["filler_pid"] for r in runs)
+    out["other_first_pid_runs"] = sum(r["first_on_pid"] for r in runs)
     # The module keeps no answer that reads a part of ClickHouse's current
     # second: the inserts above age first.
     time.sleep(1.1)
-    out["forms"] = {scope[0]: measure_form(st, scope, repeat)
+    out["forms"] = {scope[0]: measure_form(b.st, scope, repeat)
                     for scope in FORM_SCOPES}
+    ing = measure_ingestion(b, ingest_seconds)
+    for key in ("module", "naive", "rows", "ratio", "cache"):
+        out[key + "_ingest"] = ing.pop(key)
+    out["ingest"] = ing
+    out["memory"] = {"stack": httpd_memory(b.httpd),
+                     "prefork": httpd_memory(b.prefork)}
     return out
 
 
 # ---------------------------------------------------------------- output
 
 
+def share_text(share):
+    return "-" if share is None else "%.1f %%" % (share * 100)
+
+
 def print_table(results):
     head = ("events", "scope", "rows", "module ms", "naive ms",
-            "module/naive")
+            "module/naive", "goal", "cells cached", "days cached")
     lines = [head]
     for res in results:
         m = res["measure"]
-        for scope, label, _ in SCOPES:
+        for scope, label, goal, *_ in SCOPES + (INGEST_SCOPE,):
+            shares = m["cache_" + scope]["shares"]
+            ratio = m["ratio_" + scope]
             lines.append(("{:,}".format(res["data"]["events"]), label,
                           str(m["rows_" + scope]),
                           "%.1f" % m["module_" + scope]["median_ms"],
                           "%.1f" % m["naive_" + scope]["median_ms"],
-                          "%.2f" % m["ratio_" + scope]))
+                          "%.3f" % ratio,
+                          "<= %g %s" % (goal, "met" if ratio <= goal
+                                        else "NOT met"),
+                          share_text(shares["cells"]),
+                          share_text(shares["days"])))
     print_lines(lines)
     print()
     lines = [("events", "form", "rows", "first ms", "again ms", "naive ms",
@@ -490,6 +949,49 @@ def print_table(results):
                           "%.2f" % m["ratio_first"],
                           "%.3f" % m["ratio_again"]))
     print_lines(lines)
+    print()
+    lines = [("events", "httpd", "processes", "RSS MiB", "PSS MiB",
+              "cache MiB", "cache size MiB")]
+    for res in results:
+        for name, mem in sorted(res["measure"]["memory"].items()):
+            lines.append(("{:,}".format(res["data"]["events"]),
+                          "%s (%s)" % (name, mem["mpm"]),
+                          str(mem["processes"]),
+                          "%.1f" % (mem["rss_kb"] / 1024),
+                          "%.1f" % (mem["pss_kb"] / 1024),
+                          mib_text(mem["cache_bytes"]),
+                          mib_text(mem["cache_size_bytes"])))
+    print_lines(lines)
+    print()
+    for res in results:
+        print("\n".join(phase_notes(res)))
+
+
+def mib_text(n):
+    return "-" if n is None else "%.1f" % (n / 1048576)
+
+
+def phase_notes(res):
+    """Lines on the other-process and ingestion phases of one size."""
+    m, events = res["measure"], "{:,}".format(res["data"]["events"])
+    runs = m["runs_other"]
+    ing = m["ingest"]
+    asked = ", ".join("%s day(s): %d" % (k, v)
+                      for k, v in ing["days_asked"].items()) or "-"
+    return [
+        "%s events, other process: %d of %d runs answered by another pid "
+        "than the filler's, %d by a pid that had not answered the report "
+        "before (pid after filler's: %s)" % (
+            events, m["other_pid_runs"], len(runs),
+            m["other_first_pid_runs"],
+            ", ".join("%d after %d" % (r["pid"], r["filler_pid"])
+                      for r in runs)),
+        "%s events, steady ingestion: %d events in %d INSERTs over %.1f s "
+        "(%.1f/s), %d reports, median ratio %.3f; days asked of ClickHouse "
+        "per report: %s" % (
+            events, ing["rows_inserted"], ing["inserts"], ing["seconds"],
+            ing["events_per_s"], len(ing["reports"]), m["ratio_ingest"],
+            asked)]
 
 
 def print_lines(lines):
@@ -523,39 +1025,75 @@ def wait_for_schema(ch, timeout=60):
         timeout, interval=0.2, what="the events table")
 
 
+def wait_ready(httpd, timeout=60):
+    stack.wait_until(
+        lambda: fresh_get(httpd, "readyz", timeout=2).status_code == 200,
+        timeout, interval=0.2, what="GET /readyz of %s" % httpd.url)
+
+
 def run(args):
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if not sizes or min(sizes) < 1000 or args.repeat < 1:
         raise BenchError("--sizes needs sizes >= 1000, --repeat >= 1")
+    if args.ingest_seconds < 2 * INGEST_EVERY:
+        raise BenchError("--ingest-seconds needs at least %g"
+                         % (2 * INGEST_EVERY))
     work = Path(tempfile.mkdtemp(prefix="imc-bench-report-", dir="/tmp"))
     os.chmod(work, 0o755)
-    st = stack.Stack(work, module_path=args.module,
-                     directives="IMChallengeTimeout %ds" % QUERY_TIMEOUT)
+    base = "IMChallengeTimeout %ds" % QUERY_TIMEOUT
+    st = stack.Stack(work, module_path=args.module)
+    # A module that does not know IMChallengeReportCache refuses it.
+    known, _ = st.httpd.configtest("IMChallengeReportCache %s"
+                                   % CACHE_SIZES[0])
+    cache_directive = known == 0
+    st.httpd.directives = httpd_directives(
+        base, st.httpd.logdir, cache_directive and CACHE_SIZES[0])
+    prefork = stack.Httpd(work / "httpd-prefork", args.module,
+                          mpm="prefork", clickhouse_url=st.clickhouse.url)
+    prefork.directives = httpd_directives(
+        base, prefork.logdir, cache_directive and CACHE_SIZES[0])
     results = []
     failed = True
+    b = None
     try:
         st.start()
         st.wait_ready(60)
         wait_for_schema(st.clickhouse)
+        prefork.start()
+        wait_ready(prefork)
         version = st.clickhouse.scalar("SELECT version()")
+        print("IMChallengeReportCache: %s" % (
+            "known, nothing cached = a graceful restart with another size"
+            if cache_directive else "not known to this module, nothing "
+            "cached = a plain graceful restart"), flush=True)
+        b = Bench(st, prefork, site_uuid(7), base, cache_directive)
         for size in sizes:
             print("loading about {:,} events ...".format(size), flush=True)
             data = load(st.clickhouse, size)
             print("  {events:,} events, {sites} sites, {days} days, "
                   "{duplicates:,} duplicates, loaded in {load_seconds} s"
                   .format(**data), flush=True)
-            m = measure(st, site_uuid(7), args.repeat)
-            results.append({"data": data, "measure": m})
+            m = measure(b, args.repeat, args.ingest_seconds)
+            res = {"data": data, "measure": m}
+            results.append(res)
             print("  answers equal; module/naive: " + ", ".join(
                 "%s %.2f" % (label, m["ratio_" + scope])
-                for scope, label, _ in SCOPES), flush=True)
+                for scope, label, *_ in SCOPES + (INGEST_SCOPE,)),
+                flush=True)
             print("  forms, first/naive and again/naive: " + ", ".join(
                 "%s %.2f / %.3f" % (sc[0], m["forms"][sc[0]]["ratio_first"],
                                     m["forms"][sc[0]]["ratio_again"])
                 for sc in FORM_SCOPES), flush=True)
+            for line in phase_notes(res):
+                print("  " + line, flush=True)
         failed = False
     finally:
-        st.stop()
+        if b is not None:
+            b.filler.close()
+        try:
+            prefork.stop()
+        finally:
+            st.stop()
         if args.keep or failed:
             print("server files kept in %s" % work, file=sys.stderr)
         else:
@@ -567,11 +1105,17 @@ def run(args):
     out = RESULTS / ("report-%s.json" % stamp)
     out.write_text(json.dumps({
         "benchmark": "report", "timestamp": stamp, "repeat": args.repeat,
+        "ingest_seconds": args.ingest_seconds,
         "clickhouse": version, "machine": machine(),
+        "report_cache_directive": cache_directive,
+        "nothing_cached_by": (
+            "graceful restart with IMChallengeReportCache %s / %s in turn"
+            % CACHE_SIZES if cache_directive else "graceful restart"),
         "naive_query": NAIVE_SQL.format(db=DATABASE, where=""),
-        "goal": "module / naive <= 1.0; forms: first <= 1.0, "
-                "again <= 0.1", "results": results}, indent=2)
-        + "\n")
+        "goal": "module / naive <= the scope's goal (goals); forms: first "
+                "<= 1.0, again <= 0.1",
+        "goals": {s[0]: s[2] for s in SCOPES + (INGEST_SCOPE,)},
+        "results": results}, indent=2) + "\n")
     print("\nresults: %s" % out)
     return 0
 
@@ -582,6 +1126,8 @@ def main(argv=None):
                    help="event counts, comma-separated (2000000,10000000)")
     p.add_argument("--repeat", type=int, default=5,
                    help="measured runs per case, after one warm-up (5)")
+    p.add_argument("--ingest-seconds", type=float, default=60,
+                   help="length of the steady ingestion phase (60)")
     p.add_argument("--module", default=str(stack.DEFAULT_MODULE),
                    help="mod_imchallenge.so to load")
     p.add_argument("--keep", action="store_true",
