@@ -161,7 +161,7 @@ END_TEST
  * afterwards is a whole value. */
 START_TEST(a_writer_killed_mid_write_leaves_no_half_value)
 {
-    apr_size_t size = (apr_size_t)8 * 1024 * 1024;
+    apr_size_t size = (apr_size_t)512 * 1024;
     imc_scache *c = new_cache(size);
     apr_size_t len = imc_scache_max_value(c, 8);
     volatile apr_uint32_t *written = shared_block(sizeof(*written));
@@ -169,7 +169,7 @@ START_TEST(a_writer_killed_mid_write_leaves_no_half_value)
     imc_scache_stats st;
     int round, checked = 0, waited;
 
-    for (round = 0; round < 60; ++round) {
+    for (round = 0; round < 40; ++round) {
         pid_t pid;
         int status;
 
