@@ -23,7 +23,11 @@ CREATE DATABASE IF NOT EXISTS imchallenge;
 -- on 18.16, see README "Performance"). The module keeps per-day report rows
 -- while the parts holding a day's events stay the same; it can tell the
 -- days of a part because the table is partitioned by time alone (with
--- another partition key every report runs the whole query).
+-- another partition key every report runs the whole query). One partition
+-- a day (UTC): ClickHouse merges parts only within a partition, so a merge
+-- never changes what the report keeps of the other days, and the query for
+-- one day (today's, under steady ingestion) reads that day's parts only.
+-- Tables made with PARTITION BY toYYYYMM(time) keep working as they are.
 CREATE TABLE IF NOT EXISTS imchallenge.events
 (
     time           DateTime('UTC'),
@@ -35,7 +39,7 @@ CREATE TABLE IF NOT EXISTS imchallenge.events
     raw            String
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMM(time)
+PARTITION BY toDate(time)
 ORDER BY (site_id, time);
 
 -- Upgrading a table made before time_ms (without it): the module does
