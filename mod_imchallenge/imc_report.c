@@ -20,6 +20,7 @@
 #include "imc_report.h"
 #include "imc_report_buckets.h"
 #include "imc_report_client.h"
+#include "imc_report_parts.h"
 #include "imc_report_private.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
@@ -520,93 +521,6 @@ static apr_status_t query_rows(request_rec *r, const imc_config *c,
     return rv;
 }
 
-/* Whether s holds word as a whole SQL identifier. */
-static int mentions(const char *s, const char *word)
-{
-    apr_size_t n = strlen(word);
-    const char *at;
-
-    for (at = strstr(s, word); at; at = strstr(at + 1, word)) {
-        if ((at == s || !(apr_isalnum(at[-1]) || at[-1] == '_')) &&
-            !(apr_isalnum(at[n]) || at[n] == '_')) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* The events table's active parts, with the days of their first and last
- * events in the report's zone, into *parts. A part's first and last times
- * are those of the partition key's time column, so they are the events'
- * only with a key on time alone (conf/schema.sql: toYYYYMM(time)): the
- * partition key alone decides (a part at the epoch, or one a mutation
- * emptied, has a first time of 0 and is one like any other). *parts
- * is NULL when the cache cannot tell the days apart: another partition
- * key, no parts here (an empty table, or a Distributed one, whose parts
- * are on the shards), or ClickHouse refused to list them. The report then
- * runs without the cache. A line that does not parse fails the report. */
-static apr_status_t table_parts(request_rec *r, const imc_config *c,
-                                const report_args *a, imc_clickhouse *ch,
-                                apr_array_header_t **parts,
-                                imc_clickhouse_result *res)
-{
-    const char *db = imc_config_database(c);
-    const char *sql = apr_pstrcat(
-        r->pool, "SELECT toUInt16(toDate(min_time, '", a->tz,
-        "')), toUInt16(toDate(max_time, '", a->tz,
-        "')), cityHash64(name, rows, modification_time), "
-        "modification_time >= now(), "
-        "(SELECT partition_key FROM system.tables WHERE database = '",
-        db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
-        "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
-    apr_array_header_t *list;
-    char *pos, *line, *f[5];
-    int lineno = 0, cut = 0, usable = 1;
-    apr_status_t rv;
-
-    *parts = NULL;
-    rv = imc_clickhouse_query(ch, r->pool, sql, NULL, res);
-    imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
-    /* A refusal (no grant on system.parts, say) leaves the cache out; an
-     * exception after a 200 began is a broken answer and fails the report,
-     * like a malformed line. */
-    if (rv == IMC_CLICKHOUSE_EREJECTED && res->http_status != HTTP_OK) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r,
-                      IMC_LOGNO(00402) "report: no parts list (HTTP %d, "
-                                       "code %d), no cache",
-                      res->http_status, res->code);
-        return APR_SUCCESS;
-    }
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    pos = (char *)res->body;
-    list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    while ((line = next_line(&pos, &cut)) != NULL) {
-        imc_rcache_part *part = apr_array_push(list);
-        char *end = line + strlen(line);
-        apr_uint64_t first, last;
-
-        ++lineno;
-        if (split_tabs(line, f, 5) != 5 || !parse_uint(f[0], 65535, &first) ||
-            !parse_uint(f[1], 65535, &last) ||
-            !parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
-            (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
-            return malformed(r, "parts list", lineno, line, end);
-        }
-        part->first = (int)first;
-        part->last = (int)last;
-        part->recent = !strcmp(f[3], "1");
-        usable =
-            usable && mentions(f[4], "time") && !mentions(f[4], "received_at");
-    }
-    if (cut) {
-        return malformed(r, "parts list", lineno + 1, NULL, NULL);
-    }
-    *parts = usable && list->nelts ? list : NULL;
-    return APR_SUCCESS;
-}
-
 /* Everything a report's rows depend on but its days. */
 static const char *cache_key(request_rec *r, const imc_config *c,
                              const report_args *a, const char *where)
@@ -633,7 +547,9 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     int cached, listed_at;
 
     *rows = NULL;
-    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
+            APR_SUCCESS ||
+        !parts) {
         if (rv == APR_SUCCESS && res->http_status && res->http_status != 200 &&
             !listing_told) {
             listing_told = 1; /* once per process: not per report */
@@ -841,7 +757,9 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
     if (!forms) {
         return APR_SUCCESS;
     }
-    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
+            APR_SUCCESS ||
+        !parts) {
         return rv;
     }
     imc_rcache_forms_days(f->from, f->to, f->params->compare, window, &first,
