@@ -14,10 +14,13 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import stack
+from report_cache_util import Reports, Table, days_metric, delta
+from report_util import event as report_event
 
 REPO = stack.REPO
 ZK_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -387,3 +390,204 @@ def test_upgrade_of_tables_made_before_time_ms(cluster, make_httpd):
     after = post_ms(h, sites, 125)
     assert ms_rows(shards[0], OLD_DB, sites) == dict(
         {c: 0 for c in before}, **after)
+
+
+# ------------------------------------------------- the report's cache
+
+
+def cluster_schema(db):
+    """conf/schema-cluster.sql's statements for database db (its own
+    ZooKeeper path too)."""
+    text = (REPO / "conf" / "schema-cluster.sql").read_text()
+    body = "\n".join(x for x in text.splitlines() if not x.startswith("--"))
+    for old, new in (("EXISTS imchallenge ON", "EXISTS %s ON" % db),
+                     ("imchallenge.", db + "."),
+                     ("/imchallenge/", "/%s/" % db),
+                     ("Distributed(imchallenge, imchallenge,",
+                      "Distributed(imchallenge, %s," % db)):
+        assert old in body, old
+        body = body.replace(old, new)
+    return [s.strip() for s in body.split(";\n") if s.strip()]
+
+
+@pytest.fixture
+def cdb(cluster, make_httpd):
+    """A database of its own on the cluster, its tables made by
+    conf/schema-cluster.sql, merges stopped on both shards; a module
+    reporting through its Distributed table (one URL: the listing and the
+    query come from one server). Yields SimpleNamespace(h, db, shards,
+    tables): tables are the shards' events_local (report_cache_util.Table)."""
+    shards = cluster["shards"]
+    db = "imc_cparts_" + uuid.uuid4().hex[:8]
+    for sql in cluster_schema(db):
+        shards[0].query(sql)
+    tables = [Table(ch, db, "events_local") for ch in shards]
+    for t in tables:
+        stack.wait_until(lambda: t.ch.scalar(
+            "SELECT count() FROM system.tables WHERE database = '%s'" % db)
+            == "2", 60, interval=0.2, what="the tables on every shard")
+        t.stop_merges()
+    h = make_httpd(clickhouse=shards[0].url,
+                   directives="IMChallengeCreateSchema Off\n"
+                   "IMChallengeDatabase %s" % db)
+    yield SimpleNamespace(h=h, db=db, shards=shards, tables=tables)
+    shards[0].query("DROP DATABASE IF EXISTS %s ON CLUSTER %s" % (db, CLUSTER))
+
+
+def procedures(day, site, served, solved, clock="10:00:00"):
+    """served procedures of site on day, solved of them solved."""
+    at = "%sT%sZ" % (day, clock)
+    out = []
+    for i in range(served):
+        cid = str(uuid.uuid4())
+        out.append(report_event(at, "serve", cid, site))
+        if i < solved:
+            out.append(report_event(at, "solve", cid, site))
+    return out
+
+
+def settle(tables):
+    for t in tables:
+        t.settle()
+
+
+def test_report_cache_through_the_distributed_table(cdb):
+    """Days of parts on both shards come from the cache while their parts
+    stay; rows that arrive on either shard, for a cached day or a new one,
+    make the next report ask ClickHouse for those days alone, and it is
+    exact."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    D = ["2026-05-04", "2026-05-05", "2026-05-06"]
+    events = []
+    for i, day in enumerate(D):  # one part per day and shard
+        events += t1.insert_days([day], lambda d: procedures(d, s1, i + 2, 1))
+        events += t2.insert_days([day], lambda d: procedures(d, s2, 3, i))
+    settle(cdb.tables)
+    # Both shards hold parts of the same names: only the server tells
+    # their ids apart.
+    assert [p[0] for p in t1.parts()] == [p[0] for p in t2.parts()]
+    with Reports(cdb.h) as rep:
+        m0 = days_metric(cdb.h)
+        first = rep.check(events)
+        m1 = days_metric(cdb.h)
+        assert delta(m0, m1) == {"cache": 0, "clickhouse": len(D)}
+        second = rep.check(events)
+        assert second.text == first.text
+        m2 = days_metric(cdb.h)
+        assert delta(m1, m2) == {"cache": len(D), "clickhouse": 0}
+
+        # Late rows on each shard for cached days, and a new day.
+        events += t1.insert_days([D[0]], lambda d: procedures(d, s1, 2, 2))
+        events += t2.insert_days([D[1]], lambda d: procedures(d, s2, 1, 1))
+        events += t2.insert_days(["2026-05-09"],
+                                 lambda d: procedures(d, s2, 4, 3))
+        settle(cdb.tables)
+        rep.check(events)
+        m3 = days_metric(cdb.h)
+        assert delta(m2, m3) == {"cache": 1, "clickhouse": 3}
+        rep.check(events)
+        m4 = days_metric(cdb.h)
+        assert delta(m3, m4) == {"cache": 4, "clickhouse": 0}
+
+
+def test_report_cache_after_a_merge_on_one_shard(cdb):
+    """Rows added on one shard and merged there at once (OPTIMIZE ...
+    FINAL) into one part with the cached days' rows: those days' parts
+    changed, so they are asked again and the counts stay exact; the other
+    shard's days come from the cache."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    D = ["2026-06-01", "2026-06-02"]
+    later = "2026-07-15"  # another partition, on shard 2 alone
+    events = []
+    for day in D:
+        events += t1.insert_days([day], lambda d: procedures(d, s1, 3, 2))
+    events += t2.insert_days([later], lambda d: procedures(d, s2, 2, 1))
+    settle(cdb.tables)
+    with Reports(cdb.h) as rep:
+        rep.check(events)
+        m0 = days_metric(cdb.h)
+        rep.check(events)
+        m1 = days_metric(cdb.h)
+        assert delta(m0, m1) == {"cache": 3, "clickhouse": 0}
+        events += t1.insert_days([D[1]], lambda d: procedures(d, s1, 2, 2))
+        t1.optimize()
+        assert len(t1.parts()) == 1
+        settle(cdb.tables)
+        rep.check(events)
+        m2 = days_metric(cdb.h)
+        assert delta(m1, m2) == {"cache": 1, "clickhouse": 2}
+
+
+@pytest.mark.parametrize("engine, cached", [
+    ("Distributed('imchallenge', '{db}', 'events_local', rand())", True),
+    ("Distributed(`imchallenge`, \"{db}\", events_local)", True),
+    ("Distributed(imchallenge, '{db}', concat('events', '_local'))", False),
+])
+def test_distributed_engine_forms(cdb, make_httpd, engine, cached):
+    """A Distributed table of another database over the same shards'
+    tables: quoted names are read; an argument that is not a plain name
+    leaves the cache out, and the counts are exact either way."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    events = t1.insert_days(["2026-08-03"], lambda d: procedures(d, s1, 2, 1))
+    events += t2.insert_days(["2026-08-04"],
+                             lambda d: procedures(d, s2, 3, 1))
+    settle(cdb.tables)
+    other = cdb.db + "_v"
+    ch = cdb.shards[1]
+    ch.query("CREATE DATABASE %s" % other)
+    try:
+        ch.query("CREATE TABLE %s.events AS %s.events ENGINE = %s"
+                 % (other, cdb.db, engine.format(db=cdb.db)))
+        assert ch.scalar("SELECT engine FROM system.tables WHERE database "
+                         "= '%s' AND name = 'events'" % other) == "Distributed"
+        h = make_httpd(clickhouse=ch.url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s" % other)
+        with Reports(h) as rep:
+            rep.check(events)
+            m0 = days_metric(h)
+            rep.check(events)
+            m1 = days_metric(h)
+        assert delta(m0, m1) == ({"cache": 2, "clickhouse": 0} if cached
+                                 else {"cache": 0, "clickhouse": 0})
+    finally:
+        for c in cdb.shards:
+            c.query("DROP DATABASE IF EXISTS %s" % other)
+
+
+def test_report_cache_off_when_a_shard_partitions_otherwise(cdb, make_httpd):
+    """Shards' tables partitioned by received_at: their parts' times are
+    not the events' days, so nothing is cached; the counts are exact."""
+    other = cdb.db + "_r"
+    shards = cdb.shards
+    shards[0].query("CREATE DATABASE %s ON CLUSTER %s" % (other, CLUSTER))
+    try:
+        shards[0].query(
+            "CREATE TABLE %s.events_local ON CLUSTER %s AS %s.events_local "
+            "ENGINE = MergeTree PARTITION BY toYYYYMM(received_at) "
+            "ORDER BY (site_id, time)" % (other, CLUSTER, cdb.db))
+        shards[0].query(
+            "CREATE TABLE %s.events AS %s.events_local ENGINE = "
+            "Distributed(%s, %s, events_local)"
+            % (other, other, CLUSTER, other))
+        t1, t2 = (Table(c, other, "events_local") for c in shards)
+        s1, s2 = sites_on_each_shard(shards[0], 1)
+        events = t1.insert_days(["2026-09-01"],
+                                lambda d: procedures(d, s1, 2, 1))
+        events += t2.insert_days(["2026-09-02"],
+                                 lambda d: procedures(d, s2, 1, 1))
+        settle([t1, t2])
+        h = make_httpd(clickhouse=shards[0].url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s" % other)
+        with Reports(h) as rep:
+            m0 = days_metric(h)
+            rep.check(events)
+            rep.check(events)
+            assert delta(m0, days_metric(h)) == {"cache": 0, "clickhouse": 0}
+    finally:
+        shards[0].query("DROP DATABASE IF EXISTS %s ON CLUSTER %s"
+                        % (other, CLUSTER))
