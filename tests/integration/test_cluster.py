@@ -21,11 +21,14 @@ import pytest
 import stack
 from report_cache_util import Reports, Table, days_metric, delta
 from report_util import event as report_event
+from report_util import expected_answer, model
 
 REPO = stack.REPO
 ZK_JAR = Path("/usr/share/java/zookeeper.jar")
 DAY = "2026-11-27"
 CLUSTER = "imchallenge"
+# One shard whose two replicas are the two servers.
+REPLICAS = "imchallenge_replicas"
 
 
 def ensure_zookeeper():
@@ -100,26 +103,39 @@ def cluster_xml(zk, shards, index):
         "<shard><internal_replication>true</internal_replication>"
         "<replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
         % ch.tcp_port for ch in shards)
+    both = "".join("<replica><host>127.0.0.1</host><port>%d</port></replica>"
+                   % ch.tcp_port for ch in shards)
     me = shards[index]
     return """<?xml version="1.0"?>
 <yandex>
     <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>
-    <remote_servers><{cluster}>{replicas}</{cluster}></remote_servers>
+    <remote_servers><{cluster}>{replicas}</{cluster}>
+        <{two}><shard><internal_replication>true</internal_replication>{both}</shard></{two}>
+    </remote_servers>
     <macros><shard>{shard}</shard><replica>replica-{shard}-1</replica></macros>
     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
     <interserver_http_host>127.0.0.1</interserver_http_host>
     <interserver_http_port>{ihp}</interserver_http_port>
 </yandex>
 """.format(zk=zk.port, cluster=CLUSTER, replicas=replicas, shard=index + 1,
-           ihp=me.interserver_port)
+           ihp=me.interserver_port, two=REPLICAS, both=both)
 
 
 # The module user's profile: a write through a Distributed table returns
-# once the rows are on their shards.
+# once the rows are on their shards. The user imc_rr reads a shard from
+# any of its replicas, the local one no more than another.
 USERS_XML = """<?xml version="1.0"?>
 <yandex><profiles><default>
     <insert_distributed_sync>1</insert_distributed_sync>
-</default></profiles></yandex>
+</default><any_replica>
+    <load_balancing>random</load_balancing>
+    <prefer_localhost_replica>0</prefer_localhost_replica>
+</any_replica></profiles>
+<users><imc_rr>
+    <password></password>
+    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <profile>any_replica</profile><quota>default</quota>
+</imc_rr></users></yandex>
 """
 
 
@@ -591,3 +607,76 @@ def test_report_cache_off_when_a_shard_partitions_otherwise(cdb, make_httpd):
     finally:
         shards[0].query("DROP DATABASE IF EXISTS %s ON CLUSTER %s"
                         % (other, CLUSTER))
+
+
+def test_report_cache_with_a_lagging_replica(cluster, make_httpd):
+    """One shard of two replicas, which the report's query reads at random
+    (the user imc_rr): while one replica lags, each report is that of one
+    replica or the other; once it caught up, every report is exact, from
+    the cache too. The listing covers both replicas: one of a replica
+    that was up to date would keep the lagging one's rows under a
+    fingerprint that its catching up does not change."""
+    shards = cluster["shards"]
+    db = "imc_replicas_" + uuid.uuid4().hex[:8]
+    for i, ch in enumerate(shards):
+        ch.query("CREATE DATABASE %s" % db)
+        ch.query(
+            "CREATE TABLE %s.events_local (time DateTime('UTC'), time_ms "
+            "UInt16 DEFAULT 0, type Enum8('serve' = 1, 'solve' = 2), "
+            "correlation_id UUID, site_id UUID, received_at "
+            "DateTime('UTC'), raw String) ENGINE = ReplicatedMergeTree("
+            "'/clickhouse/tables/replicas/%s/events_local', 'r%d') "
+            "PARTITION BY toYYYYMM(time) ORDER BY (site_id, time)"
+            % (db, db, i))
+    try:
+        shards[0].query(
+            "CREATE TABLE %s.events AS %s.events_local ENGINE = "
+            "Distributed(%s, %s, events_local)" % (db, db, REPLICAS, db))
+        a, b = (Table(ch, db, "events_local") for ch in shards)
+        for t in (a, b):
+            t.stop_merges()
+        site = str(uuid.uuid4())
+        D = ["2026-10-05", "2026-10-06"]
+        events = a.insert_days(D, lambda d: procedures(d, site, 3, 1))
+        b.ch.query("SYSTEM SYNC REPLICA %s" % b.name)
+        settle([a, b])
+        h = make_httpd(clickhouse=shards[0].url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s\n"
+                       "IMChallengeClickHouseUser imc_rr" % db)
+        with Reports(h) as rep:
+            for _ in range(3):
+                rep.check(events)
+            b.ch.query("SYSTEM STOP FETCHES %s" % b.name)
+            old = list(events)
+            events += a.insert_days([D[0]], lambda d: procedures(d, site, 2,
+                                                                 2))
+            settle([a])
+            either = (expected_answer(model(old)),
+                      expected_answer(model(events)))
+            for _ in range(10):
+                r = rep.client.report()
+                assert r.status_code == 200, r.text
+                assert r.json() in either
+            b.ch.query("SYSTEM START FETCHES %s" % b.name)
+
+            def caught_up():  # reports meanwhile keep the connection
+                r = rep.client.report()
+                assert r.status_code == 200, r.text
+                assert r.json() in either
+                return [p[:2] for p in b.parts()] == [p[:2]
+                                                      for p in a.parts()]
+
+            stack.wait_until(caught_up, 60, interval=0.5,
+                             what="the lagging replica")
+            settle([b])
+            m0 = days_metric(h)
+            for _ in range(10):
+                rep.check(events)
+            # All but the first report's two days from the cache: a
+            # listing of one replica, each time either, would change the
+            # fingerprints from one report to the next.
+            assert delta(m0, days_metric(h))["cache"] >= 18
+    finally:
+        for ch in shards:
+            ch.query("DROP DATABASE IF EXISTS %s" % db)
