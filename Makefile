@@ -20,7 +20,7 @@ SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
            imc_zone.c imc_bucket.c imc_syntax.c imc_spool_dir.c imc_rparams.c \
-           imc_report_buckets.c
+           imc_report_buckets.c imc_report_parts.c
 SRCS    := $(addprefix $(MOD)/,$(SOURCES))
 HDRS    := $(wildcard $(MOD)/imc_*.h)
 GEN     := $(MOD)/home_html.h $(MOD)/schema_sql.h

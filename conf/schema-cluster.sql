@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS imchallenge.events_local ON CLUSTER imchallenge
 )
 ENGINE = ReplicatedMergeTree(
     '/clickhouse/tables/{shard}/imchallenge/events_local', '{replica}')
-PARTITION BY toYYYYMM(time)
+PARTITION BY toDate(time) -- a day a partition: see conf/schema.sql
 ORDER BY (site_id, time);
 
 -- What the module writes to and reads from. Rows go to a shard by their

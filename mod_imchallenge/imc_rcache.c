@@ -469,29 +469,6 @@ apr_array_header_t *imc_rcache_complete(imc_rcache *cache,
 
 /* ------------------------------------------------------------- forms */
 
-struct imc_rcache_forms {
-    imc_scache *store;
-};
-
-apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
-                                     apr_size_t budget)
-{
-    imc_scache *store = private_store(p, budget);
-
-    *forms = NULL;
-    return store ? imc_rcache_forms_attach(forms, p, store) : APR_ENOMEM;
-}
-
-apr_status_t imc_rcache_forms_attach(imc_rcache_forms **forms, apr_pool_t *p,
-                                     imc_scache *store)
-{
-    imc_rcache_forms *f = apr_pcalloc(p, sizeof(*f));
-
-    f->store = store;
-    *forms = f;
-    return APR_SUCCESS;
-}
-
 apr_uint64_t imc_rcache_fingerprint(const imc_rcache_part *parts, int nparts,
                                     int first, int last, int *recent)
 {
@@ -531,8 +508,8 @@ void imc_rcache_forms_days(int from, int to, int compare, apr_int64_t window,
         to == IMC_RCACHE_NO_DAY || hi >= INT_MAX ? IMC_RCACHE_NO_DAY : (int)hi;
 }
 
-void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
-                           const char *key, apr_uint64_t fp, apr_size_t *size)
+void *imc_rcache_forms_get(imc_rcache *forms, apr_pool_t *p, const char *key,
+                           apr_uint64_t fp, apr_size_t *size)
 {
     apr_size_t klen;
     const char *k = record_key(p, KIND_FORM, key, NULL, &klen);
@@ -540,14 +517,13 @@ void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
     return imc_scache_get(forms->store, p, k, klen, fp, size);
 }
 
-apr_size_t imc_rcache_forms_max(imc_rcache_forms *forms, const char *key)
+apr_size_t imc_rcache_forms_max(imc_rcache *forms, const char *key)
 {
     return imc_scache_max_value(forms->store, 1 + strlen(key) + 1);
 }
 
-void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
-                           apr_uint64_t fp, const imc_rcache_piece *pieces,
-                           int n)
+void imc_rcache_forms_putv(imc_rcache *forms, const char *key, apr_uint64_t fp,
+                           const imc_rcache_piece *pieces, int n)
 {
     apr_size_t klen = 1 + strlen(key) + 1;
     char *k = malloc(klen);
@@ -560,20 +536,12 @@ void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
     }
 }
 
-void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
-                          apr_uint64_t fp, const void *blob, apr_size_t size)
+void imc_rcache_forms_put(imc_rcache *forms, const char *key, apr_uint64_t fp,
+                          const void *blob, apr_size_t size)
 {
     imc_rcache_piece piece;
 
     piece.data = blob;
     piece.len = size;
     imc_rcache_forms_putv(forms, key, fp, &piece, 1);
-}
-
-apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms)
-{
-    imc_scache_stats st;
-
-    imc_scache_stats_get(forms->store, &st);
-    return st.bytes;
 }

@@ -137,15 +137,9 @@ const char *imc_rcache_day_text(apr_pool_t *p, int day);
  * not add up from days, so an answer is kept as one blob under its key
  * (everything it depends on but the events) and the fingerprint of the
  * parts that can hold an event it reads: it is used only while that
- * fingerprint matches. Kept in the same store as the days.
+ * fingerprint matches. Kept in the same cache (and store) as the days,
+ * under keys of their own.
  */
-
-typedef struct imc_rcache_forms imc_rcache_forms;
-
-apr_status_t imc_rcache_forms_create(imc_rcache_forms **forms, apr_pool_t *p,
-                                     apr_size_t budget);
-apr_status_t imc_rcache_forms_attach(imc_rcache_forms **forms, apr_pool_t *p,
-                                     imc_scache *store);
 
 /*
  * The fingerprint of the parts holding days [first, last] (either may be
@@ -170,24 +164,20 @@ void imc_rcache_forms_days(int from, int to, int compare, apr_int64_t window,
  * The answer kept under key with fingerprint fp, copied into p (its size
  * in *size), or NULL.
  */
-void *imc_rcache_forms_get(imc_rcache_forms *forms, apr_pool_t *p,
-                           const char *key, apr_uint64_t fp, apr_size_t *size);
+void *imc_rcache_forms_get(imc_rcache *forms, apr_pool_t *p, const char *key,
+                           apr_uint64_t fp, apr_size_t *size);
 
 /* Keeps a copy of the answer under key and fp, replacing any other. */
-void imc_rcache_forms_put(imc_rcache_forms *forms, const char *key,
-                          apr_uint64_t fp, const void *blob, apr_size_t size);
+void imc_rcache_forms_put(imc_rcache *forms, const char *key, apr_uint64_t fp,
+                          const void *blob, apr_size_t size);
 
 /* The same for an answer in n pieces, kept joined in their order. */
 typedef imc_scache_piece imc_rcache_piece;
 
-void imc_rcache_forms_putv(imc_rcache_forms *forms, const char *key,
-                           apr_uint64_t fp, const imc_rcache_piece *pieces,
-                           int n);
+void imc_rcache_forms_putv(imc_rcache *forms, const char *key, apr_uint64_t fp,
+                           const imc_rcache_piece *pieces, int n);
 
 /* The largest answer kept under key. */
-apr_size_t imc_rcache_forms_max(imc_rcache_forms *forms, const char *key);
-
-/* Bytes the forms' cache holds now. */
-apr_size_t imc_rcache_forms_bytes(imc_rcache_forms *forms);
+apr_size_t imc_rcache_forms_max(imc_rcache *forms, const char *key);
 
 #endif /* IMC_RCACHE_H */

@@ -21,6 +21,7 @@
 #include "imc_report.h"
 #include "imc_report_buckets.h"
 #include "imc_report_client.h"
+#include "imc_report_parts.h"
 #include "imc_report_private.h"
 #include "imc_tenant.h"
 #include "imc_slots.h"
@@ -36,9 +37,8 @@ static imc_scache *store;
 typedef struct {
     apr_shm_t *shm;
 } retained_t;
-static imc_rcache *cache;       /* the days' view of the store, or NULL */
-static imc_rcache_forms *forms; /* the other forms' view, or NULL */
-static int listing_told;        /* a refused parts listing was logged */
+static imc_rcache *cache; /* the process's view of the store, or NULL */
+static int listing_told;  /* a refused parts listing was logged */
 
 typedef struct {
     const char *filter; /* URL-decoded */
@@ -527,93 +527,6 @@ static apr_status_t query_rows(request_rec *r, const imc_config *c,
     return rv;
 }
 
-/* Whether s holds word as a whole SQL identifier. */
-static int mentions(const char *s, const char *word)
-{
-    apr_size_t n = strlen(word);
-    const char *at;
-
-    for (at = strstr(s, word); at; at = strstr(at + 1, word)) {
-        if ((at == s || !(apr_isalnum(at[-1]) || at[-1] == '_')) &&
-            !(apr_isalnum(at[n]) || at[n] == '_')) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* The events table's active parts, with the days of their first and last
- * events in the report's zone, into *parts. A part's first and last times
- * are those of the partition key's time column, so they are the events'
- * only with a key on time alone (conf/schema.sql: toYYYYMM(time)): the
- * partition key alone decides (a part at the epoch, or one a mutation
- * emptied, has a first time of 0 and is one like any other). *parts
- * is NULL when the cache cannot tell the days apart: another partition
- * key, no parts here (an empty table, or a Distributed one, whose parts
- * are on the shards), or ClickHouse refused to list them. The report then
- * runs without the cache. A line that does not parse fails the report. */
-static apr_status_t table_parts(request_rec *r, const imc_config *c,
-                                const report_args *a, imc_clickhouse *ch,
-                                apr_array_header_t **parts,
-                                imc_clickhouse_result *res)
-{
-    const char *db = imc_config_database(c);
-    const char *sql = apr_pstrcat(
-        r->pool, "SELECT toUInt16(toDate(min_time, '", a->tz,
-        "')), toUInt16(toDate(max_time, '", a->tz,
-        "')), cityHash64(name, rows, modification_time), "
-        "modification_time >= now(), "
-        "(SELECT partition_key FROM system.tables WHERE database = '",
-        db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
-        "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
-    apr_array_header_t *list;
-    char *pos, *line, *f[5];
-    int lineno = 0, cut = 0, usable = 1;
-    apr_status_t rv;
-
-    *parts = NULL;
-    rv = imc_clickhouse_query(ch, r->pool, sql, NULL, res);
-    imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
-    /* A refusal (no grant on system.parts, say) leaves the cache out; an
-     * exception after a 200 began is a broken answer and fails the report,
-     * like a malformed line. */
-    if (rv == IMC_CLICKHOUSE_EREJECTED && res->http_status != HTTP_OK) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r,
-                      IMC_LOGNO(00402) "report: no parts list (HTTP %d, "
-                                       "code %d), no cache",
-                      res->http_status, res->code);
-        return APR_SUCCESS;
-    }
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    pos = (char *)res->body;
-    list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    while ((line = next_line(&pos, &cut)) != NULL) {
-        imc_rcache_part *part = apr_array_push(list);
-        char *end = line + strlen(line);
-        apr_uint64_t first, last;
-
-        ++lineno;
-        if (split_tabs(line, f, 5) != 5 || !parse_uint(f[0], 65535, &first) ||
-            !parse_uint(f[1], 65535, &last) ||
-            !parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
-            (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
-            return malformed(r, "parts list", lineno, line, end);
-        }
-        part->first = (int)first;
-        part->last = (int)last;
-        part->recent = !strcmp(f[3], "1");
-        usable =
-            usable && mentions(f[4], "time") && !mentions(f[4], "received_at");
-    }
-    if (cut) {
-        return malformed(r, "parts list", lineno + 1, NULL, NULL);
-    }
-    *parts = usable && list->nelts ? list : NULL;
-    return APR_SUCCESS;
-}
-
 /* Everything the rows of a day of every site depend on but the events:
  * the database, the user, the servers and the zone. The filter is not
  * part of it: the rows kept are unfiltered (filter_rows). */
@@ -642,7 +555,9 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     int cached, listed_at;
 
     *rows = NULL;
-    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
+            APR_SUCCESS ||
+        !parts) {
         if (rv == APR_SUCCESS && res->http_status && res->http_status != 200 &&
             !listing_told) {
             listing_told = 1; /* once per process: not per report */
@@ -889,10 +804,12 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
     int first, last, recent;
 
     memset(look, 0, sizeof(*look));
-    if (!forms) {
+    if (!cache) {
         return APR_SUCCESS;
     }
-    if ((rv = table_parts(r, c, a, ch, &parts, res)) != APR_SUCCESS || !parts) {
+    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
+            APR_SUCCESS ||
+        !parts) {
         return rv;
     }
     imc_rcache_forms_days(f->from, f->to, f->params->compare, window, &first,
@@ -903,7 +820,7 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
     look->keep = !recent;
     look->listed_at = res->endpoint;
     look->kept =
-        imc_rcache_forms_get(forms, r->pool, look->key, look->fp, &look->size);
+        imc_rcache_forms_get(cache, r->pool, look->key, look->fp, &look->size);
     if (look->kept && !memchr(look->kept, '\0', look->size)) {
         look->kept = NULL; /* not one this file kept */
     }
@@ -944,7 +861,7 @@ static void keeper_put(request_rec *r, form_keeper *k)
     }
     type->data = r->content_type;
     type->len = strlen(r->content_type) + 1;
-    imc_rcache_forms_putv(forms, k->key, k->fp,
+    imc_rcache_forms_putv(cache, k->key, k->fp,
                           (const imc_rcache_piece *)k->pieces->elts,
                           k->pieces->nelts);
 }
@@ -955,7 +872,7 @@ static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
 {
     imc_rcache_piece *piece;
 
-    if (n > imc_rcache_forms_max(forms, k->key) - k->len) {
+    if (n > imc_rcache_forms_max(cache, k->key) - k->len) {
         return 0;
     }
     piece = apr_array_push(k->pieces);
@@ -966,7 +883,7 @@ static int keeper_append(apr_pool_t *p, form_keeper *k, const char *data,
 }
 
 /* The output filter that keeps a form's answer as it is sent: its bytes
- * as rendered, kept at the end of the stream (imc_rcache_forms). */
+ * as rendered, kept at the end of the stream (imc_rcache_forms_putv). */
 static apr_status_t keep_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     form_keeper *k = f->ctx;
@@ -1136,10 +1053,8 @@ void imc_report_child_init(apr_pool_t *pchild)
 {
     imc_zones_child_init(pchild); /* on failure, zones are not remembered */
     cache = NULL;
-    forms = NULL;
     if (store) {
         imc_rcache_attach(&cache, pchild, store);
-        imc_rcache_forms_attach(&forms, pchild, store);
     }
     imc_report_client_child_init(pchild);
 }

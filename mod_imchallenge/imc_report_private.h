@@ -2,8 +2,9 @@
 
 /*
  * imc_report_private: what the report's files share (imc_report.c,
- * imc_report_buckets.c): reading ClickHouse's TabSeparated answers, the
- * rate as written, and ClickHouse failures mapped to the client's status.
+ * imc_report_buckets.c, imc_report_parts.c): reading ClickHouse's
+ * TabSeparated answers, the rate as written, and ClickHouse failures
+ * mapped to the client's status.
  */
 #ifndef IMC_REPORT_PRIVATE_H
 #define IMC_REPORT_PRIVATE_H

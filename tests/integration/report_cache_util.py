@@ -284,12 +284,18 @@ def random_batch(rnd, sites, D, events):
 
 
 class Table:
-    """The events table of database db on ClickHouse ch."""
+    """The events table of database db on ClickHouse ch (or another table
+    of its columns: a cluster shard's events_local)."""
 
-    def __init__(self, ch, db):
+    def __init__(self, ch, db, table="events"):
         self.ch = ch
         self.db = db
-        self.name = "%s.events" % db
+        self.table = table
+        self.name = "%s.%s" % (db, table)
+
+    def mine(self):
+        """The condition on system.parts (or mutations) for this table."""
+        return "database = '%s' AND table = '%s'" % (self.db, self.table)
 
     def insert(self, events):
         """One INSERT of events (report_util.event dicts), as the module
@@ -321,8 +327,8 @@ class Table:
         as Unix seconds."""
         text = self.ch.query(
             "SELECT name, rows, toUInt32(modification_time) "
-            "FROM system.parts WHERE database = '%s' AND table = 'events' "
-            "AND active ORDER BY name FORMAT TabSeparated" % self.db)
+            "FROM system.parts WHERE %s AND active ORDER BY name "
+            "FORMAT TabSeparated" % self.mine())
         out = []
         for line in text.splitlines():
             name, rows, mtime = line.split("\t")
@@ -336,17 +342,16 @@ class Table:
         on the cache only after this."""
         stack.wait_until(
             lambda: self.ch.scalar(
-                "SELECT count() FROM system.parts WHERE database = '%s' "
-                "AND table = 'events' AND active "
-                "AND modification_time >= now()" % self.db) == "0",
+                "SELECT count() FROM system.parts WHERE %s AND active "
+                "AND modification_time >= now()" % self.mine()) == "0",
             timeout, interval=0.05, what="parts older than this second")
 
     def part_ids(self):
         """{partition: id of its part} when each partition has one part."""
         text = self.ch.query(
             "SELECT partition, cityHash64(name, rows, modification_time) "
-            "FROM system.parts WHERE database = '%s' AND table = 'events' "
-            "AND active FORMAT TabSeparated" % self.db)
+            "FROM system.parts WHERE %s AND active FORMAT TabSeparated"
+            % self.mine())
         ids = dict(line.split("\t") for line in text.splitlines())
         assert len(ids) == len(text.splitlines()), text
         return {k: int(v) for k, v in ids.items()}
@@ -357,8 +362,8 @@ class Table:
         text = self.ch.query(
             "SELECT toString(toDate(min_time, '%s')), "
             "toString(toDate(max_time, '%s')) "
-            "FROM system.parts WHERE database = '%s' AND table = 'events' "
-            "AND active FORMAT TabSeparated" % (tz, tz, self.db))
+            "FROM system.parts WHERE %s AND active FORMAT TabSeparated"
+            % (tz, tz, self.mine()))
         days = set()
         for line in text.splitlines():
             first, last = line.split("\t")
@@ -390,8 +395,7 @@ class Table:
             self.ch.query("OPTIMIZE TABLE %s FINAL" % self.name)
             n = self.ch.scalar(
                 "SELECT count() - uniqExact(partition) FROM system.parts "
-                "WHERE database = '%s' AND table = 'events' AND active"
-                % self.db)
+                "WHERE %s AND active" % self.mine())
             return n == "0"
 
         self.start_merges()
@@ -409,8 +413,8 @@ class Table:
                           % (self.name, where))
             stack.wait_until(
                 lambda: self.ch.scalar(
-                    "SELECT count() FROM system.mutations WHERE database = "
-                    "'%s' AND table = 'events' AND is_done = 0" % self.db)
+                    "SELECT count() FROM system.mutations WHERE %s "
+                    "AND is_done = 0" % self.mine())
                 == "0", timeout, interval=0.05, what="the mutation")
         finally:
             self.stop_merges()

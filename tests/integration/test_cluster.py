@@ -14,15 +14,21 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import stack
+from report_cache_util import Reports, Table, days_metric, delta
+from report_util import event as report_event
+from report_util import expected_answer, model
 
 REPO = stack.REPO
 ZK_JAR = Path("/usr/share/java/zookeeper.jar")
 DAY = "2026-11-27"
 CLUSTER = "imchallenge"
+# One shard whose two replicas are the two servers.
+REPLICAS = "imchallenge_replicas"
 
 
 def ensure_zookeeper():
@@ -97,26 +103,39 @@ def cluster_xml(zk, shards, index):
         "<shard><internal_replication>true</internal_replication>"
         "<replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
         % ch.tcp_port for ch in shards)
+    both = "".join("<replica><host>127.0.0.1</host><port>%d</port></replica>"
+                   % ch.tcp_port for ch in shards)
     me = shards[index]
     return """<?xml version="1.0"?>
 <yandex>
     <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>
-    <remote_servers><{cluster}>{replicas}</{cluster}></remote_servers>
+    <remote_servers><{cluster}>{replicas}</{cluster}>
+        <{two}><shard><internal_replication>true</internal_replication>{both}</shard></{two}>
+    </remote_servers>
     <macros><shard>{shard}</shard><replica>replica-{shard}-1</replica></macros>
     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
     <interserver_http_host>127.0.0.1</interserver_http_host>
     <interserver_http_port>{ihp}</interserver_http_port>
 </yandex>
 """.format(zk=zk.port, cluster=CLUSTER, replicas=replicas, shard=index + 1,
-           ihp=me.interserver_port)
+           ihp=me.interserver_port, two=REPLICAS, both=both)
 
 
 # The module user's profile: a write through a Distributed table returns
-# once the rows are on their shards.
+# once the rows are on their shards. The user imc_rr reads a shard from
+# any of its replicas, the local one no more than another.
 USERS_XML = """<?xml version="1.0"?>
 <yandex><profiles><default>
     <insert_distributed_sync>1</insert_distributed_sync>
-</default></profiles></yandex>
+</default><any_replica>
+    <load_balancing>random</load_balancing>
+    <prefer_localhost_replica>0</prefer_localhost_replica>
+</any_replica></profiles>
+<users><imc_rr>
+    <password></password>
+    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <profile>any_replica</profile><quota>default</quota>
+</imc_rr></users></yandex>
 """
 
 
@@ -387,3 +406,277 @@ def test_upgrade_of_tables_made_before_time_ms(cluster, make_httpd):
     after = post_ms(h, sites, 125)
     assert ms_rows(shards[0], OLD_DB, sites) == dict(
         {c: 0 for c in before}, **after)
+
+
+# ------------------------------------------------- the report's cache
+
+
+def cluster_schema(db):
+    """conf/schema-cluster.sql's statements for database db (its own
+    ZooKeeper path too)."""
+    text = (REPO / "conf" / "schema-cluster.sql").read_text()
+    body = "\n".join(x for x in text.splitlines() if not x.startswith("--"))
+    for old, new in (("EXISTS imchallenge ON", "EXISTS %s ON" % db),
+                     ("imchallenge.", db + "."),
+                     ("/imchallenge/", "/%s/" % db),
+                     ("Distributed(imchallenge, imchallenge,",
+                      "Distributed(imchallenge, %s," % db)):
+        assert old in body, old
+        body = body.replace(old, new)
+    return [s.strip() for s in body.split(";\n") if s.strip()]
+
+
+@pytest.fixture
+def cdb(cluster, make_httpd):
+    """A database of its own on the cluster, its tables made by
+    conf/schema-cluster.sql, merges stopped on both shards; a module
+    reporting through its Distributed table (one URL: the listing and the
+    query come from one server). Yields SimpleNamespace(h, db, shards,
+    tables): tables are the shards' events_local (report_cache_util.Table)."""
+    shards = cluster["shards"]
+    db = "imc_cparts_" + uuid.uuid4().hex[:8]
+    for sql in cluster_schema(db):
+        shards[0].query(sql)
+    tables = [Table(ch, db, "events_local") for ch in shards]
+    for t in tables:
+        stack.wait_until(lambda: t.ch.scalar(
+            "SELECT count() FROM system.tables WHERE database = '%s'" % db)
+            == "2", 60, interval=0.2, what="the tables on every shard")
+        t.stop_merges()
+    h = make_httpd(clickhouse=shards[0].url,
+                   directives="IMChallengeCreateSchema Off\n"
+                   "IMChallengeDatabase %s" % db)
+    yield SimpleNamespace(h=h, db=db, shards=shards, tables=tables)
+    shards[0].query("DROP DATABASE IF EXISTS %s ON CLUSTER %s" % (db, CLUSTER))
+
+
+def procedures(day, site, served, solved, clock="10:00:00"):
+    """served procedures of site on day, solved of them solved."""
+    at = "%sT%sZ" % (day, clock)
+    out = []
+    for i in range(served):
+        cid = str(uuid.uuid4())
+        out.append(report_event(at, "serve", cid, site))
+        if i < solved:
+            out.append(report_event(at, "solve", cid, site))
+    return out
+
+
+def settle(tables):
+    for t in tables:
+        t.settle()
+
+
+def test_report_cache_through_the_distributed_table(cdb):
+    """Days of parts on both shards come from the cache while their parts
+    stay; rows that arrive on either shard, for a cached day or a new one,
+    make the next report ask ClickHouse for those days alone, and it is
+    exact."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    D = ["2026-05-04", "2026-05-05", "2026-05-06"]
+    events = []
+    for i, day in enumerate(D):  # one part per day and shard
+        events += t1.insert_days([day], lambda d: procedures(d, s1, i + 2, 1))
+        events += t2.insert_days([day], lambda d: procedures(d, s2, 3, i))
+    settle(cdb.tables)
+    # Both shards hold parts of the same names: only the server tells
+    # their ids apart.
+    assert [p[0] for p in t1.parts()] == [p[0] for p in t2.parts()]
+    with Reports(cdb.h) as rep:
+        m0 = days_metric(cdb.h)
+        first = rep.check(events)
+        m1 = days_metric(cdb.h)
+        assert delta(m0, m1) == {"cache": 0, "clickhouse": len(D)}
+        second = rep.check(events)
+        assert second.text == first.text
+        m2 = days_metric(cdb.h)
+        assert delta(m1, m2) == {"cache": len(D), "clickhouse": 0}
+
+        # Late rows on each shard for cached days, and a new day.
+        events += t1.insert_days([D[0]], lambda d: procedures(d, s1, 2, 2))
+        events += t2.insert_days([D[1]], lambda d: procedures(d, s2, 1, 1))
+        events += t2.insert_days(["2026-05-09"],
+                                 lambda d: procedures(d, s2, 4, 3))
+        settle(cdb.tables)
+        rep.check(events)
+        m3 = days_metric(cdb.h)
+        assert delta(m2, m3) == {"cache": 1, "clickhouse": 3}
+        rep.check(events)
+        m4 = days_metric(cdb.h)
+        assert delta(m3, m4) == {"cache": 4, "clickhouse": 0}
+
+
+def test_report_cache_after_a_merge_on_one_shard(cdb):
+    """Rows added on one shard for a cached day, then OPTIMIZE ... FINAL
+    there, which rewrites the part of every partition of that shard (one
+    a day): those days' parts changed, so they are asked again and the
+    counts stay exact; the other shard's day comes from the cache."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    D = ["2026-06-01", "2026-06-02"]
+    later = "2026-07-15"  # another partition, on shard 2 alone
+    events = []
+    for day in D:
+        events += t1.insert_days([day], lambda d: procedures(d, s1, 3, 2))
+    events += t2.insert_days([later], lambda d: procedures(d, s2, 2, 1))
+    settle(cdb.tables)
+    with Reports(cdb.h) as rep:
+        rep.check(events)
+        m0 = days_metric(cdb.h)
+        rep.check(events)
+        m1 = days_metric(cdb.h)
+        assert delta(m0, m1) == {"cache": 3, "clickhouse": 0}
+        events += t1.insert_days([D[1]], lambda d: procedures(d, s1, 2, 2))
+        t1.optimize()
+        assert len(t1.parts()) == len(D)  # a part a day, all rewritten
+        settle(cdb.tables)
+        rep.check(events)
+        m2 = days_metric(cdb.h)
+        assert delta(m1, m2) == {"cache": 1, "clickhouse": 2}
+
+
+@pytest.mark.parametrize("engine, cached", [
+    ("Distributed('imchallenge', '{db}', 'events_local', rand())", True),
+    ("Distributed(`imchallenge`, \"{db}\", events_local)", True),
+    ("Distributed(imchallenge, '{db}', concat('events', '_local'))", False),
+])
+def test_distributed_engine_forms(cdb, make_httpd, engine, cached):
+    """A Distributed table of another database over the same shards'
+    tables: quoted names are read; an argument that is not a plain name
+    leaves the cache out, and the counts are exact either way."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    events = t1.insert_days(["2026-08-03"], lambda d: procedures(d, s1, 2, 1))
+    events += t2.insert_days(["2026-08-04"],
+                             lambda d: procedures(d, s2, 3, 1))
+    settle(cdb.tables)
+    other = cdb.db + "_v"
+    ch = cdb.shards[1]
+    ch.query("CREATE DATABASE %s" % other)
+    try:
+        ch.query("CREATE TABLE %s.events AS %s.events ENGINE = %s"
+                 % (other, cdb.db, engine.format(db=cdb.db)))
+        assert ch.scalar("SELECT engine FROM system.tables WHERE database "
+                         "= '%s' AND name = 'events'" % other) == "Distributed"
+        h = make_httpd(clickhouse=ch.url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s" % other)
+        with Reports(h) as rep:
+            rep.check(events)
+            m0 = days_metric(h)
+            rep.check(events)
+            m1 = days_metric(h)
+        assert delta(m0, m1) == ({"cache": 2, "clickhouse": 0} if cached
+                                 else {"cache": 0, "clickhouse": 0})
+    finally:
+        for c in cdb.shards:
+            c.query("DROP DATABASE IF EXISTS %s" % other)
+
+
+def test_report_cache_off_when_a_shard_partitions_otherwise(cdb, make_httpd):
+    """Shards' tables partitioned by received_at: their parts' times are
+    not the events' days, so nothing is cached; the counts are exact."""
+    other = cdb.db + "_r"
+    shards = cdb.shards
+    shards[0].query("CREATE DATABASE %s ON CLUSTER %s" % (other, CLUSTER))
+    try:
+        shards[0].query(
+            "CREATE TABLE %s.events_local ON CLUSTER %s AS %s.events_local "
+            "ENGINE = MergeTree PARTITION BY toYYYYMM(received_at) "
+            "ORDER BY (site_id, time)" % (other, CLUSTER, cdb.db))
+        shards[0].query(
+            "CREATE TABLE %s.events AS %s.events_local ENGINE = "
+            "Distributed(%s, %s, events_local)"
+            % (other, other, CLUSTER, other))
+        t1, t2 = (Table(c, other, "events_local") for c in shards)
+        s1, s2 = sites_on_each_shard(shards[0], 1)
+        events = t1.insert_days(["2026-09-01"],
+                                lambda d: procedures(d, s1, 2, 1))
+        events += t2.insert_days(["2026-09-02"],
+                                 lambda d: procedures(d, s2, 1, 1))
+        settle([t1, t2])
+        h = make_httpd(clickhouse=shards[0].url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s" % other)
+        with Reports(h) as rep:
+            m0 = days_metric(h)
+            rep.check(events)
+            rep.check(events)
+            assert delta(m0, days_metric(h)) == {"cache": 0, "clickhouse": 0}
+    finally:
+        shards[0].query("DROP DATABASE IF EXISTS %s ON CLUSTER %s"
+                        % (other, CLUSTER))
+
+
+def test_report_cache_with_a_lagging_replica(cluster, make_httpd):
+    """One shard of two replicas, which the report's query reads at random
+    (the user imc_rr): while one replica lags, each report is that of one
+    replica or the other; once it caught up, every report is exact, from
+    the cache too. The listing covers both replicas: one of a replica
+    that was up to date would keep the lagging one's rows under a
+    fingerprint that its catching up does not change."""
+    shards = cluster["shards"]
+    db = "imc_replicas_" + uuid.uuid4().hex[:8]
+    for i, ch in enumerate(shards):
+        ch.query("CREATE DATABASE %s" % db)
+        ch.query(
+            "CREATE TABLE %s.events_local (time DateTime('UTC'), time_ms "
+            "UInt16 DEFAULT 0, type Enum8('serve' = 1, 'solve' = 2), "
+            "correlation_id UUID, site_id UUID, received_at "
+            "DateTime('UTC'), raw String) ENGINE = ReplicatedMergeTree("
+            "'/clickhouse/tables/replicas/%s/events_local', 'r%d') "
+            "PARTITION BY toYYYYMM(time) ORDER BY (site_id, time)"
+            % (db, db, i))
+    try:
+        shards[0].query(
+            "CREATE TABLE %s.events AS %s.events_local ENGINE = "
+            "Distributed(%s, %s, events_local)" % (db, db, REPLICAS, db))
+        a, b = (Table(ch, db, "events_local") for ch in shards)
+        for t in (a, b):
+            t.stop_merges()
+        site = str(uuid.uuid4())
+        D = ["2026-10-05", "2026-10-06"]
+        events = a.insert_days(D, lambda d: procedures(d, site, 3, 1))
+        b.ch.query("SYSTEM SYNC REPLICA %s" % b.name)
+        settle([a, b])
+        h = make_httpd(clickhouse=shards[0].url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s\n"
+                       "IMChallengeClickHouseUser imc_rr" % db)
+        with Reports(h) as rep:
+            for _ in range(3):
+                rep.check(events)
+            b.ch.query("SYSTEM STOP FETCHES %s" % b.name)
+            old = list(events)
+            events += a.insert_days([D[0]], lambda d: procedures(d, site, 2,
+                                                                 2))
+            settle([a])
+            either = (expected_answer(model(old)),
+                      expected_answer(model(events)))
+            for _ in range(10):
+                r = rep.client.report()
+                assert r.status_code == 200, r.text
+                assert r.json() in either
+            b.ch.query("SYSTEM START FETCHES %s" % b.name)
+
+            def caught_up():  # reports meanwhile keep the connection
+                r = rep.client.report()
+                assert r.status_code == 200, r.text
+                assert r.json() in either
+                return [p[:2] for p in b.parts()] == [p[:2]
+                                                      for p in a.parts()]
+
+            stack.wait_until(caught_up, 60, interval=0.5,
+                             what="the lagging replica")
+            settle([b])
+            m0 = days_metric(h)
+            for _ in range(10):
+                rep.check(events)
+            # All but the first report's two days from the cache: a
+            # listing of one replica, each time either, would change the
+            # fingerprints from one report to the next.
+            assert delta(m0, days_metric(h))["cache"] >= 18
+    finally:
+        for ch in shards:
+            ch.query("DROP DATABASE IF EXISTS %s" % db)

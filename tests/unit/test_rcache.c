@@ -669,11 +669,11 @@ END_TEST
 
 START_TEST(forms_answers_are_kept_under_key_and_fingerprint)
 {
-    imc_rcache_forms *forms;
+    imc_rcache *forms;
     apr_size_t size = 0;
     char *got;
 
-    ck_assert_int_eq(imc_rcache_forms_create(&forms, pool, MB), APR_SUCCESS);
+    ck_assert_int_eq(imc_rcache_create(&forms, pool, MB), APR_SUCCESS);
     ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k", 1, &size));
     imc_rcache_forms_put(forms, "k", 1, "answer", 7);
     got = imc_rcache_forms_get(forms, pool, "k", 1, &size);
@@ -686,18 +686,18 @@ START_TEST(forms_answers_are_kept_under_key_and_fingerprint)
     imc_rcache_forms_put(forms, "k", 2, "other", 6);
     ck_assert_ptr_null(imc_rcache_forms_get(forms, pool, "k", 1, &size));
     ck_assert_str_eq(imc_rcache_forms_get(forms, pool, "k", 2, &size), "other");
-    ck_assert_int_lt(imc_rcache_forms_bytes(forms), 200);
+    ck_assert_int_lt(imc_rcache_bytes(forms), 200);
 }
 END_TEST
 
 START_TEST(forms_answers_stay_within_the_budget)
 {
-    imc_rcache_forms *forms;
+    imc_rcache *forms;
     char *blob = apr_pcalloc(pool, 100 * 1024);
     apr_size_t size;
     int i;
 
-    ck_assert_int_eq(imc_rcache_forms_create(&forms, pool, MB), APR_SUCCESS);
+    ck_assert_int_eq(imc_rcache_create(&forms, pool, MB), APR_SUCCESS);
     for (i = 0; i < 30; ++i) {
         blob[0] = (char)i;
         imc_rcache_forms_put(forms, apr_psprintf(pool, "k%d", i), 7, blob,
@@ -705,7 +705,7 @@ START_TEST(forms_answers_stay_within_the_budget)
         /* k0 used again and again: it stays, k1 goes. */
         ck_assert_ptr_nonnull(
             imc_rcache_forms_get(forms, pool, "k0", 7, &size));
-        ck_assert_int_le(imc_rcache_forms_bytes(forms), MB);
+        ck_assert_int_le(imc_rcache_bytes(forms), MB);
     }
     ck_assert_ptr_nonnull(imc_rcache_forms_get(forms, pool, "k29", 7, &size));
     ck_assert_int_eq(
