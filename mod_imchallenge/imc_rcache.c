@@ -81,8 +81,8 @@ void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
 
 /* ------------------------------------------------------------ store */
 
-/* A private store of budget bytes from p: the unit tests' and a
- * process's own when no shared one is given. */
+/* A store of budget bytes of p's memory, for one process alone (the unit
+ * tests'; the module's is shared, imc_report_post_config). */
 static imc_scache *private_store(apr_pool_t *p, apr_size_t budget)
 {
     imc_scache *store;

@@ -780,7 +780,7 @@ static const char *form_key(request_rec *r, const imc_config *c,
         f->procedure);
 }
 
-/* A form's answer looked up in the process's cache: key NULL when it
+/* A form's answer looked up in the cache: key NULL when it
  * cannot be kept (no usable parts list, or a metric the key does not
  * cover). */
 typedef struct {

@@ -41,7 +41,7 @@ static int mentions(const char *s, const char *word)
 }
 
 /* Whether a partition key lets the parts' times tell their events' days:
- * one on time alone (conf/schema.sql: toYYYYMM(time)). */
+ * one on time alone (conf/schema.sql: toDate(time); toYYYYMM(time) before). */
 static int key_usable(const char *key)
 {
     return mentions(key, "time") && !mentions(key, "received_at");

@@ -4,7 +4,7 @@
 - `Client`: reports over one kept-alive HTTP connection, so that they all
   reach the same httpd child process (`serving_child()` tells which);
 - `Table`: the events table of a database, written directly (each INSERT
-  makes one part per month), merged, mutated and truncated, with the days
+  makes one part per partition: a day), merged, mutated and truncated, with the days
   its parts cover as the module computes them;
 - events: `new_id()`, `at()`, `procedures()`, `days()`, `random_batch()`;
 - `Reports`: reports over a `Client`, each compared with report_util.model;

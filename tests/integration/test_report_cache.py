@@ -6,10 +6,11 @@ time zones and filters, tables without parts (the fallback), and a table
 created again.
 
 Each report is compared with report_util.model() over the events the test
-stored. A cache lives in one httpd child process: reports that must meet
-the same cache go over one kept-alive connection (report_cache_util.Client),
-which the event MPM serves from one child process. Events are written
-directly into ClickHouse (one INSERT, one part per month: parts of known
+stored. The cache is shared by every httpd process
+(test_report_shared_cache.py shows it); reports here still go over one
+kept-alive connection (report_cache_util.Client), so that each test's
+lookups are its own requests'. Events are written directly into
+ClickHouse (one INSERT, one part per partition, a day: parts of known
 content) or through the module. Background merges are stopped, so that
 parts change only when a test says so (OPTIMIZE, mutations run merges
 while they last). The metric imchallenge_report_day_lookups_total tells
@@ -18,7 +19,7 @@ days answered from the cache from days asked of ClickHouse.
 The module keeps no day of a part written in ClickHouse's current second;
 tests that count on the cache wait for their parts to age (Table.settle).
 
-Every test uses days of its own: the cache of a process outlives a test.
+Every test uses days of its own: the cache outlives a test.
 """
 
 import datetime

@@ -1,5 +1,5 @@
 # Licensed under the Apache License, Version 2.0.
-"""The per-process cache of the report's other forms (interval, by,
+"""The cache of the report's other forms (interval, by,
 metrics, fill, compare; imc_rcache's forms section) keeps their answers
 exact whatever happens to the events table: a late event into a cached
 day, a merge, a mutation, TRUNCATE, a table dropped and made again, and

@@ -76,8 +76,8 @@ def tenants(servers, files):
     """Auth on the event and report URLs; /open/event maps the event
     handler without any authentication."""
     auth = AUTH % (files / "htpasswd")
-    # One child: the report cache is per process, and the cache test below
-    # must find the rows an earlier report of the same tenant kept.
+    # One child, as before the report cache was shared by every process:
+    # the cache test below finds the rows an earlier report kept.
     return servers.httpd(modules=AUTH_MODULES, directives="""
 StartServers 1
 ServerLimit 1
