@@ -14,8 +14,8 @@ MOD     := mod_imchallenge
 BUILD   := build
 
 SOURCES := mod_imchallenge.c imc_config.c imc_cors.c imc_units.c imc_http.c \
-           imc_event.c imc_filter.c imc_rcache.c imc_scache.c imc_spool_writer.c imc_spool_reader.c \
-           imc_spool_file.c \
+           imc_event.c imc_filter.c imc_filter_eval.c imc_rcache.c imc_scache.c \
+           imc_spool_writer.c imc_spool_reader.c imc_spool_file.c \
            imc_clickhouse.c imc_schema.c imc_ingest.c imc_deliver.c imc_deliver_policy.c \
            imc_report.c imc_report_client.c imc_health.c imc_home.c imc_metrics.c \
            imc_access.c imc_ratelimit.c imc_tenant.c imc_slots.c imc_zones.c \
@@ -120,7 +120,7 @@ $(BUILD)/test_event: tests/unit/test_event.c $(CHECK_MAIN) $(MOD)/imc_event.c \
                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson $(CHECK_LIBS) -o $@
 $(BUILD)/test_filter: tests/unit/test_filter.c $(CHECK_MAIN) $(MOD)/imc_filter.c \
-                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_filter_eval.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) $(CHECK_LIBS) -o $@
 $(BUILD)/test_rcache: tests/unit/test_rcache.c $(CHECK_MAIN) $(MOD)/imc_rcache.c \
                       $(MOD)/imc_scache.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
@@ -166,7 +166,7 @@ $(BUILD)/test_rparams: tests/unit/test_rparams.c $(CHECK_MAIN) $(MOD)/imc_rparam
 # imc_filter_compile and imc_filter_match side by side, for
 # tests/integration/test_filter_eval.py (which asks ClickHouse the same).
 $(BUILD)/filter_eval: tests/unit/filter_eval.c $(MOD)/imc_filter.c \
-                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_filter_eval.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(CC) $(UNIT_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 
 unit: $(UNIT_BINS)
@@ -201,7 +201,7 @@ $(BUILD)/fuzz_event: tests/fuzz/fuzz_event.c $(MOD)/imc_event.c $(MOD)/imc_synta
                      $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -ljansson -o $@
 $(BUILD)/fuzz_filter: tests/fuzz/fuzz_filter.c tests/fuzz/fuzz_common.h $(MOD)/imc_filter.c \
-                      $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
+                      $(MOD)/imc_filter_eval.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) $(APR_LIBS) -o $@
 $(BUILD)/fuzz_access: tests/fuzz/fuzz_access.c tests/fuzz/fuzz_common.h $(MOD)/imc_access.c \
                       $(MOD)/imc_event.c $(MOD)/imc_syntax.c $(HDRS) | $(BUILD)

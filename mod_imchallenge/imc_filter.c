@@ -1,9 +1,10 @@
 /* Licensed under the Apache License, Version 2.0. */
 
 /*
- * The report filter: tokenizer, recursive-descent parser building a tree,
- * SQL generation from the tree and its evaluation. See imc_filter.h for the
- * grammar, the canonical SQL and the order of values.
+ * The report filter: tokenizer, recursive-descent parser building a tree
+ * and SQL generation from the tree; the tree's evaluation over an event is
+ * imc_filter_eval.c's, and the tree itself imc_filter_private.h's. See
+ * imc_filter.h for the grammar, the canonical SQL and the order of values.
  *
  * The tokenizer runs first over the whole filter and stops at the first
  * lexical problem, which it records as an error token; the parser reports
@@ -20,13 +21,12 @@
 #include <apr_tables.h>
 
 #include "imc_filter.h"
+#include "imc_filter_private.h"
 #include "imc_syntax.h"
 
 const char *const imc_filter_column_names[] = {"day", "site_id", "type", NULL};
 
-/* The comparisons, and their SQL. */
-typedef enum { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } op_e;
-
+/* The SQL of the comparisons (op_e). */
 static const char *const op_sql[] = {"=", "!=", "<", "<=", ">", ">="};
 
 typedef enum {
@@ -50,9 +50,6 @@ typedef struct {
     op_e op;          /* TOK_OP */
 } imc_token;
 
-/* The columns; also the indexes of an event's values in eval()'s row. */
-typedef enum { COL_DAY, COL_SITE_ID, COL_TYPE, COL_COUNT } col_e;
-
 typedef struct {
     const char *name; /* as it may be written, lower case */
     col_e col;
@@ -61,42 +58,6 @@ typedef struct {
 static const col_alias col_aliases[] = {
     {"site_id", COL_SITE_ID}, {"type", COL_TYPE}, {"day", COL_DAY},
     {"time", COL_DAY},        {"date", COL_DAY},  {NULL, COL_DAY}};
-
-/*
- * A value of a column in the order ClickHouse compares that column (the
- * same on 18.16 and current releases): hi first, then lo, both unsigned.
- * A UUID is the UInt128 ClickHouse keeps: hi is its bytes 8..15 (the last
- * 16 hex digits of its text), lo its bytes 0..7, each read big-endian; a
- * type is its Enum8 value (serve 1, solve 2) and a day its number, both in
- * lo with the sign bit flipped (num_key), so that any int compares as a
- * number.
- */
-typedef struct {
-    apr_uint64_t hi;
-    apr_uint64_t lo;
-} imc_key;
-
-#define KEY_SIGN (APR_UINT64_C(1) << 63)
-
-typedef enum { NODE_OR, NODE_AND, NODE_NOT, NODE_CMP, NODE_IN } node_e;
-
-typedef struct imc_node imc_node;
-struct imc_node {
-    node_e kind;
-    col_e col;                 /* NODE_CMP, NODE_IN */
-    op_e op;                   /* NODE_CMP */
-    imc_key key;               /* NODE_CMP: the literal */
-    apr_array_header_t *items; /* NODE_AND, NODE_OR: imc_node *;
-                                  NODE_IN: imc_key, the literals as written */
-    const imc_key *set;        /* NODE_IN: the literals sorted, each once */
-    int nset;                  /* NODE_IN: how many in set */
-    imc_node *child;           /* NODE_NOT */
-};
-
-struct imc_filter {
-    const imc_node *root; /* NULL for the empty filter */
-    unsigned cols;        /* bit 1 << col for each column it names */
-};
 
 typedef struct {
     apr_pool_t *p;
@@ -382,39 +343,11 @@ static imc_node *node_new(imc_parser *ps, node_e kind)
 
 /* ---- values ------------------------------------------------------------- */
 
-static imc_key num_key(apr_int64_t v)
-{
-    imc_key k;
-
-    k.hi = 0;
-    k.lo = (apr_uint64_t)v ^ KEY_SIGN;
-    return k;
-}
+/* num_key, uuid_key and key_cmp are imc_filter_private.h's. */
 
 static apr_int64_t key_num(const imc_key *k)
 {
     return (apr_int64_t)(k->lo ^ KEY_SIGN);
-}
-
-/* The key of the UUID text s (36 bytes, 8-4-4-4-12 hex digits); a NUL
- * ends it early. Other bytes give some key, never a fault. */
-static void uuid_key(const char *s, imc_key *k)
-{
-    apr_uint64_t half[2] = {0, 0};
-    int i, n = 0;
-
-    for (i = 0; i < IMC_SYNTAX_UUID_LEN && s[i]; i++) {
-        unsigned c = (unsigned char)s[i];
-
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            continue;
-        }
-        c = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-        half[n >> 4] = half[n >> 4] << 4 | (c & 0xf);
-        n++;
-    }
-    k->lo = half[0];
-    k->hi = half[1];
 }
 
 /* The canonical text of the UUID of key k into out (37 bytes). */
@@ -432,14 +365,6 @@ static void uuid_text(const imc_key *k, char *out)
         out[i] = hex[((n < 16 ? k->lo : k->hi) >> (4 * (15 - n % 16))) & 0xf];
     }
     out[IMC_SYNTAX_UUID_LEN] = '\0';
-}
-
-static int key_cmp(const imc_key *a, const imc_key *b)
-{
-    if (a->hi != b->hi) {
-        return a->hi < b->hi ? -1 : 1;
-    }
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
 }
 
 static int key_qsort_cmp(const void *a, const void *b)
@@ -780,70 +705,6 @@ static void emit(imc_sbuf *b, const imc_node *n, const imc_filter_columns *cols)
     sb_add(b, ")");
 }
 
-/* ---- evaluation --------------------------------------------------------- */
-
-/* Whether k is one of the IN list's literals. */
-static int in_list(const imc_node *n, const imc_key *k)
-{
-    int lo = 0, hi = n->nset;
-
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        int c = key_cmp(&n->set[mid], k);
-
-        if (c == 0) {
-            return 1;
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return 0;
-}
-
-/* Whether the event of values row (indexed by col_e) passes n; recursion
- * is bounded by the parser's depth limit. */
-static int eval(const imc_node *n, const imc_key *row)
-{
-    const imc_node *const *kids;
-    int i, c;
-
-    switch (n->kind) {
-        case NODE_OR:
-        case NODE_AND:
-            kids = (const imc_node *const *)n->items->elts;
-            for (i = 0; i < n->items->nelts; i++) {
-                if (eval(kids[i], row) == (n->kind == NODE_OR)) {
-                    return n->kind == NODE_OR;
-                }
-            }
-            return n->kind == NODE_AND;
-        case NODE_NOT:
-            return !eval(n->child, row);
-        case NODE_IN:
-            return in_list(n, &row[n->col]);
-        default:
-            break;
-    }
-    c = key_cmp(&row[n->col], &n->key);
-    switch (n->op) {
-        case OP_EQ:
-            return c == 0;
-        case OP_NE:
-            return c != 0;
-        case OP_LT:
-            return c < 0;
-        case OP_LE:
-            return c <= 0;
-        case OP_GT:
-            return c > 0;
-        default:
-            return c >= 0;
-    }
-}
-
 /* ---- entry points ------------------------------------------------------- */
 
 /* Parse the filter into *f (its root NULL for an empty filter). */
@@ -926,19 +787,4 @@ apr_status_t imc_filter_parse(apr_pool_t *p, const char *filter, apr_size_t len,
         *f = out;
     }
     return rv;
-}
-
-int imc_filter_match(const imc_filter *f, const char *site, int type, int day)
-{
-    imc_key row[COL_COUNT];
-
-    if (!f || !f->root) {
-        return 1;
-    }
-    if (f->cols & (1u << COL_SITE_ID)) {
-        uuid_key(site, &row[COL_SITE_ID]);
-    }
-    row[COL_TYPE] = num_key(type);
-    row[COL_DAY] = num_key(day);
-    return eval(f->root, row);
 }
