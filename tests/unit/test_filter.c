@@ -813,10 +813,131 @@ static const char *const ch_order[] = {"00000000-0000-0000-0000-000000000000",
 
 #define N_ORDER ((int)(sizeof(ch_order) / sizeof(ch_order[0])))
 
+/* Filters used by several cases of match_cases. */
+#define F_PRECEDENCE "type='serve' OR type='solve' AND day='2026-11-01'"
+#define F_GROUPED    "(type='serve' OR type='solve') AND day='2026-11-01'"
+#define F_NOT_AND    "NOT type='serve' AND day='2026-11-01'"
+#define F_NOT_GROUP  "NOT (type='serve' AND day='2026-11-01')"
+#define F_CHAIN                                                                \
+    "day >= '2026-11-01' AND day <= '2026-11-30' AND NOT type = 'solve' "      \
+    "AND (site_id = '" U1 "' OR site_id = '" U2 "')"
+#define F_NESTED                                                               \
+    "type='solve' OR day<'2026-01-01' OR site_id='" U2 "' OR "                 \
+    "(day='2026-06-01' AND NOT (type='serve' OR site_id='" U1 "'))"
+#define F_DAYS_IN  "day IN ('2026-11-03', '2026-11-01')"
+#define F_SITES_IN "site_id IN ('" U2 "', '" U1 "', '" U2 "')"
+/* ch_order[0] and ch_order[3], which an initializer cannot name */
+#define UZERO "00000000-0000-0000-0000-000000000000"
+#define UBIG  "7fffffff-ffff-ffff-0000-000000000000"
+
+/* Events (site, type, day) and whether the filter passes each: one case
+ * of the loop test match_case a row. */
+static const struct {
+    const char *filter;
+    const char *site;
+    int type;
+    const char *day;
+    int pass;
+} match_cases[] = {
+    /* the empty filter */
+    {"", U1, SERVE, "2026-11-01", 1},
+    {" \t\r\n ", U2, SOLVE, "1970-01-01", 1},
+
+    /* type, as ClickHouse 18.16 and 26.7 answered on an Enum8 column */
+    {"type < 'serve'", U1, SERVE, "2026-11-01", 0},
+    {"type < 'serve'", U1, SOLVE, "2026-11-01", 0},
+    {"type < 'solve'", U1, SERVE, "2026-11-01", 1},
+    {"type < 'solve'", U1, SOLVE, "2026-11-01", 0},
+    {"type <= 'serve'", U1, SERVE, "2026-11-01", 1},
+    {"type <= 'serve'", U1, SOLVE, "2026-11-01", 0},
+    {"type > 'solve'", U1, SOLVE, "2026-11-01", 0},
+    {"type > 'serve'", U1, SOLVE, "2026-11-01", 1},
+    {"type > 'serve'", U1, SERVE, "2026-11-01", 0},
+    {"type >= 'serve'", U1, SOLVE, "2026-11-01", 1},
+    {"type >= 'serve'", U1, SERVE, "2026-11-01", 1},
+    {"type >= 'solve'", U1, SOLVE, "2026-11-01", 1},
+    {"type >= 'solve'", U1, SERVE, "2026-11-01", 0},
+
+    /* IN lists */
+    {"type IN ('serve')", U1, SERVE, "2026-11-01", 1},
+    {"type IN ('serve')", U1, SOLVE, "2026-11-01", 0},
+    {"type IN ('solve', 'serve', 'solve')", U1, SOLVE, "2026-11-01", 1},
+    {"type IN ('solve', 'serve', 'solve')", U1, SERVE, "2026-11-01", 1},
+    {"NOT type IN ('solve', 'serve')", U1, SERVE, "2026-11-01", 0},
+    {"NOT type IN ('solve')", U1, SERVE, "2026-11-01", 1},
+    {F_SITES_IN, U1, SERVE, "2026-11-01", 1},
+    {F_SITES_IN, U2, SERVE, "2026-11-01", 1},
+    {"site_id IN ('" U2 "', '" U1 "')", UZERO, SERVE, "2026-11-01", 0},
+    {"site_id IN ('0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6')", U1, SOLVE,
+     "2026-11-01", 1},
+    {F_DAYS_IN, U1, SERVE, "2026-11-01", 1},
+    {F_DAYS_IN, U1, SERVE, "2026-11-03", 1},
+    {F_DAYS_IN, U1, SERVE, "2026-11-02", 0},
+    {F_DAYS_IN, U1, SERVE, "2026-11-04", 0},
+    {F_DAYS_IN, U1, SERVE, "2026-10-31", 0},
+
+    /* logic: NOT binds tighter than AND, AND tighter than OR */
+    {F_PRECEDENCE, U1, SERVE, "2026-11-02", 1},
+    {F_PRECEDENCE, U1, SOLVE, "2026-11-01", 1},
+    {F_PRECEDENCE, U1, SOLVE, "2026-11-02", 0},
+    {F_GROUPED, U1, SERVE, "2026-11-02", 0},
+    {F_GROUPED, U1, SERVE, "2026-11-01", 1},
+    {F_NOT_AND, U1, SOLVE, "2026-11-01", 1},
+    {F_NOT_AND, U1, SERVE, "2026-11-01", 0},
+    {F_NOT_AND, U1, SOLVE, "2026-11-02", 0},
+    {F_NOT_GROUP, U1, SOLVE, "2026-11-01", 1},
+    {F_NOT_GROUP, U1, SERVE, "2026-11-01", 0},
+    {F_NOT_GROUP, U1, SERVE, "2026-11-02", 1},
+    {"NOT NOT type='serve'", U1, SERVE, "2026-11-01", 1},
+    {"NOT NOT NOT type='serve'", U1, SERVE, "2026-11-01", 0},
+    /* chains, nested groups */
+    {F_CHAIN, U1, SERVE, "2026-11-01", 1},
+    {F_CHAIN, U2, SERVE, "2026-11-30", 1},
+    {F_CHAIN, U2, SOLVE, "2026-11-30", 0},
+    {F_CHAIN, U2, SERVE, "2026-12-01", 0},
+    {F_CHAIN, UBIG, SERVE, "2026-11-15", 0},
+    {F_NESTED, U1, SOLVE, "2026-06-02", 1},
+    {F_NESTED, U1, SERVE, "2025-12-31", 1},
+    {F_NESTED, U2, SERVE, "2026-06-02", 1},
+    {F_NESTED, U1, SERVE, "2026-06-01", 0},
+    {F_NESTED, UZERO, SERVE, "2026-06-01", 0},
+    {F_NESTED, UZERO, SERVE, "2026-06-02", 0},
+
+    /* column names in any case */
+    {"SITE_ID = '" U1 "' and TYPE = 'serve'", U1, SERVE, "2026-11-02", 1},
+    {"Site_Id = '" U1 "' AND Type = 'serve'", U1, SOLVE, "2026-11-02", 0},
+
+    /* UUIDs: the text's order says otherwise */
+    {"site_id < '00000000-0000-0000-0000-000000000001'",
+     "ffffffff-ffff-ffff-0000-000000000000", SERVE, "2026-11-01", 1},
+    /* unsigned halves: a high bit set is above */
+    {"site_id > '00000000-0000-0000-7fff-ffffffffffff'",
+     "00000000-0000-0000-8000-000000000000", SERVE, "2026-11-01", 1},
+    {"site_id > '7fffffff-ffff-ffff-0000-000000000000'",
+     "80000000-0000-0000-0000-000000000000", SERVE, "2026-11-01", 1},
+    /* upper-case text of the event is read the same */
+    {"site_id = '" U1 "'", "0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6", SOLVE,
+     "2026-11-01", 1},
+};
+
+#define N_MATCH_CASES ((int)(sizeof(match_cases) / sizeof(match_cases[0])))
+
+/* Case _i of match_cases (a loop test over all of them). */
+START_TEST(match_case)
+{
+    const char *f = match_cases[_i].filter, *site = match_cases[_i].site;
+    const char *day = match_cases[_i].day;
+    int type = match_cases[_i].type;
+
+    ck_assert_msg(passes(f, site, type, day) == match_cases[_i].pass,
+                  "case %d: [%s] %s %s %d %s", _i, f,
+                  match_cases[_i].pass ? "refused" : "passed", site, type, day);
+}
+END_TEST
+
 START_TEST(match_empty)
 {
-    PASS("", U1, SERVE, "2026-11-01");
-    PASS(" \t\r\n ", U2, SOLVE, "1970-01-01");
+    /* the empty filter's events: match_cases */
     ck_assert_int_eq(imc_filter_match(NULL, U1, SERVE, 0), 1);
     ck_assert_int_eq(imc_filter_match(parsed(""), NULL, SOLVE, 5), 1);
 }
@@ -860,46 +981,6 @@ START_TEST(match_operators)
                                 SERVE, "2026-11-15"),
                          ops[i].below);
     }
-}
-END_TEST
-
-START_TEST(match_type_order)
-{
-    /* as ClickHouse 18.16 and 26.7 answered on an Enum8 column */
-    FAIL("type < 'serve'", U1, SERVE, "2026-11-01");
-    FAIL("type < 'serve'", U1, SOLVE, "2026-11-01");
-    PASS("type < 'solve'", U1, SERVE, "2026-11-01");
-    FAIL("type < 'solve'", U1, SOLVE, "2026-11-01");
-    PASS("type <= 'serve'", U1, SERVE, "2026-11-01");
-    FAIL("type <= 'serve'", U1, SOLVE, "2026-11-01");
-    FAIL("type > 'solve'", U1, SOLVE, "2026-11-01");
-    PASS("type > 'serve'", U1, SOLVE, "2026-11-01");
-    FAIL("type > 'serve'", U1, SERVE, "2026-11-01");
-    PASS("type >= 'serve'", U1, SOLVE, "2026-11-01");
-    PASS("type >= 'serve'", U1, SERVE, "2026-11-01");
-    PASS("type >= 'solve'", U1, SOLVE, "2026-11-01");
-    FAIL("type >= 'solve'", U1, SERVE, "2026-11-01");
-}
-END_TEST
-
-START_TEST(match_in_lists)
-{
-    PASS("type IN ('serve')", U1, SERVE, "2026-11-01");
-    FAIL("type IN ('serve')", U1, SOLVE, "2026-11-01");
-    PASS("type IN ('solve', 'serve', 'solve')", U1, SOLVE, "2026-11-01");
-    PASS("type IN ('solve', 'serve', 'solve')", U1, SERVE, "2026-11-01");
-    FAIL("NOT type IN ('solve', 'serve')", U1, SERVE, "2026-11-01");
-    PASS("NOT type IN ('solve')", U1, SERVE, "2026-11-01");
-    PASS("site_id IN ('" U2 "', '" U1 "', '" U2 "')", U1, SERVE, "2026-11-01");
-    PASS("site_id IN ('" U2 "', '" U1 "', '" U2 "')", U2, SERVE, "2026-11-01");
-    FAIL("site_id IN ('" U2 "', '" U1 "')", ch_order[0], SERVE, "2026-11-01");
-    PASS("site_id IN ('0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6')", U1, SOLVE,
-         "2026-11-01");
-    PASS("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-01");
-    PASS("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-03");
-    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-02");
-    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-11-04");
-    FAIL("day IN ('2026-11-03', '2026-11-01')", U1, SERVE, "2026-10-31");
 }
 END_TEST
 
@@ -970,46 +1051,6 @@ START_TEST(match_long_in_list)
 }
 END_TEST
 
-START_TEST(match_logic)
-{
-    const char *f = "type='serve' OR type='solve' AND day='2026-11-01'";
-
-    /* NOT binds tighter than AND, AND tighter than OR */
-    PASS(f, U1, SERVE, "2026-11-02");
-    PASS(f, U1, SOLVE, "2026-11-01");
-    FAIL(f, U1, SOLVE, "2026-11-02");
-    f = "(type='serve' OR type='solve') AND day='2026-11-01'";
-    FAIL(f, U1, SERVE, "2026-11-02");
-    PASS(f, U1, SERVE, "2026-11-01");
-    f = "NOT type='serve' AND day='2026-11-01'";
-    PASS(f, U1, SOLVE, "2026-11-01");
-    FAIL(f, U1, SERVE, "2026-11-01");
-    FAIL(f, U1, SOLVE, "2026-11-02");
-    f = "NOT (type='serve' AND day='2026-11-01')";
-    PASS(f, U1, SOLVE, "2026-11-01");
-    FAIL(f, U1, SERVE, "2026-11-01");
-    PASS(f, U1, SERVE, "2026-11-02");
-    PASS("NOT NOT type='serve'", U1, SERVE, "2026-11-01");
-    FAIL("NOT NOT NOT type='serve'", U1, SERVE, "2026-11-01");
-    /* chains, nested groups */
-    f = "day >= '2026-11-01' AND day <= '2026-11-30' AND NOT type = 'solve' "
-        "AND (site_id = '" U1 "' OR site_id = '" U2 "')";
-    PASS(f, U1, SERVE, "2026-11-01");
-    PASS(f, U2, SERVE, "2026-11-30");
-    FAIL(f, U2, SOLVE, "2026-11-30");
-    FAIL(f, U2, SERVE, "2026-12-01");
-    FAIL(f, ch_order[3], SERVE, "2026-11-15");
-    f = "type='solve' OR day<'2026-01-01' OR site_id='" U2 "' OR "
-        "(day='2026-06-01' AND NOT (type='serve' OR site_id='" U1 "'))";
-    PASS(f, U1, SOLVE, "2026-06-02");
-    PASS(f, U1, SERVE, "2025-12-31");
-    PASS(f, U2, SERVE, "2026-06-02");
-    FAIL(f, U1, SERVE, "2026-06-01");
-    FAIL(f, ch_order[0], SERVE, "2026-06-01");
-    FAIL(f, ch_order[0], SERVE, "2026-06-02");
-}
-END_TEST
-
 START_TEST(match_aliases)
 {
     static const char *const names[] = {"day", "time", "date",
@@ -1027,8 +1068,6 @@ START_TEST(match_aliases)
         PASS(f, U1, SERVE, "2026-11-09");
         FAIL(f, U1, SERVE, "2026-11-03");
     }
-    PASS("SITE_ID = '" U1 "' and TYPE = 'serve'", U1, SERVE, "2026-11-02");
-    FAIL("Site_Id = '" U1 "' AND Type = 'serve'", U1, SOLVE, "2026-11-02");
 }
 END_TEST
 
@@ -1057,17 +1096,7 @@ START_TEST(match_uuid_order)
             ck_assert_int_eq(passes(ge, u, SERVE, "2026-11-01"), j >= i);
         }
     }
-    /* the text's order says otherwise */
-    PASS("site_id < '00000000-0000-0000-0000-000000000001'",
-         "ffffffff-ffff-ffff-0000-000000000000", SERVE, "2026-11-01");
-    /* unsigned halves: a high bit set is above */
-    PASS("site_id > '00000000-0000-0000-7fff-ffffffffffff'",
-         "00000000-0000-0000-8000-000000000000", SERVE, "2026-11-01");
-    PASS("site_id > '7fffffff-ffff-ffff-0000-000000000000'",
-         "80000000-0000-0000-0000-000000000000", SERVE, "2026-11-01");
-    /* upper-case text of the event is read the same */
-    PASS("site_id = '" U1 "'", "0FAF8B64-A33D-4DB8-AAEE-AA165D13CFF6", SOLVE,
-         "2026-11-01");
+    /* single cases of UUID order: match_cases */
 }
 END_TEST
 
@@ -1138,11 +1167,9 @@ Suite *imc_unit_suite(void)
     tcase_add_test(bad, errors_quote_no_filter_bytes);
     suite_add_tcase(s, ok);
     tcase_add_test(match, match_empty);
+    tcase_add_loop_test(match, match_case, 0, N_MATCH_CASES);
     tcase_add_test(match, match_operators);
-    tcase_add_test(match, match_type_order);
-    tcase_add_test(match, match_in_lists);
     tcase_add_test(match, match_long_in_list);
-    tcase_add_test(match, match_logic);
     tcase_add_test(match, match_aliases);
     tcase_add_test(match, match_uuid_order);
     tcase_add_test(match, match_literals_round_trip);
