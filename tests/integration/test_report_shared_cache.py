@@ -32,6 +32,7 @@ The cache of a server outlives a test: every test uses days of its own.
 import random
 import threading
 import time
+from collections import namedtuple
 
 import pytest
 
@@ -70,6 +71,37 @@ def own_httpd(make_httpd, rc, *directives, **options):
              "IMChallengeCreateSchema Off") + directives
     return make_httpd(batch_delay=BATCH_DELAY, directives="\n".join(lines),
                       **options)
+
+
+# What seeded() made: the server, the test's random numbers, its sites,
+# days and the events stored on them.
+Seeded = namedtuple("Seeded", "h rnd sites D events")
+
+
+@pytest.fixture
+def seeded(make_httpd, rc, table):
+    """seeded(seed, n_sites, first_day, n_days, *directives,
+    days_a_part=1, settle=True, **options) -> Seeded: a server of the
+    test's own (own_httpd with directives and options), n_sites new sites
+    and n_days days from first_day of their procedures (mixed_day, from
+    random.Random(SEED + seed)) inserted days_a_part days to a part; then
+    the parts are let age (Table.settle) unless settle is false."""
+    def make(seed, n_sites, first_day, n_days, *directives, days_a_part=1,
+             settle=True, **options):
+        h = own_httpd(make_httpd, rc, *directives, **options)
+        rnd = random.Random(SEED + seed)
+        sites = sorted(new_id() for _ in range(n_sites))
+        D = days(first_day, n_days)
+        events = []
+        for i in range(0, len(D), days_a_part):
+            part = [e for day in D[i:i + days_a_part]
+                    for e in mixed_day(day, sites, rnd)]
+            table.insert(part)
+            events += part
+        if settle:
+            table.settle()
+        return Seeded(h, rnd, sites, D, events)
+    return make
 
 
 def get_on(h):
@@ -232,13 +264,9 @@ def test_a_new_filter_over_warm_days_asks_clickhouse_nothing(rc, table):
 # ---------------------------------------------------------------- processes
 
 
-def test_another_child_answers_from_the_cache(make_httpd, rc, table):
-    h = own_httpd(make_httpd, rc, *PREFORK, PID_LOG, mpm="prefork")
-    rnd = random.Random(SEED + 2)
-    sites = sorted(new_id() for _ in range(3))
-    D = days("2026-05-11", 4)
-    events = table.insert_days(D, lambda day: mixed_day(day, sites, rnd))
-    table.settle()
+def test_another_child_answers_from_the_cache(seeded, table):
+    h, _, sites, D, events = seeded(2, 3, "2026-05-11", 4, *PREFORK, PID_LOG,
+                                    mpm="prefork")
     case = {"tz": KATHMANDU}
     covered = table.covered_days(KATHMANDU)
     flt = "site_id != '%s' AND day > '%s'" % (sites[0], D[0])
@@ -275,13 +303,8 @@ def test_another_child_answers_from_the_cache(make_httpd, rc, table):
     assert delta(m2.cells(), m3.cells())["clickhouse"] == 0
 
 
-def test_graceful_restart_keeps_the_cache(make_httpd, rc, table):
-    h = own_httpd(make_httpd, rc)
-    rnd = random.Random(SEED + 3)
-    sites = sorted(new_id() for _ in range(3))
-    D = days("2026-06-08", 5)
-    events = table.insert_days(D, lambda day: mixed_day(day, sites, rnd))
-    table.settle()
+def test_graceful_restart_keeps_the_cache(seeded, table):
+    h, _, _, _, events = seeded(3, 3, "2026-06-08", 5)
     case = {"tz": NEW_YORK}
     covered = table.covered_days(NEW_YORK)
     m0 = cache_metrics(h)
@@ -306,19 +329,15 @@ def test_graceful_restart_keeps_the_cache(make_httpd, rc, table):
 
 
 @pytest.mark.parametrize("held", ["system.parts", "uniqExactIf"])
-def test_a_child_killed_while_filling_the_cache(make_httpd, rc, table, held):
+def test_a_child_killed_while_filling_the_cache(seeded, rc, table, held):
     # The first report waits on ClickHouse (for its list of parts, or for
     # the rows of its days) and its child is killed; a second report of
     # the same days, in another child, waits meanwhile too.
     relay = GatedRelay(rc.ch.url)
     try:
-        h = own_httpd(make_httpd, rc, *PREFORK, clickhouse=relay.url,
-                      mpm="prefork")
-        rnd = random.Random(SEED + 4)
-        sites = sorted(new_id() for _ in range(3))
-        D = days("2026-07-06" if held == "system.parts" else "2026-07-13", 5)
-        events = table.insert_days(D, lambda day: mixed_day(day, sites, rnd))
-        table.settle()
+        first_day = "2026-07-06" if held == "system.parts" else "2026-07-13"
+        h, rnd, sites, D, events = seeded(4, 3, first_day, 5, *PREFORK,
+                                          clickhouse=relay.url, mpm="prefork")
         answers = {}
 
         def ask(name, client):
@@ -370,18 +389,15 @@ def test_a_child_killed_while_filling_the_cache(make_httpd, rc, table, held):
         relay.close()
 
 
-def test_children_killed_at_random_moments(make_httpd, rc, table):
+def test_children_killed_at_random_moments(seeded, table):
     # Rounds of concurrent reports (random filters, zones, windows, on new
     # connections) while a child, one serving a client when there is one,
     # is killed at a random moment: in the middle of a report, of a copy
     # into the cache or of nothing. Every answer that comes is exact; a
     # connection the kill cut is allowed.
-    h = own_httpd(make_httpd, rc, *PREFORK, mpm="prefork")
-    rnd = random.Random(SEED + 5)
     print("seed %d" % (SEED + 5))
-    sites = sorted(new_id() for _ in range(4))
-    D = days("2026-08-03", 8)
-    events = table.insert_days(D, lambda day: mixed_day(day, sites, rnd))
+    h, rnd, sites, D, events = seeded(5, 4, "2026-08-03", 8, *PREFORK,
+                                      settle=False, mpm="prefork")
     exact, cut, failures = [0], [0], []
     lock = threading.Lock()
 
@@ -438,20 +454,13 @@ def test_children_killed_at_random_moments(make_httpd, rc, table):
 # ---------------------------------------------------------------- size
 
 
-def test_a_full_cache_evicts_and_stays_exact(make_httpd, rc, table):
+def test_a_full_cache_evicts_and_stays_exact(seeded, table):
     # 60 days of 20 sites in three zones do not fit in 64 KiB: reports over
     # moving windows from several threads evict days and stay exact.
     size = 64 * 1024
-    h = own_httpd(make_httpd, rc, "IMChallengeReportCache 64K")
-    rnd = random.Random(SEED + 6)
-    sites = sorted(new_id() for _ in range(20))
-    D = days("2026-09-01", 60)
-    events = []
-    for i in range(0, len(D), 10):  # a few parts per month
-        part = [e for day in D[i:i + 10] for e in mixed_day(day, sites, rnd)]
-        table.insert(part)
-        events += part
-    table.settle()
+    h, _, sites, D, events = seeded(6, 20, "2026-09-01", 60,
+                                    "IMChallengeReportCache 64K",
+                                    days_a_part=10)  # a few parts a month
     m0 = cache_metrics(h)
     get = get_on(h)
     for tz in ZONES:  # every day in every zone: more than the cache holds
@@ -508,13 +517,9 @@ def test_a_full_cache_evicts_and_stays_exact(make_httpd, rc, table):
     assert all(used <= total == size for used, total in gauges), gauges
 
 
-def test_no_cache_at_all(make_httpd, rc, table):
-    h = own_httpd(make_httpd, rc, "IMChallengeReportCache 0")
-    rnd = random.Random(SEED + 7)
-    sites = sorted(new_id() for _ in range(3))
-    D = days("2026-11-02", 4)
-    events = table.insert_days(D, lambda day: mixed_day(day, sites, rnd))
-    table.settle()
+def test_no_cache_at_all(seeded):
+    h, rnd, sites, D, events = seeded(7, 3, "2026-11-02", 4,
+                                      "IMChallengeReportCache 0")
     m0 = cache_metrics(h)
     cases = [{}, {"tz": KATHMANDU}, {"tz": NEW_YORK, "fmt": "csv"}]
     cases += [random_case(rnd, sites, D) for _ in range(5)]
