@@ -18,7 +18,8 @@
 # Options go through the environment: BENCH_QUICK=1 (a short run),
 # BENCH_DURATION, BENCH_ROUNDS, BENCH_BATCH_SECONDS, BENCH_MEM_EVENTS,
 # BENCH_DRAIN_TIMEOUT, BENCH_ONLY=single,batch,memory,spool,report,
-# BENCH_REPORT_SIZES, BENCH_REPORT_REPEAT, BENCH_KEEP=1; for the profile
+# BENCH_REPORT_SIZES, BENCH_REPORT_REPEAT, BENCH_REPORT_CLUSTER=0 (no
+# cluster scope), BENCH_KEEP=1; for the profile
 # PROFILE_REQUESTS and PROFILE_SECONDS.  See tests/bench/run.py.
 
 BENCH_DIR    := $(BUILD)/bench

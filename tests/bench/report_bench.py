@@ -72,10 +72,28 @@ phase, and how many reports asked ClickHouse for how many days (a
 merge that rewrites a part holding old days makes the module ask for
 those days again).
 
-Last, the memory of each httpd: the sums of Rss and Pss of
+Then the memory of each httpd: the sums of Rss and Pss of
 /proc/<pid>/smaps_rollup over the parent and its children (Pss counts a
 shared page once, divided among the processes that map it), with the
 cache's imchallenge_report_cache_bytes.
+
+Last, at each size, the scope "cluster (asked again)" (goal 0.2) on a
+two-shard cluster (tests/cluster_util.py: ZooKeeper and two more
+ClickHouse servers, conf/schema-cluster.sql; started once, after the
+servers above): the same generated events, each INSERTed straight into
+events_local of the shard that the Distributed table's sharding key
+(cityHash64(toString(site_id)), two shards of weight 1) gives its site,
+merged to a part a day; the counts read through the Distributed table
+must be the shards' sum. An httpd (event MPM) whose IMChallengeClickHouse
+is the first shard, with IMChallengeCreateSchema Off, reports through
+the Distributed table: the all-sites report once (the warm-up), then
+asked again, against the naive query above on the first shard, through
+the Distributed table (the shards' partial uniqExact states merged
+there). Printed like the scopes above: medians, ratio, shares of cells
+and days from the cache. It runs when ZooKeeper is installed or
+tests/install-deps.sh cluster installs it (else it is left out, and
+the results say why); --no-cluster leaves it out, --only cluster runs
+it alone (no single server, no other scope).
 
 Every answer of every run (those asked before the timed one included) is
 compared with the naive query's; any difference fails the benchmark. It
@@ -83,7 +101,8 @@ prints the tables of the ratios and writes the figures to
 tests/bench/results/report-<timestamp>.json.
 
     /usr/bin/python3 tests/bench/report_bench.py [--sizes 2000000,10000000]
-        [--repeat 5] [--ingest-seconds 60] [--module PATH] [--keep]
+        [--repeat 5] [--ingest-seconds 60] [--only server,cluster]
+        [--no-cluster] [--module PATH] [--keep]
 
 Run as root (httpd switches its children to www-data).
 """
@@ -97,6 +116,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -107,6 +127,7 @@ from urllib.parse import quote
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
+import cluster_util  # noqa: E402
 import stack  # noqa: E402
 
 RESULTS = BENCH_DIR / "results"
@@ -124,7 +145,7 @@ QUERY_TIMEOUT = 600
 CID = "toUUID(UUIDNumToString(MD5(concat('procedure-', toString(i)))))"
 SITE = "toUUID(UUIDNumToString(MD5(concat('site-', toString(s)))))"
 
-LOAD_SQL = """INSERT INTO {db}.events
+LOAD_SQL = """INSERT INTO {db}.{table}
     (time, type, correlation_id, site_id, received_at, raw)
 SELECT toDateTime(t0 + if(k = 2, 30 + i % 60, 0)) AS time,
        CAST(if(k = 2, 'solve', 'serve')
@@ -141,7 +162,7 @@ FROM
     SELECT number AS i, i % {sites} AS s,
            {start} + (intDiv(i, {sites}) % {days}) * 86400
                    + cityHash64(i) % 86400 AS t0
-    FROM numbers({procedures})
+    FROM numbers({procedures}){where}
 )
 ARRAY JOIN arrayFilter(x -> x != 0, [1, if(i % 5 != 0, 2, 0),
                                      if(i % 33 = 0, 1, 0),
@@ -164,25 +185,38 @@ def site_uuid(s):
     return str(uuid.UUID(bytes=hashlib.md5(b"site-%d" % s).digest()))
 
 
-def load(ch, size):
-    """Replace the events with about size generated ones; return counts."""
-    procedures = int(round(size / EVENTS_PER_PROCEDURE))
-    ch.query("TRUNCATE TABLE %s.events" % DATABASE)
-    t0 = time.monotonic()
-    ch.query(LOAD_SQL.format(db=DATABASE, cid=CID, site=SITE, sites=SITES,
-                             days=DAYS, start=START, procedures=procedures),
-             timeout=QUERY_TIMEOUT)
-    ch.query("OPTIMIZE TABLE %s.events FINAL" % DATABASE,
-             timeout=QUERY_TIMEOUT)
-    loaded = time.monotonic() - t0
+def procedures_of(size):
+    return int(round(size / EVENTS_PER_PROCEDURE))
+
+
+def load_sql(size, table="events", where=""):
+    return LOAD_SQL.format(db=DATABASE, table=table, cid=CID, site=SITE,
+                           sites=SITES, days=DAYS, start=START,
+                           procedures=procedures_of(size), where=where)
+
+
+def data_counts(ch, size, loaded):
+    """What the events table of ch holds (on a cluster's server: all the
+    shards' rows, through the Distributed table)."""
     counts = ch.query("SELECT count(), uniqExact(site_id), "
                       "uniqExact(toDate(time)), "
                       "count() - uniqExact(correlation_id, type) "
-                      "FROM %s.events" % DATABASE).split()
-    return {"target": size, "procedures": procedures,
+                      "FROM %s.events" % DATABASE,
+                      timeout=QUERY_TIMEOUT).split()
+    return {"target": size, "procedures": procedures_of(size),
             "events": int(counts[0]), "sites": int(counts[1]),
             "days": int(counts[2]), "duplicates": int(counts[3]),
             "load_seconds": round(loaded, 2)}
+
+
+def load(ch, size):
+    """Replace the events with about size generated ones; return counts."""
+    ch.query("TRUNCATE TABLE %s.events" % DATABASE)
+    t0 = time.monotonic()
+    ch.query(load_sql(size), timeout=QUERY_TIMEOUT)
+    ch.query("OPTIMIZE TABLE %s.events FINAL" % DATABASE,
+             timeout=QUERY_TIMEOUT)
+    return data_counts(ch, size, time.monotonic() - t0)
 
 
 # ---------------------------------------------------------------- the runs
@@ -383,7 +417,18 @@ class Ask:
         self.after = after
 
 
-class Bench:
+class Tagged:
+    """What measure_scope() asks: the httpd (httpd), the ClickHouse of the
+    naive query (ch), and a tag for each request (tag())."""
+
+    _tags = 0
+
+    def tag(self, what):
+        self._tags += 1
+        return "%s-%d" % (what, self._tags)
+
+
+class Bench(Tagged):
     """The servers of a run and what the scopes share."""
 
     def __init__(self, st, prefork, site, base_directives, cache_directive):
@@ -398,11 +443,6 @@ class Bench:
         self.filler = stack.http_session()
         # The prefork children that answered the report at this size.
         self.answered = set()
-        self._tags = 0
-
-    def tag(self, what):
-        self._tags += 1
-        return "%s-%d" % (what, self._tags)
 
     def directives(self):
         return httpd_directives(self.base_directives, self.httpd.logdir,
@@ -501,6 +541,9 @@ SCOPES = (
 # The steady ingestion's row of the table (its ratio: the median of the
 # reports' ratios).
 INGEST_SCOPE = ("ingest", "steady ingestion, 200 events/s", 0.2)
+# The cluster's row: the all-sites report through the Distributed table,
+# asked again (measure_cluster()).
+CLUSTER_SCOPE = ("cluster", "cluster (asked again)", 0.2)
 
 
 def timed(fn, *args, **kw):
@@ -653,6 +696,140 @@ def measure_ingestion(b, seconds):
         "cache": {"counters": deltas, "shares": cache_shares(deltas)},
         "days_asked": {str(k): v for k, v in sorted(asked.items())},
     }
+
+
+# ------------------------------------------------------------ the cluster
+
+# The sharding key of the Distributed table of conf/schema-cluster.sql,
+# over its two shards of weight 1: a row goes to the shard of index
+# key % 2 in remote_servers (0: the first).
+SHARDING_KEY = "cityHash64(toString(site_id))"
+SHARDS = 2
+
+
+class ClusterBench(Tagged):
+    """The cluster scope's servers: the two shards (cluster_util.Cluster),
+    and an httpd whose IMChallengeClickHouse is the first shard, that
+    reports through its Distributed table."""
+
+    def __init__(self, cluster, httpd):
+        self.cluster = cluster
+        self.shards = cluster.shards
+        self.ch = cluster.shards[0]
+        self.httpd = httpd
+        # Whether the module knows IMChallengeReportCache.
+        self.cache_directive = None
+
+    def stop(self):
+        try:
+            self.httpd.stop()
+        finally:
+            self.cluster.stop()
+
+
+def cluster_available():
+    """None when ZooKeeper is installed or could be installed
+    (tests/install-deps.sh cluster), else why not."""
+    if cluster_util.zookeeper_installed():
+        return None
+    try:
+        cluster_util.ensure_zookeeper()
+    except (OSError, subprocess.SubprocessError) as e:
+        return "ZooKeeper is not installed, tests/install-deps.sh cluster " \
+               "failed: %s" % e
+    return None
+
+
+def check_sharding_key(ch):
+    """The Distributed table shards by SHARDING_KEY: what load_cluster()
+    splits the events by."""
+    create = ch.scalar("SHOW CREATE TABLE %s.events" % DATABASE)
+    if "Distributed" not in create or SHARDING_KEY not in create:
+        raise BenchError("%s.events is not Distributed by %s: %s"
+                         % (DATABASE, SHARDING_KEY, create[:300]))
+
+
+def replicas_idle(ch):
+    """No replication task (merge, fetch) waits on events_local of ch."""
+    return ch.scalar(
+        "SELECT count() FROM system.replicas WHERE database = '%s' AND "
+        "table = 'events_local' AND queue_size = 0" % DATABASE) == "1" and \
+        ch.scalar("SELECT count() FROM system.merges WHERE database = '%s'"
+                  % DATABASE) == "0"
+
+
+def load_cluster(cb, size):
+    """The events of load(ch, size), each INSERTed straight into
+    events_local of the shard that the Distributed table's sharding key
+    gives it (all the events of a site on one shard), then merged to a
+    part a day; returns the counts read through the Distributed table."""
+    t0 = time.monotonic()
+    for i, ch in enumerate(cb.shards):
+        ch.query("TRUNCATE TABLE %s.events_local" % DATABASE,
+                 timeout=QUERY_TIMEOUT)
+        ch.query(load_sql(size, "events_local", " WHERE %s %% %d = %d" % (
+            SHARDING_KEY.replace("site_id", SITE), SHARDS, i)),
+                 timeout=QUERY_TIMEOUT)
+    for ch in cb.shards:
+        ch.query("OPTIMIZE TABLE %s.events_local FINAL" % DATABASE,
+                 timeout=QUERY_TIMEOUT)
+        stack.wait_until(lambda: replicas_idle(ch), QUERY_TIMEOUT,
+                         interval=0.2, what="the merges of events_local")
+    data = data_counts(cb.ch, size, time.monotonic() - t0)
+    data["shards"] = []
+    for ch in cb.shards:
+        events, sites, parts = ch.query(
+            "SELECT (SELECT count() FROM {db}.events_local), "
+            "(SELECT uniqExact(site_id) FROM {db}.events_local), "
+            "(SELECT count() FROM system.parts WHERE database = '{db}' AND "
+            "table = 'events_local' AND active) FORMAT TabSeparated".format(
+                db=DATABASE)).split()
+        data["shards"].append({"events": int(events), "sites": int(sites),
+                               "parts": int(parts)})
+    local = sum(x["events"] for x in data["shards"])
+    if local != data["events"] or not all(x["events"]
+                                          for x in data["shards"]):
+        raise BenchError("the shards hold %s events, the Distributed table "
+                         "reads %d" % ([x["events"] for x in data["shards"]],
+                                       data["events"]))
+    return data
+
+
+def measure_cluster(cb, repeat):
+    """The all-sites report through the Distributed table, warmed once and
+    then asked again (measure_scope()), against the naive query through
+    the Distributed table of the first shard; figures under the keys
+    <figure>_cluster."""
+    # The module keeps no answer that reads a part of ClickHouse's current
+    # second: the parts of the load age first.
+    time.sleep(1.1)
+    m = measure_scope(cb, lambda _: Ask(), repeat)
+    return {key + "_cluster": m[key]
+            for key in ("module", "naive", "rows", "ratio", "cache")}
+
+
+def start_cluster(work, module, base):
+    """The two shards, conf/schema-cluster.sql, and the httpd that reports
+    through the first shard; returns a ClusterBench whose stop() stops
+    them."""
+    cl = cluster_util.Cluster(work / "cluster")
+    httpd = stack.Httpd(work / "httpd-cluster", module,
+                        clickhouse_url=cl.shards[0].url)
+    known, _ = httpd.configtest("IMChallengeReportCache %s" % CACHE_SIZES[0])
+    httpd.directives = "\n".join((
+        httpd_directives(base, httpd.logdir, known == 0 and CACHE_SIZES[0]),
+        "IMChallengeCreateSchema Off"))
+    cl.start()
+    cb = ClusterBench(cl, httpd)
+    cb.cache_directive = known == 0
+    try:
+        check_sharding_key(cl.shards[0])
+        httpd.start()
+        wait_ready(httpd)
+    except BaseException:
+        cb.stop()
+        raise
+    return cb
 
 
 # ---------------------------------------------------------------- memory
@@ -923,10 +1100,13 @@ def print_table(results):
     lines = [head]
     for res in results:
         m = res["measure"]
-        for scope, label, goal, *_ in SCOPES + (INGEST_SCOPE,):
+        for scope, label, goal, *_ in SCOPES + (INGEST_SCOPE, CLUSTER_SCOPE):
+            if "ratio_" + scope not in m:
+                continue  # a part not run
             shares = m["cache_" + scope]["shares"]
             ratio = m["ratio_" + scope]
-            lines.append(("{:,}".format(res["data"]["events"]), label,
+            data = res["cluster"] if scope == "cluster" else res["data"]
+            lines.append(("{:,}".format(data["events"]), label,
                           str(m["rows_" + scope]),
                           "%.1f" % m["module_" + scope]["median_ms"],
                           "%.1f" % m["naive_" + scope]["median_ms"],
@@ -941,6 +1121,8 @@ def print_table(results):
               "first/naive", "again/naive")]
     for res in results:
         for name, label, *_ in FORM_SCOPES:
+            if "forms" not in res["measure"]:
+                continue
             m = res["measure"]["forms"][name]
             lines.append(("{:,}".format(res["data"]["events"]), label,
                           str(m["rows"]), "%.1f" % m["first"]["median_ms"],
@@ -948,12 +1130,13 @@ def print_table(results):
                           "%.1f" % m["naive"]["median_ms"],
                           "%.2f" % m["ratio_first"],
                           "%.3f" % m["ratio_again"]))
-    print_lines(lines)
-    print()
+    if len(lines) > 1:
+        print_lines(lines)
+        print()
     lines = [("events", "httpd", "processes", "RSS MiB", "PSS MiB",
               "cache MiB", "cache size MiB")]
     for res in results:
-        for name, mem in sorted(res["measure"]["memory"].items()):
+        for name, mem in sorted(res["measure"].get("memory", {}).items()):
             lines.append(("{:,}".format(res["data"]["events"]),
                           "%s (%s)" % (name, mem["mpm"]),
                           str(mem["processes"]),
@@ -961,10 +1144,12 @@ def print_table(results):
                           "%.1f" % (mem["pss_kb"] / 1024),
                           mib_text(mem["cache_bytes"]),
                           mib_text(mem["cache_size_bytes"])))
-    print_lines(lines)
-    print()
+    if len(lines) > 1:
+        print_lines(lines)
+        print()
     for res in results:
-        print("\n".join(phase_notes(res)))
+        if "runs_other" in res["measure"]:
+            print("\n".join(phase_notes(res)))
 
 
 def mib_text(n):
@@ -1031,6 +1216,24 @@ def wait_ready(httpd, timeout=60):
         timeout, interval=0.2, what="GET /readyz of %s" % httpd.url)
 
 
+PARTS = ("server", "cluster")
+
+
+def parts_to_run(args):
+    """The parts of the benchmark that args ask for, in PARTS' order."""
+    asked = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(asked) - set(PARTS)
+    if unknown or not asked:
+        raise BenchError("--only takes %s (comma-separated), not %r"
+                         % (", ".join(PARTS), args.only))
+    if args.no_cluster and "cluster" in asked:
+        asked.remove("cluster")
+        if not asked:
+            raise BenchError("--no-cluster leaves nothing of --only %s"
+                             % args.only)
+    return [x for x in PARTS if x in asked]
+
+
 def run(args):
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     if not sizes or min(sizes) < 1000 or args.repeat < 1:
@@ -1038,62 +1241,117 @@ def run(args):
     if args.ingest_seconds < 2 * INGEST_EVERY:
         raise BenchError("--ingest-seconds needs at least %g"
                          % (2 * INGEST_EVERY))
+    parts = parts_to_run(args)
+    cluster_skipped = None
+    if "cluster" in parts:
+        cluster_skipped = cluster_available()
+        if cluster_skipped and parts == ["cluster"]:
+            raise BenchError("cluster: %s" % cluster_skipped)
+        if cluster_skipped:
+            print("cluster scope skipped: %s" % cluster_skipped, flush=True)
+            parts.remove("cluster")
+    elif args.no_cluster:
+        cluster_skipped = "--no-cluster"
     work = Path(tempfile.mkdtemp(prefix="imc-bench-report-", dir="/tmp"))
     os.chmod(work, 0o755)
     base = "IMChallengeTimeout %ds" % QUERY_TIMEOUT
-    st = stack.Stack(work, module_path=args.module)
-    # A module that does not know IMChallengeReportCache refuses it.
-    known, _ = st.httpd.configtest("IMChallengeReportCache %s"
-                                   % CACHE_SIZES[0])
-    cache_directive = known == 0
-    st.httpd.directives = httpd_directives(
-        base, st.httpd.logdir, cache_directive and CACHE_SIZES[0])
-    prefork = stack.Httpd(work / "httpd-prefork", args.module,
-                          mpm="prefork", clickhouse_url=st.clickhouse.url)
-    prefork.directives = httpd_directives(
-        base, prefork.logdir, cache_directive and CACHE_SIZES[0])
+    st = prefork = None
+    cache_directive = None
+    if "server" in parts:
+        st = stack.Stack(work, module_path=args.module)
+        # A module that does not know IMChallengeReportCache refuses it.
+        known, _ = st.httpd.configtest("IMChallengeReportCache %s"
+                                       % CACHE_SIZES[0])
+        cache_directive = known == 0
+        st.httpd.directives = httpd_directives(
+            base, st.httpd.logdir, cache_directive and CACHE_SIZES[0])
+        prefork = stack.Httpd(work / "httpd-prefork", args.module,
+                              mpm="prefork", clickhouse_url=st.clickhouse.url)
+        prefork.directives = httpd_directives(
+            base, prefork.logdir, cache_directive and CACHE_SIZES[0])
     results = []
     failed = True
-    b = None
+    b = cb = None
+    version = None
     try:
-        st.start()
-        st.wait_ready(60)
-        wait_for_schema(st.clickhouse)
-        prefork.start()
-        wait_ready(prefork)
-        version = st.clickhouse.scalar("SELECT version()")
-        print("IMChallengeReportCache: %s" % (
-            "known, nothing cached = a graceful restart with another size"
-            if cache_directive else "not known to this module, nothing "
-            "cached = a plain graceful restart"), flush=True)
-        b = Bench(st, prefork, site_uuid(7), base, cache_directive)
+        if st is not None:
+            st.start()
+            st.wait_ready(60)
+            wait_for_schema(st.clickhouse)
+            prefork.start()
+            wait_ready(prefork)
+            version = st.clickhouse.scalar("SELECT version()")
+            print("IMChallengeReportCache: %s" % (
+                "known, nothing cached = a graceful restart with another "
+                "size" if cache_directive else "not known to this module, "
+                "nothing cached = a plain graceful restart"), flush=True)
+            b = Bench(st, prefork, site_uuid(7), base, cache_directive)
+        if "cluster" in parts:
+            print("starting ZooKeeper and two ClickHouse shards ...",
+                  flush=True)
+            cb = start_cluster(work, args.module, base)
+            version = version or cb.ch.scalar("SELECT version()")
+            if cache_directive is None:
+                cache_directive = cb.cache_directive
         for size in sizes:
-            print("loading about {:,} events ...".format(size), flush=True)
-            data = load(st.clickhouse, size)
-            print("  {events:,} events, {sites} sites, {days} days, "
-                  "{duplicates:,} duplicates, loaded in {load_seconds} s"
-                  .format(**data), flush=True)
-            m = measure(b, args.repeat, args.ingest_seconds)
-            res = {"data": data, "measure": m}
+            res = {}
+            if b is not None:
+                print("loading about {:,} events ...".format(size),
+                      flush=True)
+                res["data"] = data = load(st.clickhouse, size)
+                print("  {events:,} events, {sites} sites, {days} days, "
+                      "{duplicates:,} duplicates, loaded in {load_seconds} s"
+                      .format(**data), flush=True)
+                res["measure"] = m = measure(b, args.repeat,
+                                             args.ingest_seconds)
+                print("  answers equal; module/naive: " + ", ".join(
+                    "%s %.2f" % (label, m["ratio_" + scope])
+                    for scope, label, *_ in SCOPES + (INGEST_SCOPE,)),
+                    flush=True)
+                print("  forms, first/naive and again/naive: " + ", ".join(
+                    "%s %.2f / %.3f" % (sc[0],
+                                        m["forms"][sc[0]]["ratio_first"],
+                                        m["forms"][sc[0]]["ratio_again"])
+                    for sc in FORM_SCOPES), flush=True)
+                for line in phase_notes(res):
+                    print("  " + line, flush=True)
+            if cb is not None:
+                print("loading about {:,} events into the cluster's shards "
+                      "...".format(size), flush=True)
+                data = load_cluster(cb, size)
+                res["cluster"] = data
+                res.setdefault("data", data)
+                print("  {events:,} events, {sites} sites, {days} days, "
+                      "{duplicates:,} duplicates, loaded in {load_seconds} s;"
+                      .format(**data) + " per shard: " + ", ".join(
+                          "{events:,} events of {sites} sites in {parts} "
+                          "parts".format(**x) for x in data["shards"]),
+                      flush=True)
+                m = measure_cluster(cb, args.repeat)
+                res.setdefault("measure", {}).update(m)
+                shares = m["cache_cluster"]["shares"]
+                print("  answers equal; cluster (asked again): module %.1f "
+                      "ms, naive %.1f ms, module/naive %.3f; cells cached "
+                      "%s, days cached %s" % (
+                          m["module_cluster"]["median_ms"],
+                          m["naive_cluster"]["median_ms"],
+                          m["ratio_cluster"], share_text(shares["cells"]),
+                          share_text(shares["days"])), flush=True)
             results.append(res)
-            print("  answers equal; module/naive: " + ", ".join(
-                "%s %.2f" % (label, m["ratio_" + scope])
-                for scope, label, *_ in SCOPES + (INGEST_SCOPE,)),
-                flush=True)
-            print("  forms, first/naive and again/naive: " + ", ".join(
-                "%s %.2f / %.3f" % (sc[0], m["forms"][sc[0]]["ratio_first"],
-                                    m["forms"][sc[0]]["ratio_again"])
-                for sc in FORM_SCOPES), flush=True)
-            for line in phase_notes(res):
-                print("  " + line, flush=True)
         failed = False
     finally:
         if b is not None:
             b.filler.close()
         try:
-            prefork.stop()
+            if cb is not None:
+                cb.stop()
         finally:
-            st.stop()
+            try:
+                if prefork is not None:
+                    prefork.stop()
+            finally:
+                if st is not None:
+                    st.stop()
         if args.keep or failed:
             print("server files kept in %s" % work, file=sys.stderr)
         else:
@@ -1103,18 +1361,26 @@ def run(args):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("report-%s.json" % stamp)
+    scopes = [s for s in SCOPES + (INGEST_SCOPE,) if "server" in parts]
+    if "cluster" in parts:
+        scopes.append(CLUSTER_SCOPE)
     out.write_text(json.dumps({
         "benchmark": "report", "timestamp": stamp, "repeat": args.repeat,
-        "ingest_seconds": args.ingest_seconds,
+        "parts": parts, "cluster_skipped": cluster_skipped,
+        "ingest_seconds": args.ingest_seconds if "server" in parts else None,
         "clickhouse": version, "machine": machine(),
         "report_cache_directive": cache_directive,
         "nothing_cached_by": (
+            None if "server" not in parts else
             "graceful restart with IMChallengeReportCache %s / %s in turn"
             % CACHE_SIZES if cache_directive else "graceful restart"),
         "naive_query": NAIVE_SQL.format(db=DATABASE, where=""),
+        "cluster_naive_query": (
+            "the naive query on the first shard, through the Distributed "
+            "table events" if "cluster" in parts else None),
         "goal": "module / naive <= the scope's goal (goals); forms: first "
                 "<= 1.0, again <= 0.1",
-        "goals": {s[0]: s[2] for s in SCOPES + (INGEST_SCOPE,)},
+        "goals": {s[0]: s[2] for s in scopes},
         "results": results}, indent=2) + "\n")
     print("\nresults: %s" % out)
     return 0
@@ -1128,6 +1394,12 @@ def main(argv=None):
                    help="measured runs per case, after one warm-up (5)")
     p.add_argument("--ingest-seconds", type=float, default=60,
                    help="length of the steady ingestion phase (60)")
+    p.add_argument("--only", default=",".join(PARTS),
+                   help="the parts to run, comma-separated: server (the "
+                   "scopes on one ClickHouse), cluster (the two-shard "
+                   "cluster) (%s)" % ",".join(PARTS))
+    p.add_argument("--no-cluster", action="store_true",
+                   help="leave out the cluster scope (--only server)")
     p.add_argument("--module", default=str(stack.DEFAULT_MODULE),
                    help="mod_imchallenge.so to load")
     p.add_argument("--keep", action="store_true",

@@ -37,7 +37,8 @@ Environment: BENCH_QUICK=1 (short run), BENCH_DURATION (s per wrk run,
 10), BENCH_ROUNDS (5), BENCH_BATCH_SECONDS (10), BENCH_MEM_EVENTS
 (1000000), BENCH_BACKLOG_EVENTS (1000000), BENCH_DRAIN_TIMEOUT (s, 60),
 BENCH_ONLY (comma list of phases), BENCH_REPORT_SIZES (2000000,10000000),
-BENCH_REPORT_REPEAT (5),
+BENCH_REPORT_REPEAT (5), BENCH_REPORT_CLUSTER=0 (the report without its
+cluster scope: report_bench.py --no-cluster),
 BENCH_KEEP=1 (keep the work directory), IMC_MODULE (the module to test),
 BENCH_DIRECTIVES (extra httpd.conf lines, "\\n" between them) and
 BENCH_HTTPD_ENV ("NAME=value ..." for httpd's environment), to try tunings.
@@ -101,6 +102,8 @@ def settings():
         "report_sizes": os.environ.get("BENCH_REPORT_SIZES")
         or ("200000,1000000" if quick else "2000000,10000000"),
         "report_repeat": num("BENCH_REPORT_REPEAT", 5, 2),
+        "report_cluster": os.environ.get("BENCH_REPORT_CLUSTER", "")
+        not in ("0",),
         "phases": phases,
         "keep": os.environ.get("BENCH_KEEP", "") not in ("", "0"),
         "directives": os.environ.get("BENCH_DIRECTIVES", "").replace(
@@ -543,6 +546,8 @@ class Bench:
         cmd = [sys.executable, str(script), "--module", str(self.module),
                "--sizes", cfg["report_sizes"],
                "--repeat", str(cfg["report_repeat"])]
+        if not cfg["report_cluster"]:
+            cmd.append("--no-cluster")
         print("  " + " ".join(cmd), flush=True)
         p = subprocess.Popen(cmd, cwd=str(bl.REPO), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)

@@ -7,171 +7,32 @@ IMChallengeCreateSchema Off, writes through the Distributed table and
 reports through it with exact counts. Each shard has one replica here;
 the tables are ReplicatedMergeTree all the same, registered in ZooKeeper."""
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import stack
+from cluster_util import (CLUSTER, REPLICAS, Cluster, apply_schema,
+                          ensure_zookeeper)
 from report_cache_util import Reports, Table, days_metric, delta
 from report_util import event as report_event
 from report_util import expected_answer, model
 
 REPO = stack.REPO
-ZK_JAR = Path("/usr/share/java/zookeeper.jar")
 DAY = "2026-11-27"
-CLUSTER = "imchallenge"
-# One shard whose two replicas are the two servers.
-REPLICAS = "imchallenge_replicas"
-
-
-def ensure_zookeeper():
-    """Debian's zookeeper package (Java); installed when missing."""
-    if ZK_JAR.is_file() and shutil.which("java"):
-        return
-    subprocess.run(["bash", str(REPO / "tests" / "install-deps.sh"),
-                    "cluster"], check=True, timeout=900)
-
-
-class ZooKeeper:
-    """A standalone ZooKeeper on 127.0.0.1 with its data under workdir."""
-
-    def __init__(self, workdir):
-        self.workdir = Path(workdir)
-        self.port = stack.free_port()
-        self.proc = None
-
-    def serving(self):
-        """True once ZooKeeper serves sessions ("ruok" answers earlier:
-        ClickHouse 18.16 connecting then has its handshake cut off and
-        its DDL thread crashes)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), 1) as s:
-                s.sendall(b"srvr")
-                return s.recv(64).startswith(b"Zookeeper version")
-        except OSError:
-            return False
-
-    def start(self):
-        data = self.workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        cfg = self.workdir / "zoo.cfg"
-        cfg.write_text("tickTime=500\ninitLimit=10\nsyncLimit=5\n"
-                       "dataDir=%s\nclientPort=%d\n"
-                       "clientPortAddress=127.0.0.1\n"
-                       "admin.enableServer=false\n"
-                       "4lw.commands.whitelist=srvr\n" % (data, self.port))
-        log = open(self.workdir / "zookeeper.log", "ab")
-        try:
-            self.proc = subprocess.Popen(
-                ["java", "-Xmx256m", "-cp", str(ZK_JAR),
-                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                 str(cfg)], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log.close()
-        stack.wait_until(self.serving, 60, interval=0.2, what="ZooKeeper")
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def zookeeper_reachable(ch):
-    try:
-        ch.query("SELECT count() FROM system.zookeeper WHERE path = '/'")
-        return True
-    except Exception:  # not yet: the query fails until the session is up
-        return False
-
-
-def cluster_xml(zk, shards, index):
-    replicas = "".join(
-        "<shard><internal_replication>true</internal_replication>"
-        "<replica><host>127.0.0.1</host><port>%d</port></replica></shard>"
-        % ch.tcp_port for ch in shards)
-    both = "".join("<replica><host>127.0.0.1</host><port>%d</port></replica>"
-                   % ch.tcp_port for ch in shards)
-    me = shards[index]
-    return """<?xml version="1.0"?>
-<yandex>
-    <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node></zookeeper>
-    <remote_servers><{cluster}>{replicas}</{cluster}>
-        <{two}><shard><internal_replication>true</internal_replication>{both}</shard></{two}>
-    </remote_servers>
-    <macros><shard>{shard}</shard><replica>replica-{shard}-1</replica></macros>
-    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
-    <interserver_http_host>127.0.0.1</interserver_http_host>
-    <interserver_http_port>{ihp}</interserver_http_port>
-</yandex>
-""".format(zk=zk.port, cluster=CLUSTER, replicas=replicas, shard=index + 1,
-           ihp=me.interserver_port, two=REPLICAS, both=both)
-
-
-# The module user's profile: a write through a Distributed table returns
-# once the rows are on their shards. The user imc_rr reads a shard from
-# any of its replicas, the local one no more than another.
-USERS_XML = """<?xml version="1.0"?>
-<yandex><profiles><default>
-    <insert_distributed_sync>1</insert_distributed_sync>
-</default><any_replica>
-    <load_balancing>random</load_balancing>
-    <prefer_localhost_replica>0</prefer_localhost_replica>
-</any_replica></profiles>
-<users><imc_rr>
-    <password></password>
-    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>any_replica</profile><quota>default</quota>
-</imc_rr></users></yandex>
-"""
 
 
 @pytest.fixture(scope="module")
 def cluster(workbase):
     ensure_zookeeper()
-    base = workbase / "cluster"
-    zk = ZooKeeper(base / "zookeeper")
-    shards = [stack.ClickHouse(base / ("shard%d" % i)) for i in (1, 2)]
-    for ch in shards:
-        ch.interserver_port = stack.free_port()
-    started = []
+    c = Cluster(workbase / "cluster")
+    c.start()
     try:
-        zk.start()
-        started.append(zk)
-        for i, ch in enumerate(shards):
-            (ch.etc / "config.d").mkdir(parents=True, exist_ok=True)
-            (ch.etc / "users.d").mkdir(parents=True, exist_ok=True)
-            (ch.etc / "config.d" / "cluster.xml").write_text(
-                cluster_xml(zk, shards, i))
-            (ch.etc / "users.d" / "distributed.xml").write_text(USERS_XML)
-            ch.start()
-            started.append(ch)
-        for ch in shards:
-            stack.wait_until(lambda: zookeeper_reachable(ch), 60,
-                             what="ZooKeeper from ClickHouse")
-        sql = (REPO / "conf" / "schema-cluster.sql").read_bytes()
-        res = subprocess.run(
-            ["clickhouse-client", "--host", "127.0.0.1", "--port",
-             str(shards[0].tcp_port), "--multiquery"], input=sql,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-        assert res.returncode == 0, res.stdout.decode(errors="replace")
-        yield {"zookeeper": zk, "shards": shards, "schema_output": res.stdout}
+        yield {"zookeeper": c.zookeeper, "shards": c.shards,
+               "schema_output": c.schema_output}
     finally:
-        for server in reversed(started):
-            server.stop()
+        c.stop()
 
 
 def test_schema_is_on_every_shard(cluster):
@@ -196,13 +57,8 @@ def test_schema_is_on_every_shard(cluster):
 
 
 def test_schema_is_idempotent(cluster):
-    sql = (REPO / "conf" / "schema-cluster.sql").read_bytes()
-    ch = cluster["shards"][1]
-    res = subprocess.run(["clickhouse-client", "--host", "127.0.0.1",
-                          "--port", str(ch.tcp_port), "--multiquery"],
-                         input=sql, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, timeout=300)
-    assert res.returncode == 0, res.stdout.decode(errors="replace")
+    # Raises StackError with clickhouse-client's output when it fails.
+    apply_schema(cluster["shards"][1])
 
 
 def events(site, served, solved):
