@@ -8,10 +8,11 @@
 #include "imc_rcache.h"
 #include "imc_syntax.h"
 
-/* A day's row as kept: the site's text, its counts. */
+/* A day's row as kept: the site's text, its bucket's instant, its
+ * counts. */
 typedef struct {
     char site[IMC_RCACHE_SITE_LEN];
-    apr_uint32_t unused;
+    apr_uint32_t time;
     apr_uint64_t served, solved;
 } rc_cell;
 
@@ -254,6 +255,7 @@ static void plan_take_cached(imc_rcache_plan *plan, imc_scache *store)
             row->day = pd->day;
             row->site =
                 apr_pstrmemdup(plan->pool, cells[k].site, IMC_RCACHE_SITE_LEN);
+            row->time = cells[k].time;
             row->served = cells[k].served;
             row->solved = cells[k].solved;
         }
@@ -430,6 +432,7 @@ static void keep_day(imc_rcache *cache, const imc_rcache_plan *plan,
             return;
         }
         memcpy(cells[k].site, row->site, IMC_RCACHE_SITE_LEN);
+        cells[k].time = row->time;
         cells[k].served = row->served;
         cells[k].solved = row->solved;
     }

@@ -58,6 +58,8 @@ typedef struct {
     int day;
     const char *site;
     apr_uint64_t served, solved;
+    apr_uint32_t time; /* an instant of the row's bucket where the report
+                        * has buckets within days (hours), else 0 */
 } imc_rcache_row;
 
 typedef struct {

@@ -266,7 +266,8 @@ static const char *days_sql(apr_pool_t *p, const report_args *a,
 }
 
 /* The query: exact distinct correlation ids (as a->procedure counts them)
- * per (day, site), days as
+ * per (day, site) and, with keys, per bucket of the day (whose instant
+ * comes last), days as
  * numbers (ClickHouse's Date), over the report's from / to or, when
  * ranges is not NULL, over those day ranges only; the ranges it covers
  * are recorded in plan (when not NULL). (Grouping by the Date and UUID in
@@ -275,7 +276,7 @@ static const char *days_sql(apr_pool_t *p, const report_args *a,
 static const char *build_sql(apr_pool_t *p, const imc_config *c,
                              const report_args *a, const char *where,
                              const apr_array_header_t *ranges,
-                             imc_rcache_plan *plan)
+                             imc_rcache_plan *plan, const char *keys)
 {
     const char *days;
     int i;
@@ -297,9 +298,10 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
         p, "SELECT toUInt16(", day_expr(p, a), ") AS day, ",
         "toString(site_id) AS site, ", "uniqExactIf(", a->procedure,
         ", type = 'serve') AS served, ", "uniqExactIf(", a->procedure,
-        ", type = 'solve') AS solved FROM ", imc_config_database(c),
-        ".events WHERE (", where, ") AND ", days,
-        " GROUP BY day, site ORDER BY day, site FORMAT TabSeparated", NULL);
+        ", type = 'solve') AS solved", keys ? ", min(toUInt32(time))" : "",
+        " FROM ", imc_config_database(c), ".events WHERE (", where, ") AND ",
+        days, " GROUP BY day, site", keys ? ", " : "", keys ? keys : "",
+        " ORDER BY day, site FORMAT TabSeparated", NULL);
 }
 
 /* The next line of a TabSeparated answer at *pos, cut at its '\n' in
@@ -400,13 +402,14 @@ static apr_status_t malformed(request_rec *r, const char *what, int lineno,
 }
 
 /* Parses ClickHouse's TabSeparated answer: day (a number), site, served,
- * solved, into *rows. Any line that does not parse fails it all. */
-static apr_status_t parse_rows(request_rec *r, char *body,
+ * solved and, when timed, an instant of the row's bucket, into *rows. Any
+ * line that does not parse fails it all. */
+static apr_status_t parse_rows(request_rec *r, char *body, int timed,
                                apr_array_header_t **rows)
 {
-    char *pos = body, *line, *f[4];
-    int lineno = 0, cut = 0;
-    apr_uint64_t day;
+    char *pos = body, *line, *f[5];
+    int lineno = 0, cut = 0, n = timed ? 5 : 4;
+    apr_uint64_t day, t = 0;
 
     *rows = apr_array_make(r->pool, 64, sizeof(imc_rcache_row));
     while ((line = next_line(&pos, &cut)) != NULL) {
@@ -414,14 +417,16 @@ static apr_status_t parse_rows(request_rec *r, char *body,
         char *end = line + strlen(line);
 
         ++lineno;
-        if (split_tabs(line, f, 4) != 4 || !parse_uint(f[0], 65535, &day) ||
+        if (split_tabs(line, f, 5) != n || !parse_uint(f[0], 65535, &day) ||
             !parse_site(f[1]) ||
             !parse_uint(f[2], APR_UINT64_MAX, &row->served) ||
-            !parse_uint(f[3], APR_UINT64_MAX, &row->solved)) {
+            !parse_uint(f[3], APR_UINT64_MAX, &row->solved) ||
+            (timed && !parse_uint(f[4], IMC_RCACHE_TIME_MAX, &t))) {
             return malformed(r, "report query", lineno, line, end);
         }
         row->day = (int)day;
         row->site = f[1];
+        row->time = (apr_uint32_t)t;
     }
     return cut ? malformed(r, "report query", lineno + 1, NULL, NULL)
                : APR_SUCCESS;
@@ -508,21 +513,24 @@ static int clickhouse_error(request_rec *r, apr_status_t rv,
                                      : "the database is unreachable");
 }
 
-/* Runs the report's query over ranges (NULL: from / to) into *rows; plan
- * (when not NULL) learns which days it covered. */
+/* Runs the report's query over ranges (NULL: from / to) into *rows, per
+ * bucket too with keys (imc_report_buckets_cell_keys); plan (when not
+ * NULL) learns which days it covered. */
 static apr_status_t query_rows(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
                                const char *where,
                                const apr_array_header_t *ranges,
-                               imc_rcache_plan *plan, apr_array_header_t **rows,
+                               imc_rcache_plan *plan, const char *keys,
+                               apr_array_header_t **rows,
                                imc_clickhouse_result *res)
 {
     apr_status_t rv = imc_clickhouse_query(
-        ch, r->pool, build_sql(r->pool, c, a, where, ranges, plan), NULL, res);
+        ch, r->pool, build_sql(r->pool, c, a, where, ranges, plan, keys), NULL,
+        res);
 
     imc_metrics_observe(IMC_H_CLICKHOUSE, res->elapsed);
     if (rv == APR_SUCCESS) {
-        rv = parse_rows(r, (char *)res->body, rows);
+        rv = parse_rows(r, (char *)res->body, keys != NULL, rows);
     }
     return rv;
 }
@@ -540,21 +548,52 @@ static const char *cache_key(request_rec *r, const imc_config *c,
         NULL);
 }
 
-/* The report's rows of every site through the cache: the parts list,
- * then the query of every site's rows for the days whose parts changed,
- * if any. *rows NULL when the cache cannot be used. */
+/* The cells a report asks the cache for: every site's per day, or per
+ * bucket of the days of form (imc_report_buckets_by_cells), over the days
+ * [from, to] (either may be IMC_RCACHE_NO_DAY: open). */
+typedef struct {
+    const imc_report_form *form; /* NULL: per day */
+    int from, to;
+    apr_array_header_t *rows; /* out: imc_rcache_row, in day order; NULL
+                               * when the cache cannot be used */
+    int asked;                /* out: ClickHouse computed some */
+} cells_ask;
+
+/* The GROUP BY keys of the cells' buckets within days for the instants of
+ * ranges (NULL: per day). */
+static const char *cells_keys(apr_pool_t *p, const cells_ask *ask,
+                              const apr_array_header_t *ranges)
+{
+    apr_int64_t lo, hi, unused;
+
+    if (!ask->form || !ranges->nelts) {
+        return NULL;
+    }
+    imc_rcache_day_bounds(APR_ARRAY_IDX(ranges, 0, imc_rcache_range).first,
+                          APR_ARRAY_IDX(ranges, 0, imc_rcache_range).first, &lo,
+                          &unused);
+    imc_rcache_day_bounds(
+        APR_ARRAY_IDX(ranges, ranges->nelts - 1, imc_rcache_range).last,
+        APR_ARRAY_IDX(ranges, ranges->nelts - 1, imc_rcache_range).last,
+        &unused, &hi);
+    return imc_report_buckets_cell_keys(p, ask->form, lo, hi);
+}
+
+/* The cells of ask through the cache: the parts list, then the query of
+ * every site's cells for the days whose parts changed, if any. */
 static apr_status_t cached_rows(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
-                                apr_array_header_t **rows,
-                                imc_clickhouse_result *res)
+                                cells_ask *ask, imc_clickhouse_result *res)
 {
     apr_array_header_t *parts, *fresh;
     const apr_array_header_t *ranges;
     imc_rcache_plan *plan;
+    const char *key = cache_key(r, c, a), *keys;
     apr_status_t rv;
     int cached, listed_at;
 
-    *rows = NULL;
+    ask->rows = NULL;
+    ask->asked = 0;
     if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
             APR_SUCCESS ||
         !parts) {
@@ -571,20 +610,26 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
         return rv;
     }
     listed_at = res->endpoint;
-    plan = imc_rcache_plan_make(cache, r->pool, cache_key(r, c, a),
+    if (ask->form && ask->form->params->interval != IMC_BUCKET_DAY) {
+        key = apr_pstrcat(r->pool, key, "\n",
+                          imc_bucket_interval_name(ask->form->params->interval),
+                          NULL);
+    }
+    plan = imc_rcache_plan_make(cache, r->pool, key,
                                 (const imc_rcache_part *)parts->elts,
-                                parts->nelts, a->from_day, a->to_day);
+                                parts->nelts, ask->from, ask->to);
     ranges = imc_rcache_plan_ranges(plan);
-    if (!(cached = imc_rcache_plan_cached_days(plan))) {
+    keys = cells_keys(r->pool, ask, ranges);
+    if (!(cached = imc_rcache_plan_cached_days(plan)) && !keys) {
         ranges = NULL; /* every day: from / to are cheaper than ranges */
     }
     fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
-    if ((!ranges || ranges->nelts) &&
-        (rv = query_rows(r, c, a, ch, "1", ranges, plan, &fresh, res)) !=
+    if ((ask->asked = !ranges || ranges->nelts) &&
+        (rv = query_rows(r, c, a, ch, "1", ranges, plan, keys, &fresh, res)) !=
             APR_SUCCESS) {
         return rv;
     }
-    if ((!ranges || ranges->nelts) && res->endpoint != listed_at) {
+    if (ask->asked && res->endpoint != listed_at) {
         /* Failed over between the listing and the query: the rows are of
          * another server than the fingerprints. Nothing is kept; the
          * caller asks the one that answered for every day. */
@@ -593,9 +638,9 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     imc_metrics_add(IMC_M_REPORT_DAYS_CACHED, (apr_uint64_t)cached);
     imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,
                     (apr_uint64_t)imc_rcache_plan_stale_days(plan));
-    *rows = imc_rcache_complete(cache, plan, fresh);
+    ask->rows = imc_rcache_complete(cache, plan, fresh);
     imc_metrics_add(IMC_M_REPORT_CELLS_CACHED,
-                    (apr_uint64_t)((*rows)->nelts - fresh->nelts));
+                    (apr_uint64_t)(ask->rows->nelts - fresh->nelts));
     imc_metrics_add(IMC_M_REPORT_CELLS_QUERIED, (apr_uint64_t)fresh->nelts);
     return APR_SUCCESS;
 }
@@ -715,13 +760,18 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
     if ((rc = take_client(r, c, a, &slot, &client)) != DECLINED) {
         return rc;
     }
-    if (cache &&
-        (rv = cached_rows(r, c, a, client->ch, &rows, &res)) == APR_SUCCESS &&
-        rows) {
-        rows = filter_rows(r, a, rows);
+    if (cache) {
+        cells_ask ask = {NULL, a->from_day, a->to_day, NULL, 0};
+
+        if ((rv = cached_rows(r, c, a, client->ch, &ask, &res)) ==
+                APR_SUCCESS &&
+            ask.rows) {
+            rows = filter_rows(r, a, ask.rows);
+        }
     }
     if (rv == APR_SUCCESS && !rows) {
-        rv = query_rows(r, c, a, client->ch, where, NULL, NULL, &rows, &res);
+        rv = query_rows(r, c, a, client->ch, where, NULL, NULL, NULL, &rows,
+                        &res);
     }
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
@@ -935,15 +985,53 @@ static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
     ap_add_output_filter_handle(keep_filter_handle, k, r, r->connection);
 }
 
+/* A form whose rows add up from cells (imc_report_buckets_by_cells)
+ * from the cache's cells of every site over its days (and the previous
+ * period's with compare), cut to the filter and the principal's sites,
+ * into *b; NULL when the cache cannot answer it so. Counted as a form
+ * answered from the cache when ClickHouse computed no cell. */
+static apr_status_t cells_form(request_rec *r, const imc_config *c,
+                               const report_args *a, imc_clickhouse *ch,
+                               const imc_report_form *f, imc_report_buckets **b,
+                               imc_clickhouse_result *res)
+{
+    cells_ask ask = {f, f->from, f->to, NULL, 0};
+    apr_status_t rv;
+
+    *b = NULL;
+    if (!cache || !imc_report_buckets_by_cells(f)) {
+        return APR_SUCCESS;
+    }
+    if (f->params->compare) { /* from and to are given */
+        ask.from = f->from - (f->to - f->from + 1);
+    }
+    if ((ask.from == IMC_RCACHE_NO_DAY || ask.from < 1) &&
+        imc_zone_offset(f->zone, 0) < 0) {
+        /* West of UTC the first hours after the epoch are of 1969-12-31,
+         * which the forms report in buckets of 1969 but ClickHouse's Date
+         * (the cells' day) puts on 1970-01-01. */
+        return APR_SUCCESS;
+    }
+    if ((rv = cached_rows(r, c, a, ch, &ask, res)) != APR_SUCCESS ||
+        !ask.rows) {
+        return rv;
+    }
+    imc_metrics_add(
+        ask.asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED, 1);
+    *b = imc_report_buckets_from_cells(r->pool, f, filter_rows(r, a, ask.rows));
+    return APR_SUCCESS;
+}
+
 /* The report with interval, by, metrics, fill or compare
- * (imc_report_buckets), through the forms' cache: an answer kept while
- * the parts its events can be in are the same, else ClickHouse's. */
+ * (imc_report_buckets), through the cache: from its cells where the form
+ * adds up from them, else an answer kept while the parts its events can be
+ * in are the same, else ClickHouse's. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
     imc_clickhouse_result res;
     imc_report_client *client;
-    imc_report_buckets *b;
+    imc_report_buckets *b = NULL;
     imc_report_form f;
     form_lookup look;
     imc_slot slot;
@@ -967,8 +1055,12 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     f.procedure = a->procedure;
-    rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
-    if (rv == APR_SUCCESS && !look.kept) {
+    memset(&look, 0, sizeof(look));
+    if ((rv = cells_form(r, c, a, client->ch, &f, &b, &res)) == APR_SUCCESS &&
+        !b) {
+        rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
+    }
+    if (rv == APR_SUCCESS && !b && !look.kept) {
         rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
     }
     give_back(client, &slot);

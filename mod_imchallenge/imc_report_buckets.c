@@ -5,6 +5,7 @@
  * imc_report_buckets.h.
  */
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -681,6 +682,122 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
     b->previous.unsolved = wt.unsolved;
     take_times(&b->previous, &wt);
     return rv;
+}
+
+/* ------------------------------------------------------------ cells */
+
+int imc_report_buckets_by_cells(const imc_report_form *f)
+{
+    imc_bucket_interval iv = f->params->interval;
+
+    return (iv == IMC_BUCKET_DAY || iv == IMC_BUCKET_HOUR) &&
+           !imc_rparams_needs_window(f->params);
+}
+
+const char *imc_report_buckets_cell_keys(apr_pool_t *p,
+                                         const imc_report_form *f,
+                                         apr_int64_t lo, apr_int64_t hi)
+{
+    bk_span s;
+
+    if (f->params->interval != IMC_BUCKET_HOUR) {
+        return NULL;
+    }
+    s.lo = clamp_time(lo);
+    s.hi = clamp_time(hi);
+    s.empty = 0;
+    return keys_sql(p, IMC_BUCKET_HOUR, offset_sql(p, f->zone, &s));
+}
+
+/* A cell as a row of the form: its bucket (days ordered by their number),
+ * its site (NULL with by=none), its counts. */
+static void cell_row(apr_pool_t *p, const imc_report_form *f,
+                     const imc_rcache_row *cell, bk_row *row)
+{
+    imc_bucket_interval iv = f->params->interval;
+
+    memset(row, 0, sizeof(*row));
+    if (iv == IMC_BUCKET_DAY) {
+        row->start = (apr_int64_t)cell->day * DAY;
+        row->label = imc_rcache_day_text(p, cell->day);
+    } else {
+        char *label = apr_palloc(p, IMC_BUCKET_LABEL_SIZE);
+
+        imc_bucket_label(label, f->zone, iv, (apr_int64_t)cell->time);
+        row->label = label;
+        row->start = imc_bucket_start(f->zone, iv, (apr_int64_t)cell->time);
+    }
+    row->site = f->params->by_site ? cell->site : NULL;
+    row->n.served = cell->served;
+    row->n.solved = cell->solved;
+}
+
+/* The rows of the cells of days [from, to], in order: by=none adds the
+ * sites' counts of a bucket into one row. */
+static apr_array_header_t *cells_rows(apr_pool_t *p, const imc_report_form *f,
+                                      const apr_array_header_t *cells, int from,
+                                      int to)
+{
+    apr_array_header_t *rows =
+        apr_array_make(p, cells->nelts + 1, sizeof(bk_row));
+    apr_hash_t *at = apr_hash_make(p); /* by=none: start -> index + 1 */
+    int i;
+
+    for (i = 0; i < cells->nelts; ++i) {
+        const imc_rcache_row *cell = &APR_ARRAY_IDX(cells, i, imc_rcache_row);
+        apr_int64_t *start;
+        bk_row row;
+        apr_size_t had;
+
+        if (cell->day < from || cell->day > to) {
+            continue;
+        }
+        cell_row(p, f, cell, &row);
+        if (!f->params->by_site &&
+            (had = (apr_size_t)apr_hash_get(at, &row.start,
+                                            sizeof(row.start))) != 0) {
+            add_counts(&APR_ARRAY_IDX(rows, had - 1, bk_row).n, &row.n);
+            continue;
+        }
+        *(bk_row *)apr_array_push(rows) = row;
+        if (!f->params->by_site) {
+            start = apr_pmemdup(p, &row.start, sizeof(row.start));
+            apr_hash_set(at, start, sizeof(*start),
+                         (void *)(apr_size_t)rows->nelts);
+        }
+    }
+    qsort(rows->elts, (size_t)rows->nelts, sizeof(bk_row), row_order);
+    return rows;
+}
+
+imc_report_buckets *
+imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
+                              const apr_array_header_t *cells)
+{
+    imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
+    int from = f->from == IMC_RCACHE_NO_DAY ? INT_MIN : f->from;
+    int to = f->to == IMC_RCACHE_NO_DAY ? INT_MAX : f->to;
+
+    b->form = f;
+    b->rows = cells_rows(p, f, cells, from, to);
+    if ((b->over = b->rows->nelts > f->max_rows)) {
+        return b;
+    }
+    if (f->params->fill) {
+        b->rows = fill_rows(p, f, b->rows, &b->over);
+    }
+    b->totals = sum_rows(b->rows);
+    if (f->params->compare) {
+        apr_array_header_t *prev;
+
+        b->has_previous = 1;
+        b->prev_to = f->from - 1;
+        b->prev_from = f->from - (f->to - f->from + 1);
+        prev = cells_rows(p, f, cells, b->prev_from, b->prev_to);
+        b->over = b->over || prev->nelts > f->max_rows;
+        b->previous = sum_rows(prev);
+    }
+    return b;
 }
 
 int imc_report_buckets_over(const imc_report_buckets *b)

@@ -50,6 +50,30 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
                                       const imc_report_form *f,
                                       imc_clickhouse_result *res);
 
+/*
+ * Whether the form's rows add up from cells of the cache: per day (or
+ * hour) and site, served and solved. A procedure is a (site, correlation
+ * id) pair, so the distinct procedures of a bucket over all sites are
+ * the sum of its sites'; and a day or an hour lies within one local day.
+ * Not for minutes (a day's cells of every site would be many times what
+ * a filtered report reads), weeks, months, totals (distinct over days),
+ * or the solve window's metrics.
+ */
+int imc_report_buckets_by_cells(const imc_report_form *f);
+
+/* The GROUP BY keys (besides day and site) of the form's cells for
+ * events within the instants [lo, hi]: the hours' (NULL for days). */
+const char *imc_report_buckets_cell_keys(apr_pool_t *p,
+                                         const imc_report_form *f,
+                                         apr_int64_t lo, apr_int64_t hi);
+
+/* The form's answer from cells (imc_rcache_row, each an instant of its
+ * bucket in time for hours) already cut to the filter and the principal's
+ * sites, of the form's days and, with compare, of the previous period's. */
+imc_report_buckets *
+imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
+                              const apr_array_header_t *cells);
+
 /* Whether the rows are more than max_rows. */
 int imc_report_buckets_over(const imc_report_buckets *b);
 

@@ -1,9 +1,13 @@
 # Licensed under the Apache License, Version 2.0.
 """The cache of the report's other forms (interval, by,
-metrics, fill, compare; imc_rcache's forms section) keeps their answers
-exact whatever happens to the events table: a late event into a cached
-day, a merge, a mutation, TRUNCATE, a table dropped and made again, and
-from/to and zones of their own.
+metrics, fill, compare) keeps their answers exact whatever happens to the
+events table: a late event into a cached day, a merge, a mutation,
+TRUNCATE, a table dropped and made again, and from/to and zones of their
+own. Forms by hour or day with served, solved and solve_rate add up from
+every site's cells of a day (imc_report_buckets_by_cells): any filter,
+by, fill, compare and window of them is answered from cells that another
+report filled. The other forms are kept as whole answers (imc_rcache's
+forms section).
 
 Every answer is compared byte for byte with the model of
 test_report_intervals.py over the events the test stored. The metric
@@ -16,6 +20,7 @@ cache waits for its parts to age (Table.settle).
 """
 
 import datetime
+import random
 import uuid
 from types import SimpleNamespace
 
@@ -23,11 +28,23 @@ import pytest
 import requests
 
 from observe_util import parse_prometheus, sample
-from report_cache_util import OneConnection, Table, server_with_database
+from report_cache_util import (OneConnection, Table, random_filter,
+                               server_with_database)
 from report_util import event
 from test_report_intervals import csv_text, json_text, model_answer
 
 DEFAULT_METRICS = ["served", "solved", "solve_rate"]
+SEED = 20261203
+
+
+def by_cells(form):
+    """Whether the module answers form from cells (by hour or day, no
+    metric of the solve window); else from a whole answer."""
+    window = {"unsolved", "solve_time_avg", "solve_time_p50",
+              "solve_time_p90"}
+    metrics = set((form.get("metrics") or "served").split(","))
+    return (form.get("interval") or "day") in ("hour", "day") and \
+        not metrics & window
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +98,7 @@ class Forms(OneConnection):
 
     def ask(self, events, expect, tz="UTC", interval=None, by=None,
             metrics=None, frm=None, to=None, fill=False, compare=False,
-            csv=False):
+            csv=False, flt=None, keep=None):
         params = {"tz": tz}
         for k, v in (("interval", interval), ("by", by), ("from", frm),
                      ("to", to), ("metrics", metrics)):
@@ -96,20 +113,21 @@ class Forms(OneConnection):
         mlist = metrics.split(",") if metrics else DEFAULT_METRICS
         want = model_answer(events, metrics=mlist, compare=compare, tz=tz,
                             interval=interval or "day", by=by or "site",
-                            frm=frm, to=to, fill=fill)
+                            frm=frm, to=to, fill=fill, keep=keep)
         before = lookups(self.rc.h)
-        r = self.client.report(**params)
+        r = self.client.report(flt, **params)
         after = lookups(self.rc.h)
-        assert r.status_code == 200, (params, r.text)
+        assert r.status_code == 200, (params, flt, r.text)
         text = csv_text(want, mlist) if csv else json_text(want, mlist)
-        assert r.text == text, params
+        assert r.text == text, (params, flt)
         got = {"cache": after[0] - before[0],
                "clickhouse": after[1] - before[1]}
         if expect == "any":  # one lookup, either way
             assert sum(got.values()) == 1, (params, got)
         else:
             assert got == {"cache": int(expect == "hit"),
-                           "clickhouse": int(expect == "miss")}, (params, got)
+                           "clickhouse": int(expect == "miss")}, \
+                (params, flt, got)
         return r
 
 
@@ -161,8 +179,10 @@ def test_forms_are_answered_again_from_the_cache(rc, table, form):
         first = f.ask(events, "miss", **form)
         again = f.ask(events, "hit", **form)
         assert again.text == first.text
-        if "frm" not in form:  # the same form over a window is another one
-            f.ask(events, "miss", **dict(form, **rng))
+        if "frm" not in form:  # the same form over a window: another one,
+            # unless its cells are all cached already
+            f.ask(events, "hit" if by_cells(form) else "miss",
+                  **dict(form, **rng))
             f.ask(events, "hit", **dict(form, **rng))
 
 
@@ -226,21 +246,25 @@ def test_a_late_solve_changes_the_solve_metrics(rc, table):
 def test_events_outside_the_range_read_keep_the_answer(rc, table):
     events, D, S = week_of_events(table, first_day="2025-06-02")
     table.settle()
-    form = dict(interval="hour", frm=D[2], to=D[3])
+    form = dict(interval="week", frm=D[2], to=D[3])
+    cells = dict(interval="hour", frm=D[2], to=D[3])
     with Forms(rc) as f:
         f.ask(events, "miss", **form)
+        f.ask(events, "miss", **cells)
         # A month later: another partition, a part far from the range.
         far = procs("2025-07-20", S[1], 2)
         table.insert(far)
         events += far
         table.settle()
         f.ask(events, "hit", **form)
-        # The day after the range (a zone may read into it): asked again.
+        # The day after the range (a zone may read into it): a whole
+        # answer is asked again; the cells of the days asked are the same.
         near = procs(D[4], S[1], 1)
         table.insert(near)
         events += near
         table.settle()
         f.ask(events, "miss", **form)
+        f.ask(events, "hit", **cells)
         # Without from / to every part counts.
         f.ask(events, "miss", interval="week")
         f.ask(events, "hit", interval="week")
@@ -311,12 +335,96 @@ def test_zones_and_windows_have_answers_of_their_own(rc, table):
         for tz in ("UTC", "Asia/Kathmandu", "America/St_Johns",
                    "Pacific/Kiritimati"):
             f.ask(events, "hit", tz=tz, interval="hour", frm=D[1], to=D[4])
-        f.ask(events, "miss", interval="hour", frm=D[1], to=D[3])
-        f.ask(events, "miss", interval="hour", frm=D[2], to=D[4])
+        # Whole answers: a window of their own each.
+        f.ask(events, "miss", interval="week", frm=D[1], to=D[4])
+        f.ask(events, "miss", interval="week", frm=D[1], to=D[3])
+        f.ask(events, "miss", interval="week", frm=D[2], to=D[4])
+        f.ask(events, "miss", interval="week", frm=D[2])
+        f.ask(events, "miss", interval="week", to=D[2])
+        f.ask(events, "hit", interval="week", frm=D[2])
+        f.ask(events, "hit", interval="week", to=D[2])
+        # Cells: any window inside the days cached, the days outside once.
+        f.ask(events, "hit", interval="hour", frm=D[1], to=D[3])
+        f.ask(events, "hit", interval="hour", frm=D[2], to=D[4])
         f.ask(events, "miss", interval="hour", frm=D[2])
         f.ask(events, "miss", interval="hour", to=D[2])
         f.ask(events, "hit", interval="hour", frm=D[2])
         f.ask(events, "hit", interval="hour", to=D[2])
+
+
+# ---------------------------------------------------------------- cells
+
+CELL_FORMS = [
+    dict(interval="hour"),
+    dict(interval="hour", by="none"),
+    dict(interval="hour", metrics="solved,solve_rate", csv=True),
+    dict(interval="day", by="none"),
+    dict(interval="day", metrics="solve_rate,served"),
+    dict(interval="hour", fill=True),
+    dict(interval="day", by="none", fill=True),
+    dict(interval="hour", by="none", compare=True),
+    dict(interval="day", compare=True),
+]
+
+
+def test_random_filters_in_forms_by_hour_and_day_from_cells(rc, table):
+    """One report per zone by hour and one by day fill the cells of every
+    site; then 30 random filters in random forms by hour or day (by site
+    or none, fill, compare, CSV, a window or none) are each exact against
+    the model, and none asks ClickHouse."""
+    print("seed %d" % SEED)
+    rnd = random.Random(SEED)
+    events, D, S = week_of_events(table, first_day="2026-03-23", sites=3)
+    table.settle()
+    zones = ("UTC", "Asia/Kathmandu", "America/New_York")
+    with Forms(rc) as f:
+        # From the day before the first: New York's first hours after the
+        # epoch are of 1969, so its forms from cells need a from (from
+        # 1970-01-02 on); and the first day's events begin there.
+        eve = "2026-03-22"
+        for tz in zones:
+            f.ask(events, "miss", tz=tz, interval="hour", frm=eve)
+            # The day report's cells (no form: no form lookup).
+            f.ask(events, None, tz=tz, interval="day", frm=eve)
+        for _ in range(30):
+            form = dict(rnd.choice(CELL_FORMS), tz=rnd.choice(zones))
+            flt, keep = random_filter(rnd, S, D)
+            a, b = sorted(rnd.sample(range(len(D)), 2))
+            if form.get("fill") or form.get("compare") or \
+                    form["tz"] != "UTC" or rnd.random() < 0.5:
+                form.update(frm=D[a], to=D[b])
+            f.ask(events, "hit", flt=flt, keep=keep, **form)
+
+
+def test_a_late_event_asks_for_the_cells_of_its_day_only(rc, table):
+    """An event into a day of a warm hour form: the next report (another
+    filter) asks ClickHouse for that day's cells alone."""
+    events, D, S = week_of_events(table, first_day="2026-04-13")
+    table.settle()
+    with Forms(rc) as f:
+        f.ask(events, "miss", interval="hour")
+        late = procs(D[3], S[0], 2, clock="23:59:00")
+        table.insert(late)
+        events += late
+        table.settle()
+        before = days_lookups(rc.h)
+        flt = "site_id='%s'" % S[0]
+        f.ask(events, "miss", interval="hour", by="none", flt=flt,
+              keep=lambda d, s, t: s == S[0])
+        after = days_lookups(rc.h)
+        assert (after[0] - before[0], after[1] - before[1]) == \
+            (len(D) - 1, 1)
+
+
+def days_lookups(h):
+    """(cache, clickhouse) of imchallenge_report_day_lookups_total."""
+    r = requests.get(h.url + "metrics", timeout=10,
+                     headers={"Connection": "close"},
+                     proxies={"http": None, "https": None})
+    assert r.status_code == 200, r.text
+    fams = parse_prometheus(r.text)
+    return tuple(int(sample(fams, "imchallenge_report_day_lookups_total",
+                            source=s)) for s in ("cache", "clickhouse"))
 
 
 # ---------------------------------------------------------------- fail-over

@@ -475,7 +475,7 @@ START_TEST(an_answer_no_query_covered_is_not_kept)
     for (i = 0; i < 4; ++i) {
         *(imc_rcache_row *)apr_array_push(fresh) = (imc_rcache_row){
             rows1[i].day, rows1[i].site, (apr_uint64_t)rows1[i].served,
-            (apr_uint64_t)rows1[i].solved};
+            (apr_uint64_t)rows1[i].solved, 0};
     }
     ck_assert_str_eq(text(imc_rcache_complete(cache, plan, fresh)),
                      "10 0faf 5 4;10 7c9e 3 0;11 0faf 7 7;13 7c9e 2 1;");
@@ -486,7 +486,8 @@ START_TEST(an_answer_no_query_covered_is_not_kept)
     plan = imc_rcache_plan_make(cache, pool, KEY "2", parts, 2, NO, NO);
     imc_rcache_plan_covers(plan, 13, NO);
     fresh = apr_array_make(pool, 1, sizeof(imc_rcache_row));
-    *(imc_rcache_row *)apr_array_push(fresh) = (imc_rcache_row){13, S2, 2, 1};
+    *(imc_rcache_row *)apr_array_push(fresh) =
+        (imc_rcache_row){13, S2, 2, 1, 0};
     ck_assert_str_eq(text(imc_rcache_complete(cache, plan, fresh)),
                      "13 7c9e 2 1;");
     ck_assert_str_eq(report(KEY "2", parts, 2, NO, NO, rows1, 4, &ranges),
@@ -498,6 +499,43 @@ START_TEST(an_answer_no_query_covered_is_not_kept)
     imc_rcache_complete(cache, plan, apr_array_make(pool, 1, sizeof(int)));
     report(KEY "3", parts, 2, NO, NO, rows1, 4, &ranges);
     ck_assert_str_eq(ranges, "13-13 ");
+}
+END_TEST
+
+START_TEST(rows_keep_their_bucket_instant)
+{
+    imc_rcache_part parts[] = {part(10, 10, 1)};
+    static const apr_uint32_t times[] = {864000, 867600, 867600};
+    static const char *const sites[] = {S1, S1, S2};
+    imc_rcache_plan *plan;
+    apr_array_header_t *fresh, *rows;
+    int i;
+
+    /* Rows of hours of one day: kept with each its instant, read back in
+     * the order they came, the day's records apart from the day report's
+     * (another key). */
+    plan = imc_rcache_plan_make(cache, pool, KEY "\nhour", parts, 1, NO, NO);
+    imc_rcache_plan_covers(plan, NO, NO);
+    fresh = apr_array_make(pool, 3, sizeof(imc_rcache_row));
+    for (i = 0; i < 3; ++i) {
+        *(imc_rcache_row *)apr_array_push(fresh) = (imc_rcache_row){
+            10, sites[i], (apr_uint64_t)i + 1, (apr_uint64_t)i, times[i]};
+    }
+    imc_rcache_complete(cache, plan, fresh);
+    plan = imc_rcache_plan_make(cache, pool, KEY "\nhour", parts, 1, NO, NO);
+    ck_assert_int_eq(imc_rcache_plan_cached_days(plan), 1);
+    rows = imc_rcache_complete(cache, plan,
+                               apr_array_make(pool, 1, sizeof(imc_rcache_row)));
+    ck_assert_int_eq(rows->nelts, 3);
+    for (i = 0; i < 3; ++i) {
+        const imc_rcache_row *row = &APR_ARRAY_IDX(rows, i, imc_rcache_row);
+
+        ck_assert_uint_eq(row->time, times[i]);
+        ck_assert_str_eq(row->site, sites[i]);
+        ck_assert_uint_eq(row->served, (apr_uint64_t)i + 1);
+    }
+    plan = imc_rcache_plan_make(cache, pool, KEY, parts, 1, NO, NO);
+    ck_assert_int_eq(imc_rcache_plan_cached_days(plan), 0);
 }
 END_TEST
 
@@ -745,6 +783,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(plans, days_of_a_part_of_this_second_are_not_kept);
     tcase_add_test(plans, a_row_that_is_no_uuid_is_not_kept);
     tcase_add_test(plans, an_answer_no_query_covered_is_not_kept);
+    tcase_add_test(plans, rows_keep_their_bucket_instant);
     tcase_add_test(budget, least_recently_used_reports_are_evicted);
     tcase_add_test(budget, a_report_over_half_the_budget_is_not_kept);
     tcase_add_test(budget, threads_share_the_cache);
