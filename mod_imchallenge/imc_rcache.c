@@ -80,6 +80,16 @@ void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
                            IMC_RCACHE_ZONE_MARGIN);
 }
 
+void imc_rcache_utc_day_bounds(int first, int last, apr_int64_t *lo,
+                               apr_int64_t *hi)
+{
+    *lo =
+        first == IMC_RCACHE_NO_DAY ? 0 : clamp_time((apr_int64_t)first * 86400);
+    *hi = last == IMC_RCACHE_NO_DAY
+              ? IMC_RCACHE_TIME_MAX
+              : clamp_time(((apr_int64_t)last + 1) * 86400 - 1);
+}
+
 /* ------------------------------------------------------------ store */
 
 /* A store of budget bytes of p's memory, for one process alone (the unit

@@ -127,6 +127,13 @@ apr_size_t imc_rcache_bytes(imc_rcache *cache);
 void imc_rcache_day_bounds(int first, int last, apr_int64_t *lo,
                            apr_int64_t *hi);
 
+/* The same for UTC's days alone: exactly their instants. ClickHouse skips
+ * a partition of one day (conf/schema.sql) only when the bounds leave out
+ * all its times: the margins above make the query of a day read the days
+ * on either side too. */
+void imc_rcache_utc_day_bounds(int first, int last, apr_int64_t *lo,
+                               apr_int64_t *hi);
+
 /* Day numbers and their YYYY-MM-DD text: the calendar's day texts
  * (imc_syntax_day_text, imc_syntax_day_read) for the cache's int days.
  * A text that is no day's text has the day number IMC_RCACHE_NO_DAY. */

@@ -244,7 +244,11 @@ static const char *days_sql(apr_pool_t *p, const report_args *a,
     const char *day = day_expr(p, a);
     apr_int64_t lo, hi;
 
-    imc_rcache_day_bounds(first, last, &lo, &hi);
+    if (!strcmp(a->tz, "UTC")) {
+        imc_rcache_utc_day_bounds(first, last, &lo, &hi);
+    } else {
+        imc_rcache_day_bounds(first, last, &lo, &hi);
+    }
     if (plan) {
         imc_rcache_plan_covers(plan, first, last);
     }

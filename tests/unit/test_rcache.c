@@ -227,6 +227,29 @@ START_TEST(day_bounds_never_wrap)
 }
 END_TEST
 
+START_TEST(utc_day_bounds_are_the_days_instants)
+{
+    const apr_int64_t max = IMC_RCACHE_TIME_MAX;
+    apr_int64_t lo, hi;
+
+    imc_rcache_utc_day_bounds(100, 100, &lo, &hi);
+    ck_assert_int_eq(lo, 100LL * 86400);
+    ck_assert_int_eq(hi, 101LL * 86400 - 1);
+    imc_rcache_utc_day_bounds(0, 2, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, 3LL * 86400 - 1);
+    imc_rcache_utc_day_bounds(-400, -1, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, 0);
+    imc_rcache_utc_day_bounds(49710, 65535, &lo, &hi);
+    ck_assert_int_eq(lo, 49710LL * 86400);
+    ck_assert_int_eq(hi, max);
+    imc_rcache_utc_day_bounds(NO, NO, &lo, &hi);
+    ck_assert_int_eq(lo, 0);
+    ck_assert_int_eq(hi, max);
+}
+END_TEST
+
 /* ------------------------------------------------------------- plans */
 
 static const fixture_row rows1[] = {
@@ -771,6 +794,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(days, day_numbers);
     tcase_add_test(days, day_round_trip);
     tcase_add_test(days, day_bounds_never_wrap);
+    tcase_add_test(days, utc_day_bounds_are_the_days_instants);
     tcase_add_test(plans, first_report_asks_for_every_covered_day);
     tcase_add_test(plans, same_parts_are_answered_by_the_cache);
     tcase_add_test(plans, a_new_part_makes_only_its_days_stale);
