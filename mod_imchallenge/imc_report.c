@@ -992,17 +992,20 @@ static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
 /* A form whose rows add up from cells (imc_report_buckets_by_cells)
  * from the cache's cells of every site over its days (and the previous
  * period's with compare), cut to the filter and the principal's sites,
- * into *b; NULL when the cache cannot answer it so. Counted as a form
- * answered from the cache when ClickHouse computed no cell. */
+ * into *b; NULL when the cache cannot answer it so (*tried is set when
+ * the parts were listed for it: a whole answer could not be kept either).
+ * Counted as a form answered from the cache when ClickHouse computed no
+ * cell. */
 static apr_status_t cells_form(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
                                const imc_report_form *f, imc_report_buckets **b,
-                               imc_clickhouse_result *res)
+                               int *tried, imc_clickhouse_result *res)
 {
     cells_ask ask = {f, f->from, f->to, NULL, 0};
     apr_status_t rv;
 
     *b = NULL;
+    *tried = 0;
     if (!cache || !imc_report_buckets_by_cells(f)) {
         return APR_SUCCESS;
     }
@@ -1016,12 +1019,17 @@ static apr_status_t cells_form(request_rec *r, const imc_config *c,
          * (the cells' day) puts on 1970-01-01. */
         return APR_SUCCESS;
     }
-    if ((rv = cached_rows(r, c, a, ch, &ask, res)) != APR_SUCCESS ||
-        !ask.rows) {
+    *tried = 1;
+    if ((rv = cached_rows(r, c, a, ch, &ask, res)) != APR_SUCCESS) {
         return rv;
     }
-    imc_metrics_add(
-        ask.asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED, 1);
+    if (ask.rows || ask.asked) { /* listed: not when the cache is off */
+        imc_metrics_add(
+            ask.asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED, 1);
+    }
+    if (!ask.rows) {
+        return APR_SUCCESS; /* no usable listing, or failed over */
+    }
     *b = imc_report_buckets_from_cells(r->pool, f, filter_rows(r, a, ask.rows));
     return APR_SUCCESS;
 }
@@ -1040,7 +1048,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     form_lookup look;
     imc_slot slot;
     apr_status_t rv;
-    int rc;
+    int rc, tried;
 
     if (imc_zones_load(&a->zone, r->pool, a->tz) != APR_SUCCESS) {
         return bad_zone(r);
@@ -1060,8 +1068,9 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     }
     f.procedure = a->procedure;
     memset(&look, 0, sizeof(look));
-    if ((rv = cells_form(r, c, a, client->ch, &f, &b, &res)) == APR_SUCCESS &&
-        !b) {
+    if ((rv = cells_form(r, c, a, client->ch, &f, &b, &tried, &res)) ==
+            APR_SUCCESS &&
+        !b && !tried) {
         rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
     }
     if (rv == APR_SUCCESS && !b && !look.kept) {
