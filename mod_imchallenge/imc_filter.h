@@ -169,6 +169,10 @@ typedef struct imc_filter imc_filter;
 apr_status_t imc_filter_parse(apr_pool_t *p, const char *filter, apr_size_t len,
                               const imc_filter **f, imc_filter_error *err);
 
+/* Whether the filter names the day column (a filter that does not
+ * answers the same for an event whatever its day). */
+int imc_filter_names_day(const imc_filter *f);
+
 /*
  * Whether an event passes the filter f (1) or not (0): exactly what
  * ClickHouse answers for the SQL that imc_filter_compile makes of the same

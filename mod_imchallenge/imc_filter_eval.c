@@ -88,3 +88,8 @@ int imc_filter_match(const imc_filter *f, const char *site, int type, int day)
     row[COL_DAY] = num_key(day);
     return eval(f->root, row);
 }
+
+int imc_filter_names_day(const imc_filter *f)
+{
+    return f && f->root && (f->cols & (1u << COL_DAY));
+}

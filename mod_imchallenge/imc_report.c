@@ -1034,10 +1034,107 @@ static apr_status_t cells_form(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
+/* A span's rows of every site (imc_report_buckets_by_spans) as kept, or
+ * have 0 when there are none to use: more than the row limit, or asked
+ * of another server than the parts' (failed over). */
+typedef struct {
+    void *blob;
+    apr_size_t size;
+    int have;
+} span_kept;
+
+/* The rows of every site of f's buckets over the local days [from, to],
+ * from the cache while the parts holding those days (and one more on
+ * each side) are the same, else asked of ClickHouse and kept; *asked is
+ * set when ClickHouse was asked. */
+static apr_status_t span_get(request_rec *r, const imc_config *c,
+                             const report_args *a, imc_clickhouse *ch,
+                             const imc_report_form *f,
+                             const apr_array_header_t *parts, int listed_at,
+                             int from, int to, span_kept *sp, int *asked,
+                             imc_clickhouse_result *res)
+{
+    const char *key =
+        apr_psprintf(r->pool, "%s\nspan interval=%d from=%d to=%d",
+                     cache_key(r, c, a), (int)f->params->interval, from, to);
+    int first, last, recent;
+    apr_uint64_t fp;
+    apr_status_t rv;
+
+    imc_rcache_forms_days(from, to, 0, 0, &first, &last);
+    fp = imc_rcache_fingerprint((const imc_rcache_part *)parts->elts,
+                                parts->nelts, first, last, &recent);
+    if ((sp->blob = imc_rcache_forms_get(cache, r->pool, key, fp, &sp->size))) {
+        sp->have = 1;
+        return APR_SUCCESS;
+    }
+    *asked = 1;
+    if ((rv = imc_report_buckets_span_query(r, c, ch, f, from, to, &sp->blob,
+                                            &sp->size, res)) != APR_SUCCESS ||
+        !sp->blob || res->endpoint != listed_at) {
+        return rv;
+    }
+    sp->have = 1;
+    if (!recent) {
+        imc_rcache_forms_put(cache, key, fp, sp->blob, sp->size);
+    }
+    return APR_SUCCESS;
+}
+
+/* A form of weeks, months or a total whose filter names no day, from the
+ * rows of every site of its range (and of the previous period with
+ * compare), into *b; NULL when the cache cannot answer it so (*tried set
+ * as for cells_form). */
+static apr_status_t spans_form(request_rec *r, const imc_config *c,
+                               const report_args *a, imc_clickhouse *ch,
+                               const imc_report_form *f, imc_report_buckets **b,
+                               int *tried, imc_clickhouse_result *res)
+{
+    span_kept sp[2];
+    apr_array_header_t *parts;
+    apr_status_t rv;
+    int asked = 0, listed_at, from, to;
+
+    *b = NULL;
+    *tried = 0;
+    memset(sp, 0, sizeof(sp));
+    if (!cache || !imc_report_buckets_by_spans(f, a->parsed)) {
+        return APR_SUCCESS;
+    }
+    *tried = 1;
+    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
+            APR_SUCCESS ||
+        !parts) {
+        return rv;
+    }
+    listed_at = res->endpoint;
+    if ((rv = span_get(r, c, a, ch, f, parts, listed_at, f->from, f->to, &sp[0],
+                       &asked, res)) != APR_SUCCESS ||
+        !sp[0].have) {
+        return rv;
+    }
+    if (f->params->compare && (to = f->from - 1) >= 0) {
+        from = f->from - (f->to - f->from + 1);
+        if ((rv = span_get(r, c, a, ch, f, parts, listed_at,
+                           from < 0 ? 0 : from, to, &sp[1], &asked, res)) !=
+                APR_SUCCESS ||
+            !sp[1].have) {
+            return rv;
+        }
+    }
+    imc_metrics_add(asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED,
+                    1);
+    *b = imc_report_buckets_from_spans(r->pool, f, a->parsed, a->grant,
+                                       sp[0].blob, sp[0].size, sp[1].blob,
+                                       sp[1].size);
+    return APR_SUCCESS;
+}
+
 /* The report with interval, by, metrics, fill or compare
  * (imc_report_buckets), through the cache: from its cells where the form
- * adds up from them, else an answer kept while the parts its events can be
- * in are the same, else ClickHouse's. */
+ * adds up from them, from its spans where the filter names no day, else
+ * an answer kept while the parts its events can be in are the same, else
+ * ClickHouse's. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
@@ -1071,6 +1168,9 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     if ((rv = cells_form(r, c, a, client->ch, &f, &b, &tried, &res)) ==
             APR_SUCCESS &&
         !b && !tried) {
+        rv = spans_form(r, c, a, client->ch, &f, &b, &tried, &res);
+    }
+    if (rv == APR_SUCCESS && !b && !tried) {
         rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
     }
     if (rv == APR_SUCCESS && !b && !look.kept) {

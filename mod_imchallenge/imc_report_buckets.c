@@ -800,6 +800,141 @@ imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
     return b;
 }
 
+/* ------------------------------------------------------------ spans */
+
+/* A row of a span as kept: its bucket's start, its site, its counts. */
+typedef struct {
+    apr_int64_t start;
+    char site[IMC_RCACHE_SITE_LEN];
+    apr_uint32_t unused;
+    apr_uint64_t served, solved;
+} bk_cell;
+
+int imc_report_buckets_by_spans(const imc_report_form *f,
+                                const imc_filter *parsed)
+{
+    imc_bucket_interval iv = f->params->interval;
+
+    return (iv == IMC_BUCKET_WEEK || iv == IMC_BUCKET_MONTH ||
+            iv == IMC_BUCKET_TOTAL) &&
+           !imc_rparams_needs_window(f->params) &&
+           !imc_filter_names_day(parsed);
+}
+
+apr_status_t imc_report_buckets_span_query(request_rec *r, const imc_config *c,
+                                           imc_clickhouse *ch,
+                                           const imc_report_form *f, int from,
+                                           int to, void **blob,
+                                           apr_size_t *size,
+                                           imc_clickhouse_result *res)
+{
+    imc_rparams params = *f->params;
+    imc_report_form all = *f;
+    apr_array_header_t *rows;
+    bk_cell *cells;
+    apr_status_t rv;
+    int over, i;
+
+    *blob = NULL;
+    *size = 0;
+    params.by_site = 1;
+    all.params = &params;
+    all.where = "1";
+    if ((rv = period_rows(r, c, ch, &all, from, to, 0, NULL, &rows, &over,
+                          res)) != APR_SUCCESS ||
+        over) {
+        return rv;
+    }
+    cells =
+        apr_pcalloc(r->pool, sizeof(*cells) * ((apr_size_t)rows->nelts + 1));
+    for (i = 0; i < rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+
+        cells[i].start = row->start;
+        memcpy(cells[i].site, row->site, IMC_RCACHE_SITE_LEN);
+        cells[i].served = row->n.served;
+        cells[i].solved = row->n.solved;
+    }
+    *blob = cells;
+    *size = sizeof(*cells) * (apr_size_t)rows->nelts;
+    return APR_SUCCESS;
+}
+
+/* The packed rows of a span cut to the filter and grant, as the form's
+ * rows in order (by=none: the sites of a bucket added up). */
+static apr_array_header_t *span_rows(apr_pool_t *p, const imc_report_form *f,
+                                     const imc_filter *parsed,
+                                     const imc_access_grant *grant,
+                                     const void *blob, apr_size_t size)
+{
+    const bk_cell *cells = blob;
+    apr_array_header_t *rows = apr_array_make(p, 16, sizeof(bk_row));
+    imc_bucket_interval iv = f->params->interval;
+    apr_size_t i, n = size / sizeof(bk_cell);
+
+    for (i = 0; i < n; ++i) {
+        char *site = apr_pstrmemdup(p, cells[i].site, IMC_RCACHE_SITE_LEN);
+        char *label;
+        bk_row *last =
+            rows->nelts ? &APR_ARRAY_IDX(rows, rows->nelts - 1, bk_row) : NULL;
+        bk_row row;
+
+        if (grant && !imc_access_may(grant, site)) {
+            continue;
+        }
+        memset(&row, 0, sizeof(row));
+        row.start = cells[i].start;
+        row.site = f->params->by_site ? site : NULL;
+        if (imc_filter_match(parsed, site, IMC_FILTER_SERVE, 0)) {
+            row.n.served = cells[i].served;
+        }
+        if (imc_filter_match(parsed, site, IMC_FILTER_SOLVE, 0)) {
+            row.n.solved = cells[i].solved;
+        }
+        if (!row.n.served && !row.n.solved) {
+            continue;
+        }
+        if (!row.site && last && last->start == row.start) {
+            add_counts(&last->n, &row.n); /* kept in bucket order */
+            continue;
+        }
+        label = apr_palloc(p, IMC_BUCKET_LABEL_SIZE);
+        imc_bucket_label(label, f->zone, iv, row.start);
+        row.label = label;
+        *(bk_row *)apr_array_push(rows) = row;
+    }
+    return rows;
+}
+
+imc_report_buckets *imc_report_buckets_from_spans(
+    apr_pool_t *p, const imc_report_form *f, const imc_filter *parsed,
+    const imc_access_grant *grant, const void *cur, apr_size_t cur_size,
+    const void *prev, apr_size_t prev_size)
+{
+    imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
+
+    b->form = f;
+    b->rows = span_rows(p, f, parsed, grant, cur, cur_size);
+    if ((b->over = b->rows->nelts > f->max_rows)) {
+        return b;
+    }
+    if (f->params->fill) {
+        b->rows = fill_rows(p, f, b->rows, &b->over);
+    }
+    b->totals = sum_rows(b->rows);
+    if (f->params->compare) {
+        apr_array_header_t *rows =
+            span_rows(p, f, parsed, grant, prev, prev_size);
+
+        b->has_previous = 1;
+        b->prev_to = f->from - 1;
+        b->prev_from = f->from - (f->to - f->from + 1);
+        b->over = b->over || rows->nelts > f->max_rows;
+        b->previous = sum_rows(rows);
+    }
+    return b;
+}
+
 int imc_report_buckets_over(const imc_report_buckets *b)
 {
     return b->over;

@@ -22,8 +22,10 @@
 
 #include <httpd.h>
 
+#include "imc_access.h"
 #include "imc_clickhouse.h"
 #include "imc_config.h"
+#include "imc_filter.h"
 #include "imc_rparams.h"
 #include "imc_zone.h"
 
@@ -73,6 +75,37 @@ const char *imc_report_buckets_cell_keys(apr_pool_t *p,
 imc_report_buckets *
 imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
                               const apr_array_header_t *cells);
+
+/*
+ * Whether the form's rows come from spans: the rows of every site of its
+ * weeks, months or total over from..to, asked of ClickHouse without the
+ * filter and kept under the range (not the filter). A filter that names
+ * no day admits all of a (bucket, site, type)'s events or none, so it is
+ * applied to those rows (imc_filter_match); over all sites they add up
+ * as procedures are (site, correlation id) pairs. Not with a day in the
+ * filter, nor for the solve window's metrics.
+ */
+int imc_report_buckets_by_spans(const imc_report_form *f,
+                                const imc_filter *parsed);
+
+/* The rows of every site of the form's buckets over the local days
+ * [from, to] (either may be IMC_RCACHE_NO_DAY), unfiltered, packed as
+ * they are kept (*blob, *size); *blob NULL when there are more than the
+ * form's max_rows. */
+apr_status_t imc_report_buckets_span_query(request_rec *r, const imc_config *c,
+                                           imc_clickhouse *ch,
+                                           const imc_report_form *f, int from,
+                                           int to, void **blob,
+                                           apr_size_t *size,
+                                           imc_clickhouse_result *res);
+
+/* The form's answer from the packed rows of its range (cur) and, with
+ * compare, of the previous period (prev), cut to the filter and to the
+ * principal's sites (grant, NULL: all). */
+imc_report_buckets *imc_report_buckets_from_spans(
+    apr_pool_t *p, const imc_report_form *f, const imc_filter *parsed,
+    const imc_access_grant *grant, const void *cur, apr_size_t cur_size,
+    const void *prev, apr_size_t prev_size);
 
 /* Whether the rows are more than max_rows. */
 int imc_report_buckets_over(const imc_report_buckets *b);

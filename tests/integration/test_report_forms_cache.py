@@ -6,8 +6,10 @@ TRUNCATE, a table dropped and made again, and from/to and zones of their
 own. Forms by hour or day with served, solved and solve_rate add up from
 every site's cells of a day (imc_report_buckets_by_cells): any filter,
 by, fill, compare and window of them is answered from cells that another
-report filled. The other forms are kept as whole answers (imc_rcache's
-forms section).
+report filled. Weeks, months and totals keep every site's rows of a range
+(imc_report_buckets_by_spans): any filter that names no day is answered
+from them. The other forms are kept as whole answers (imc_rcache's forms
+section).
 
 Every answer is compared byte for byte with the model of
 test_report_intervals.py over the events the test stored. The metric
@@ -21,6 +23,7 @@ cache waits for its parts to age (Table.settle).
 
 import datetime
 import random
+import re
 import uuid
 from types import SimpleNamespace
 
@@ -118,7 +121,10 @@ class Forms(OneConnection):
         r = self.client.report(flt, **params)
         after = lookups(self.rc.h)
         assert r.status_code == 200, (params, flt, r.text)
-        text = csv_text(want, mlist) if csv else json_text(want, mlist)
+        iv = interval or "day"
+        head = (() if iv == "total" else ("day",) if iv == "day"
+                else ("bucket",)) + (("site_id",) if by != "none" else ())
+        text = csv_text(want, mlist, head) if csv else json_text(want, mlist)
         assert r.text == text, (params, flt)
         got = {"cache": after[0] - before[0],
                "clickhouse": after[1] - before[1]}
@@ -414,6 +420,48 @@ def test_a_late_event_asks_for_the_cells_of_its_day_only(rc, table):
         after = days_lookups(rc.h)
         assert (after[0] - before[0], after[1] - before[1]) == \
             (len(D) - 1, 1)
+
+
+SPAN_FORMS = [
+    dict(interval="week"),
+    dict(interval="week", by="none", fill=True),
+    dict(interval="month", metrics="solve_rate,solved", csv=True),
+    dict(interval="total"),
+    dict(interval="total", by="none", compare=True),
+    dict(interval="week", compare=True),
+]
+
+
+def test_random_filters_without_a_day_in_weeks_months_totals(rc, table):
+    """The rows of every site of a range, kept once per (interval, range):
+    30 random filters that name no day, in random forms of weeks, months
+    and totals over ranges asked before, are each exact against the model
+    and none asks ClickHouse. A filter that names a day is another form's
+    answer (asked, then kept)."""
+    rnd = random.Random(SEED + 1)
+    events, D, S = week_of_events(table, first_day="2026-05-25", days=10,
+                                  sites=3)
+    table.settle()
+    ranges = [(D[1], D[8]), (D[0], D[9]), (None, None)]
+    with Forms(rc) as f:
+        for form in SPAN_FORMS:
+            for frm, to in ranges:
+                if frm or not (form.get("fill") or form.get("compare")):
+                    f.ask(events, "any", frm=frm, to=to, **form)
+        asked = 0
+        while asked < 30:
+            flt, keep = random_filter(rnd, S, D)
+            if re.search(r"day|time|date", flt, re.I):
+                continue
+            form = rnd.choice(SPAN_FORMS)
+            frm, to = rnd.choice(ranges[:2] if form.get("fill") or
+                                 form.get("compare") else ranges)
+            f.ask(events, "hit", flt=flt, keep=keep, frm=frm, to=to, **form)
+            asked += 1
+        flt = "day >= '%s' AND type = 'serve'" % D[4]
+        keep = lambda d, s, t: d >= D[4] and t == "serve"  # noqa: E731
+        f.ask(events, "miss", flt=flt, keep=keep, interval="week")
+        f.ask(events, "hit", flt=flt, keep=keep, interval="week")
 
 
 def days_lookups(h):
