@@ -480,6 +480,11 @@ void imc_clickhouse_set_query_params(imc_clickhouse *ch, const char *params)
     ch->conf.query_params = params;
 }
 
+int imc_clickhouse_current(const imc_clickhouse *ch)
+{
+    return ch->current;
+}
+
 apr_status_t imc_clickhouse_query(imc_clickhouse *ch, apr_pool_t *p,
                                   const char *sql, const char *params,
                                   imc_clickhouse_result *res)

@@ -130,6 +130,10 @@ apr_status_t imc_clickhouse_insert(imc_clickhouse *ch, apr_pool_t *p,
                                    const char *params,
                                    imc_clickhouse_result *res);
 
+/* The endpoint (its index in the configured URLs) the next request tries
+ * first: the one that answered last. */
+int imc_clickhouse_current(const imc_clickhouse *ch);
+
 /* Replaces the client's query_params (kept as given: p must outlive it). */
 void imc_clickhouse_set_query_params(imc_clickhouse *ch, const char *params);
 

@@ -1257,6 +1257,7 @@ int imc_report_cache_stats(imc_scache_stats *st)
 void imc_report_child_init(apr_pool_t *pchild)
 {
     imc_zones_child_init(pchild); /* on failure, zones are not remembered */
+    imc_report_parts_child_init(pchild); /* likewise the engines */
     cache = NULL;
     if (store) {
         imc_rcache_attach(&cache, pchild, store);

@@ -4,6 +4,7 @@
 
 #include <apr_lib.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 
 #include "imc_private.h"
 #include "imc_clickhouse.h"
@@ -17,6 +18,10 @@
 #define NAME_MAX_LEN 128
 /* More replicas than any shard has: the listing on 18.16 asks them all. */
 #define ALL_REPLICAS "100"
+/* Engines remembered per process, and the longest engine or URL kept. */
+#define ENGINES        16
+#define ENGINE_MAX_LEN 1024
+#define URL_MAX_LEN    1024
 
 /* What a Distributed engine reads: the cluster, the database and the
  * table on each shard. */
@@ -24,6 +29,122 @@ typedef struct {
     char cluster[NAME_MAX_LEN + 1], db[NAME_MAX_LEN + 1],
         table[NAME_MAX_LEN + 1];
 } distributed;
+
+/* The Distributed engine of events last found in a database through an
+ * endpoint: engine_full as TabSeparated writes it, and whether that
+ * server has clusterAllReplicas. */
+typedef struct {
+    char db[NAME_MAX_LEN + 1]; /* "": an unused entry */
+    char url[URL_MAX_LEN + 1];
+    char engine[ENGINE_MAX_LEN + 1];
+    int all_replicas;
+} engine_memory;
+
+static apr_thread_mutex_t *lock;       /* NULL: nothing is remembered */
+static engine_memory engines[ENGINES]; /* under lock */
+static int next_engine;                /* the entry taken when all are */
+
+/* A listing's answer: the parts, whether every partition key listed
+ * tells days (and how many were), and the 'engine' row: engine_full of
+ * events when it is Distributed (else NULL), and clusterAllReplicas. */
+typedef struct {
+    apr_array_header_t *list;
+    int usable, keys;
+    const char *engine;
+    int all_replicas;
+} listing;
+
+/* pchild's end: what it held is gone. */
+static apr_status_t forget_all(void *data)
+{
+    (void)data;
+    lock = NULL;
+    return APR_SUCCESS;
+}
+
+apr_status_t imc_report_parts_child_init(apr_pool_t *pchild)
+{
+    apr_status_t rv =
+        apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+
+    if (rv != APR_SUCCESS) {
+        lock = NULL;
+    }
+    apr_pool_cleanup_register(pchild, NULL, forget_all, apr_pool_cleanup_null);
+    memset(engines, 0, sizeof(engines));
+    next_engine = 0;
+    return rv;
+}
+
+/* The entry of db and url (lock held); NULL when there is none. */
+static engine_memory *engine_entry(const char *db, const char *url)
+{
+    int i;
+
+    for (i = 0; i < ENGINES; ++i) {
+        if (*engines[i].db && !strcmp(engines[i].db, db) &&
+            !strcmp(engines[i].url, url)) {
+            return &engines[i];
+        }
+    }
+    return NULL;
+}
+
+/* The engine remembered for db through url into engine (ENGINE_MAX_LEN + 1
+ * bytes) and *all_replicas; 0 when none is. */
+static int recall(const char *db, const char *url, char *engine,
+                  int *all_replicas)
+{
+    engine_memory *m;
+
+    if (!lock) {
+        return 0;
+    }
+    apr_thread_mutex_lock(lock);
+    if ((m = engine_entry(db, url)) != NULL) {
+        memcpy(engine, m->engine, sizeof(m->engine));
+        *all_replicas = m->all_replicas;
+    }
+    apr_thread_mutex_unlock(lock);
+    return m != NULL;
+}
+
+/* Remembers engine (NULL: forgets it) for db through url; one longer than
+ * an entry holds is not remembered. */
+static void remember(const char *db, const char *url, const char *engine,
+                     int all_replicas)
+{
+    engine_memory *m;
+    int i;
+
+    if (!lock) {
+        return;
+    }
+    apr_thread_mutex_lock(lock);
+    m = engine_entry(db, url);
+    if (!engine || strlen(engine) > ENGINE_MAX_LEN ||
+        strlen(db) > NAME_MAX_LEN || strlen(url) > URL_MAX_LEN) {
+        if (m) {
+            *m->db = '\0';
+        }
+        apr_thread_mutex_unlock(lock);
+        return;
+    }
+    for (i = 0; !m && i < ENGINES; ++i) {
+        if (!*engines[i].db) {
+            m = &engines[i];
+        }
+    }
+    if (!m) {
+        m = &engines[next_engine];
+        next_engine = (next_engine + 1) % ENGINES;
+    }
+    apr_cpystrn(m->db, db, sizeof(m->db));
+    apr_cpystrn(m->url, url, sizeof(m->url));
+    apr_cpystrn(m->engine, engine, sizeof(m->engine));
+    m->all_replicas = all_replicas;
+    apr_thread_mutex_unlock(lock);
+}
 
 /* Whether s holds word as a whole SQL identifier. */
 static int mentions(const char *s, const char *word)
@@ -88,49 +209,104 @@ static int read_part(apr_array_header_t *list, char **f)
     return 1;
 }
 
-/* The parts of events on this server. A part's first and last times are
- * those of the partition key's time column, so they are the events' only
- * with a key on time alone: the partition key alone decides (a part at
- * the epoch, or one a mutation emptied, has a first time of 0 and is one
- * like any other). */
+/* The 'engine' row of the listings: engine_full of events when it is
+ * Distributed (none otherwise), with whether the server has
+ * clusterAllReplicas, in the columns of the 'part' and 'key' rows. It
+ * reads this server's system.tables, whichever table function the rest
+ * of the listing goes through. */
+static const char *engine_row(apr_pool_t *p, const char *db)
+{
+    return apr_pstrcat(p,
+                       " UNION ALL SELECT 'engine', toUInt16(0), toUInt16(0), "
+                       "toUInt64(0), toUInt8((SELECT count() FROM "
+                       "system.table_functions WHERE name = "
+                       "'clusterAllReplicas')), engine_full FROM system.tables "
+                       "WHERE database = '",
+                       db, "' AND name = 'events' AND engine = 'Distributed'",
+                       NULL);
+}
+
+/* Reads a listing's answer into *l: 'part' rows (first day, last day, id,
+ * recent, ''), 'key' rows (0, 0, 0, 0, a partition key) and at most one
+ * 'engine' row (0, 0, 0, clusterAllReplicas, engine_full), in any order.
+ * Every key must be usable, and one at least. */
+static apr_status_t read_listing(request_rec *r, const char *what, char *body,
+                                 listing *l)
+{
+    char *pos = body, *line, *f[6];
+    int lineno = 0, cut = 0;
+
+    l->list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
+    l->usable = 1;
+    l->keys = 0;
+    l->engine = NULL;
+    l->all_replicas = 0;
+    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+        char *end = line + strlen(line);
+        int ok = imc_report_split_tabs(line, f, 6) == 6;
+
+        ++lineno;
+        if (ok && !strcmp(f[0], "part")) {
+            ok = !*f[5] && read_part(l->list, f + 1);
+        } else if (ok && !strcmp(f[0], "key")) {
+            ok = !strcmp(f[1], "0") && !strcmp(f[2], "0") &&
+                 !strcmp(f[3], "0") && !strcmp(f[4], "0");
+            ++l->keys;
+            l->usable = l->usable && key_usable(f[5]);
+        } else if (ok && !strcmp(f[0], "engine")) {
+            ok = !l->engine && !strcmp(f[1], "0") && !strcmp(f[2], "0") &&
+                 !strcmp(f[3], "0") &&
+                 (!strcmp(f[4], "0") || !strcmp(f[4], "1")) && *f[5];
+            l->engine = f[5];
+            l->all_replicas = !strcmp(f[4], "1");
+        } else {
+            ok = 0;
+        }
+        if (!ok) {
+            l->list = NULL;
+            return imc_report_malformed(r, what, lineno, line, end);
+        }
+    }
+    if (cut) {
+        l->list = NULL;
+        return imc_report_malformed(r, what, lineno + 1, NULL, NULL);
+    }
+    l->usable = l->usable && l->keys;
+    return APR_SUCCESS;
+}
+
+/* The parts of events on this server, its partition key, and its engine
+ * when it is Distributed (which has no parts here). A part's first and
+ * last times are those of the partition key's time column, so they are
+ * the events' only with a key on time alone: the partition key alone
+ * decides (a part at the epoch, or one a mutation emptied, has a first
+ * time of 0 and is one like any other). l->list is NULL when ClickHouse
+ * refused the listing. */
 static apr_status_t local_parts(request_rec *r, const char *db, const char *tz,
-                                imc_clickhouse *ch, apr_array_header_t **list,
-                                int *usable, imc_clickhouse_result *res)
+                                imc_clickhouse *ch, listing *l,
+                                imc_clickhouse_result *res)
 {
     const char *sql = apr_pstrcat(
-        r->pool, "SELECT toUInt16(toDate(min_time, '", tz,
+        r->pool, "SELECT 'part', toUInt16(toDate(min_time, '", tz,
         "')), toUInt16(toDate(max_time, '", tz,
         "')), cityHash64(name, rows, modification_time), "
-        "modification_time >= now(), "
-        "(SELECT partition_key FROM system.tables WHERE database = '",
-        db, "' AND name = 'events') FROM system.parts WHERE database = '", db,
-        "' AND table = 'events' AND active FORMAT TabSeparated", NULL);
-    char *pos, *line, *f[5];
-    int lineno = 0, cut = 0, answered;
+        "modification_time >= now(), '' FROM system.parts WHERE database = '",
+        db,
+        "' AND table = 'events' AND active UNION ALL SELECT 'key', "
+        "toUInt16(0), toUInt16(0), toUInt64(0), toUInt8(0), partition_key "
+        "FROM system.tables WHERE database = '",
+        db, "' AND name = 'events'", engine_row(r->pool, db),
+        " FORMAT TabSeparated", NULL);
+    int answered;
     apr_status_t rv;
 
-    *list = NULL;
+    l->list = NULL;
     if ((rv = ask(r, ch, "parts list", sql, NULL, &answered, res)) !=
             APR_SUCCESS ||
         !answered) {
         return rv;
     }
-    pos = (char *)res->body;
-    *list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    *usable = 1;
-    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
-        char *end = line + strlen(line);
-
-        ++lineno;
-        if (imc_report_split_tabs(line, f, 5) != 5 || !read_part(*list, f)) {
-            return imc_report_malformed(r, "parts list", lineno, line, end);
-        }
-        *usable = *usable && key_usable(f[4]);
-    }
-    if (cut) {
-        return imc_report_malformed(r, "parts list", lineno + 1, NULL, NULL);
-    }
-    return APR_SUCCESS;
+    return read_listing(r, "parts list", (char *)res->body, l);
 }
 
 /* One name of a Distributed engine's arguments at *s into out: a plain
@@ -195,69 +371,21 @@ static int parse_distributed(const char *engine, distributed *d)
            engine_name(&p, d->table, 1);
 }
 
-/* Whether events is Distributed: its engine's names into *d (*found 0
- * otherwise), and whether the server has clusterAllReplicas. */
-static apr_status_t find_distributed(request_rec *r, const char *db,
-                                     imc_clickhouse *ch, distributed *d,
-                                     int *found, int *all_replicas,
-                                     imc_clickhouse_result *res)
-{
-    const char *sql = apr_pstrcat(
-        r->pool,
-        "SELECT engine_full, (SELECT count() FROM system.table_functions "
-        "WHERE name = 'clusterAllReplicas') FROM system.tables WHERE "
-        "database = '",
-        db,
-        "' AND name = 'events' AND engine = 'Distributed' "
-        "FORMAT TabSeparated",
-        NULL);
-    char *pos, *line, *f[2], *end;
-    apr_uint64_t n;
-    int cut = 0, answered;
-    apr_status_t rv;
-
-    *found = 0;
-    if ((rv = ask(r, ch, "engine of events", sql, NULL, &answered, res)) !=
-            APR_SUCCESS ||
-        !answered) {
-        return rv;
-    }
-    pos = (char *)res->body;
-    if (!(line = imc_report_next_line(&pos, &cut))) {
-        return cut ? imc_report_malformed(r, "engine lookup", 1, NULL, NULL)
-                   : APR_SUCCESS; /* not Distributed */
-    }
-    end = line + strlen(line);
-    if (*pos || imc_report_split_tabs(line, f, 2) != 2 ||
-        !imc_report_parse_uint(f[1], 1, &n)) {
-        return imc_report_malformed(r, "engine lookup", 1, line, end);
-    }
-    *all_replicas = n == 1;
-    if (!parse_distributed(f[0], d)) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                      IMC_LOGNO(00403) "report: events is %.300s, whose "
-                                       "cluster and table are not plain "
-                                       "names: no cache",
-                      f[0]);
-        return APR_SUCCESS;
-    }
-    *found = 1;
-    return APR_SUCCESS;
-}
-
 /* The parts of the shards' table under a Distributed events, on every
  * shard of its cluster; the partition key of that table on each, all of
- * which must be usable. A part's id holds the server that has it
- * (hostName() and the part's path, both of the shard: two shards may have
- * a part of the same name, rows and second). Every replica is listed
- * (clusterAllReplicas, or max_parallel_replicas on releases without it),
- * since the report's query may read any: a lagging one's parts are then
- * in the fingerprint, which changes once it catches up. No shard may be
- * skipped. */
-static apr_status_t shard_parts(request_rec *r, const char *tz,
+ * which must be usable; and the engine of events on this server, which
+ * tells whether d is still what events reads. A part's id holds the
+ * server that has it (hostName() and the part's path, both of the shard:
+ * two shards may have a part of the same name, rows and second). Every
+ * replica is listed (clusterAllReplicas, or max_parallel_replicas on
+ * releases without it), since the report's query may read any: a lagging
+ * one's parts are then in the fingerprint, which changes once it catches
+ * up. No shard may be skipped. l->list is NULL when ClickHouse refused
+ * the listing. */
+static apr_status_t shard_parts(request_rec *r, const char *db, const char *tz,
                                 imc_clickhouse *ch, const distributed *d,
-                                int all_replicas, apr_array_header_t **list,
-                                int *usable, imc_clickhouse_result *res)
+                                int all_replicas, listing *l,
+                                imc_clickhouse_result *res)
 {
     const char *fn = apr_pstrcat(
         r->pool, all_replicas ? "clusterAllReplicas('" : "cluster('",
@@ -271,50 +399,81 @@ static apr_status_t shard_parts(request_rec *r, const char *tz,
         "' AND active UNION ALL SELECT 'key', toUInt16(0), toUInt16(0), "
         "toUInt64(0), toUInt8(0), partition_key FROM ",
         fn, "tables) WHERE database = '", d->db, "' AND name = '", d->table,
-        "' FORMAT TabSeparated", NULL);
+        "'", engine_row(r->pool, db), " FORMAT TabSeparated", NULL);
     const char *params =
         all_replicas ? "&skip_unavailable_shards=0"
                      : "&skip_unavailable_shards=0&prefer_localhost_replica=0"
                        "&max_parallel_replicas=" ALL_REPLICAS;
-    char *pos, *line, *f[6];
-    int lineno = 0, cut = 0, keys = 0, answered;
+    int answered;
     apr_status_t rv;
 
-    *list = NULL;
+    l->list = NULL;
     if ((rv = ask(r, ch, "parts list on the shards", sql, params, &answered,
                   res)) != APR_SUCCESS ||
         !answered) {
         return rv;
     }
-    pos = (char *)res->body;
-    *list = apr_array_make(r->pool, 16, sizeof(imc_rcache_part));
-    *usable = 1;
-    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
-        char *end = line + strlen(line);
+    return read_listing(r, "parts list on the shards", (char *)res->body, l);
+}
 
-        int ok = imc_report_split_tabs(line, f, 6) == 6;
+/* Whether a listing of the shards is of the engine it was made from. */
+static int same_engine(const listing *l, const char *engine, int all_replicas)
+{
+    return l->engine && !strcmp(l->engine, engine) &&
+           l->all_replicas == all_replicas;
+}
 
-        ++lineno;
-        if (ok && !strcmp(f[0], "part")) {
-            ok = !*f[5] && read_part(*list, f + 1);
-        } else if (ok && !strcmp(f[0], "key")) {
-            ok = !strcmp(f[1], "0") && !strcmp(f[2], "0") &&
-                 !strcmp(f[3], "0") && !strcmp(f[4], "0");
-            ++keys;
-            *usable = *usable && key_usable(f[5]);
-        } else {
-            ok = 0;
-        }
-        if (!ok) {
-            return imc_report_malformed(r, "parts list on the shards", lineno,
-                                        line, end);
-        }
+/* The URL of the configured endpoint at, or NULL. */
+static const char *endpoint_url(const imc_config *c, int at)
+{
+    const apr_array_header_t *urls = imc_config_clickhouse(c);
+
+    return urls && at >= 0 && at < urls->nelts
+               ? APR_ARRAY_IDX(urls, at, const char *)
+               : NULL;
+}
+
+/* The listing of the shards through the engine remembered for db at the
+ * endpoint that ch asks first, when one is: *done once l holds the parts
+ * that this endpoint's events reads. Otherwise (a listing refused, an
+ * answer of another endpoint, or an engine that is no longer the one
+ * remembered: events dropped and made again, another cluster or table,
+ * no longer Distributed) the caller lists as on first sight; the engine
+ * is forgotten unless another endpoint answered. */
+static apr_status_t remembered_parts(request_rec *r, const imc_config *c,
+                                     const char *tz, imc_clickhouse *ch,
+                                     listing *l, int *done,
+                                     imc_clickhouse_result *res)
+{
+    const char *db = imc_config_database(c);
+    int at = imc_clickhouse_current(ch), all_replicas;
+    const char *url = endpoint_url(c, at);
+    char engine[ENGINE_MAX_LEN + 1];
+    distributed d;
+    apr_status_t rv;
+
+    *done = 0;
+    if (!url || !recall(db, url, engine, &all_replicas) ||
+        !parse_distributed(engine, &d)) {
+        return APR_SUCCESS;
     }
-    if (cut) {
-        return imc_report_malformed(r, "parts list on the shards", lineno + 1,
-                                    NULL, NULL);
+    if ((rv = shard_parts(r, db, tz, ch, &d, all_replicas, l, res)) !=
+        APR_SUCCESS) {
+        return rv;
     }
-    *usable = *usable && keys;
+    if (res->endpoint != at) {
+        return APR_SUCCESS; /* failed over: another server's engine */
+    }
+    if (l->list && same_engine(l, engine, all_replicas)) {
+        *done = 1;
+        return APR_SUCCESS;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  IMC_LOGNO(00404) "report: events is no longer %.300s, "
+                                   "or its shards refused the listing: "
+                                   "listed again",
+                  engine);
+    remember(db, url, NULL, 0);
     return APR_SUCCESS;
 }
 
@@ -323,33 +482,56 @@ apr_status_t imc_report_parts_list(request_rec *r, const imc_config *c,
                                    apr_array_header_t **parts,
                                    imc_clickhouse_result *res)
 {
-    const char *db = imc_config_database(c);
-    apr_array_header_t *list;
+    const char *db = imc_config_database(c), *url;
+    listing l;
     distributed d;
-    int usable = 0, found, all_replicas = 0, endpoint;
+    int done, endpoint, all_replicas;
+    const char *engine;
     apr_status_t rv;
 
     *parts = NULL;
-    if ((rv = local_parts(r, db, tz, ch, &list, &usable, res)) != APR_SUCCESS ||
-        !list) {
+    if ((rv = remembered_parts(r, c, tz, ch, &l, &done, res)) != APR_SUCCESS) {
         return rv;
     }
-    if (!list->nelts) {
-        /* None here: an empty table, or a Distributed one, whose parts
-         * are on the shards. */
-        if ((rv = find_distributed(r, db, ch, &d, &found, &all_replicas,
-                                   res)) != APR_SUCCESS ||
-            !found) {
+    if (!done) {
+        if ((rv = local_parts(r, db, tz, ch, &l, res)) != APR_SUCCESS ||
+            !l.list) {
             return rv;
         }
-        endpoint = res->endpoint;
-        if ((rv = shard_parts(r, tz, ch, &d, all_replicas, &list, &usable,
-                              res)) != APR_SUCCESS ||
-            !list || res->endpoint != endpoint) {
-            /* Failed over in between: another server's engine. */
-            return rv;
+        if (!l.list->nelts && l.engine) {
+            /* None here: a Distributed table, whose parts are on the
+             * shards. */
+            if (!parse_distributed(l.engine, &d)) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                              IMC_LOGNO(00403) "report: events is %.300s, "
+                                               "whose cluster and table "
+                                               "are not plain names: no "
+                                               "cache",
+                              l.engine);
+                return APR_SUCCESS;
+            }
+            engine = l.engine;
+            all_replicas = l.all_replicas;
+            endpoint = res->endpoint;
+            url = endpoint_url(c, endpoint);
+            if (url) {
+                remember(db, url, engine, all_replicas);
+            }
+            if ((rv = shard_parts(r, db, tz, ch, &d, all_replicas, &l, res)) !=
+                    APR_SUCCESS ||
+                !l.list || res->endpoint != endpoint) {
+                /* Failed over in between: another server's engine. */
+                return rv;
+            }
+            if (!same_engine(&l, engine, all_replicas)) {
+                /* Made again in between: the next report lists again. */
+                if (url) {
+                    remember(db, url, NULL, 0);
+                }
+                return APR_SUCCESS;
+            }
         }
     }
-    *parts = usable && list->nelts ? list : NULL;
+    *parts = l.usable && l.list->nelts ? l.list : NULL;
     return APR_SUCCESS;
 }

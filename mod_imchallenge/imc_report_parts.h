@@ -10,7 +10,10 @@
  * A Distributed one has none there: its engine names the cluster and the
  * table on the shards, whose parts are listed on every shard (every
  * replica where the release can say so) through the cluster's table
- * functions, each part's id holding the server that has it.
+ * functions, each part's id holding the server that has it. Each process
+ * remembers the last Distributed engine found per database and endpoint:
+ * its listings of the shards then check the engine in the same request,
+ * and only one that no longer matches is listed again from the start.
  */
 #ifndef IMC_REPORT_PARTS_H
 #define IMC_REPORT_PARTS_H
@@ -19,6 +22,10 @@
 
 #include "imc_clickhouse.h"
 #include "imc_config.h"
+
+/* Call once per process (child_init); without it no engine is
+ * remembered. */
+apr_status_t imc_report_parts_child_init(apr_pool_t *pchild);
 
 /*
  * The active parts (imc_rcache_part) of c's events table in zone tz (a

@@ -15,6 +15,7 @@ import pytest
 import stack
 from cluster_util import (CLUSTER, REPLICAS, Cluster, apply_schema,
                           ensure_zookeeper)
+from faults_util import HttpProxy
 from report_cache_util import Reports, Table, days_metric, delta
 from report_util import event as report_event
 from report_util import expected_answer, model
@@ -536,3 +537,107 @@ def test_report_cache_with_a_lagging_replica(cluster, make_httpd):
     finally:
         for ch in shards:
             ch.query("DROP DATABASE IF EXISTS %s" % db)
+
+
+def listings(proxy, since):
+    """The parts listings among the requests proxy passed on from index
+    since: those that read system.parts or system.tables."""
+    with proxy.lock:
+        reqs = proxy.requests[since:]
+    return [r for r in reqs
+            if "system.parts" in r.sql or "system.tables" in r.sql]
+
+
+def test_report_cache_lists_the_shards_in_one_request(cdb, make_httpd):
+    """Through a Distributed events, the first report of a process lists
+    the local parts with the engine of events, then the shards' parts;
+    from then on each report lists the shards' parts alone, checking the
+    engine of events in the same request: one request a report, the
+    query of its rows aside (none when every day is cached)."""
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(cdb.shards[0], 1)
+    D = ["2026-03-02", "2026-03-03"]
+    events = t1.insert_days(D, lambda d: procedures(d, s1, 3, 1))
+    events += t2.insert_days(D, lambda d: procedures(d, s2, 2, 2))
+    settle(cdb.tables)
+    with HttpProxy(cdb.shards[0]) as proxy:
+        h = make_httpd(clickhouse=proxy.url,
+                       directives="IMChallengeCreateSchema Off\n"
+                       "IMChallengeDatabase %s" % cdb.db)
+        with Reports(h) as rep:
+            seen = len(proxy.requests)
+            rep.check(events)
+            first = listings(proxy, seen)
+            assert len(first) == 2, [r.sql for r in first]
+            for _ in range(3):
+                m0 = days_metric(h)
+                seen = len(proxy.requests)
+                rep.check(events)
+                with proxy.lock:
+                    asked = proxy.requests[seen:]
+                assert len(asked) == 1, [r.sql for r in asked]
+                assert "clusterAllReplicas(" in asked[0].sql or \
+                    "cluster(" in asked[0].sql, asked[0].sql
+                assert delta(m0, days_metric(h)) == {"cache": len(D),
+                                                     "clickhouse": 0}
+
+
+def test_report_cache_after_events_is_made_again(cdb):
+    """events dropped and made again between two reports of one process,
+    over another table of the shards, then as a plain MergeTree: the
+    engine the process remembered no longer lists the parts that the
+    report reads, so each next answer is exact, the days asked again."""
+    db, (c1, c2) = cdb.db, cdb.shards
+    t1, t2 = cdb.tables
+    s1, s2 = sites_on_each_shard(c1, 1)
+    D = ["2026-04-06", "2026-04-07"]
+    events = t1.insert_days(D, lambda d: procedures(d, s1, 3, 1))
+    events += t2.insert_days(D, lambda d: procedures(d, s2, 2, 2))
+    settle(cdb.tables)
+    for c in (c1, c2):
+        c.query("CREATE TABLE %s.events_other AS %s.events_local ENGINE = "
+                "MergeTree PARTITION BY toDate(time) ORDER BY (site_id, time)"
+                % (db, db))
+    others = [Table(c, db, "events_other") for c in (c1, c2)]
+    # The same days, other counts, on both shards.
+    moved = others[0].insert_days(D, lambda d: procedures(d, s1, 4, 4))
+    moved += others[1].insert_days(D, lambda d: procedures(d, s2, 1, 0))
+    settle(others)
+    with Reports(cdb.h) as rep:
+        rep.check(events)
+        m0 = days_metric(cdb.h)
+        rep.check(events)
+        assert delta(m0, days_metric(cdb.h)) == {"cache": len(D),
+                                                 "clickhouse": 0}
+        c1.query("DROP TABLE %s.events" % db)
+        c1.query("CREATE TABLE %s.events AS %s.events_local ENGINE = "
+                 "Distributed(%s, %s, events_other)" % (db, db, CLUSTER, db))
+        m1 = days_metric(cdb.h)
+        rep.check(moved)
+        assert delta(m1, days_metric(cdb.h)) == {"cache": 0,
+                                                 "clickhouse": len(D)}
+        m2 = days_metric(cdb.h)
+        rep.check(moved)
+        assert delta(m2, days_metric(cdb.h)) == {"cache": len(D),
+                                                 "clickhouse": 0}
+
+        # A plain table of its own rows: no shard's parts count.
+        c1.query("DROP TABLE %s.events" % db)
+        c1.query("CREATE TABLE %s.events AS %s.events_local ENGINE = "
+                 "MergeTree PARTITION BY toDate(time) ORDER BY (site_id, time)"
+                 % (db, db))
+        plain = Table(c1, db, "events")
+        here = plain.insert_days(D, lambda d: procedures(d, s2, 5, 3))
+        settle([plain])
+        m3 = days_metric(cdb.h)
+        rep.check(here)
+        assert delta(m3, days_metric(cdb.h)) == {"cache": 0,
+                                                 "clickhouse": len(D)}
+        rep.check(here)
+
+        # Distributed again, over the first table.
+        c1.query("DROP TABLE %s.events" % db)
+        c1.query("CREATE TABLE %s.events AS %s.events_local ENGINE = "
+                 "Distributed(%s, %s, events_local)" % (db, db, CLUSTER, db))
+        rep.check(events)
+        rep.check(events)
