@@ -53,13 +53,16 @@ printed per scope ("-" when the module has no such counter).
 Then the report's other forms (FORM_SCOPES: hour buckets over 7 days,
 minute buckets of the last day over all sites, a total over 30 days, per
 day over all sites, the solve times' p50 and p90 per site over 30 days),
-each asked the first time (a filter never asked
-before: nothing cached) and again at once (nothing changed: the answer
+each asked the first time (an empty cache, by a graceful restart to the
+other size, and a filter never asked before), then with another filter
+never asked before (new: hours and days come from the cells the first
+left, totals from its range's rows of every site; minutes and the solve
+times are answers of their own), then the first again (nothing changed:
 kept), against the naive exact query for the same numbers (ClickHouse's
 toStartOfHour / toStartOfMinute in UTC; for the solve times, each
 procedure's earliest serve joined to its first solve within the window,
 and the nearest ranks of the sorted times). Goals: first / naive <= 1.0,
-again / naive <= 0.1.
+new and again / naive <= 0.1.
 
 Then steady ingestion (--ingest-seconds, 60): a thread INSERTs 200 events
 a second straight into ClickHouse, in one INSERT a second (100 new
@@ -1012,45 +1015,63 @@ def form_fetch(httpd, params, flt):
     return r.text
 
 
-def measure_form(st, scope, repeat):
+def form_naive(ch, scope, flt):
+    """The naive query of the form scope under flt (a new_filter()): its
+    time and its rows."""
+    _, _, params, bucket, by_site, span = scope
+    cond = "site_id != toUUID('%s')" % flt.split("'")[1]
+    if "metrics" in params:
+        t, text = timed(lambda: ch.query(quantile_naive_sql(span, cond),
+                                         timeout=QUERY_TIMEOUT))
+        return t, quantile_naive_rows(text)
+    t, text = timed(lambda: ch.query(form_naive_sql(bucket, by_site, span,
+                                                    cond),
+                                     timeout=QUERY_TIMEOUT))
+    return t, form_naive_rows(text, params.get("interval", "day"), bucket,
+                              by_site)
+
+
+def check_form(scope, label, text, naive):
+    """The module's answer text equals the naive rows; BenchError
+    otherwise."""
+    mod = (quantile_module_rows(text) if "metrics" in scope[2]
+           else form_module_rows(text))
+    if mod != naive or not mod:
+        raise BenchError("%s: the module's answer (%s) differs from the "
+                         "naive query: %d vs %d rows, first difference %s"
+                         % (scope[0], label, len(mod), len(naive),
+                            first_difference(mod, naive)))
+
+
+def measure_form(b, scope, repeat):
     """Median ms over repeat runs (after a warm-up) of the form asked the
-    first time (a filter never asked before, true for every event: nothing
-    cached), the same asked again (nothing changed), and the naive query;
-    every answer compared with the naive query's."""
-    name, _, params, bucket, by_site, span = scope
-    interval = params.get("interval", "day")
-    quantiles = "metrics" in params
-    params = form_params(params)
-    samples = {"first": [], "again": [], "naive": []}
+    first time (an empty cache: b.empty_cache(), and a filter never asked
+    before, true for every event), then with another filter never asked
+    before (new: what the first one left in the cache may answer it), the
+    first again (nothing changed), and the naive query; every answer
+    compared with its naive query's."""
+    params = form_params(scope[2])
+    samples = {"first": [], "new": [], "again": [], "naive": []}
     for run in range(repeat + 1):
+        b.empty_cache()
         flt, _ = new_filter()
-        cond = "site_id != toUUID('%s')" % flt.split("'")[1]
-        tf, first = timed(form_fetch, st.httpd, params, flt)
-        ta, again = timed(form_fetch, st.httpd, params, flt)
-        sql = (quantile_naive_sql(span, cond) if quantiles
-               else form_naive_sql(bucket, by_site, span, cond))
-        tn, ntext = timed(lambda: st.clickhouse.query(
-            sql, timeout=QUERY_TIMEOUT))
-        naive = (quantile_naive_rows(ntext) if quantiles
-                 else form_naive_rows(ntext, interval, bucket, by_site))
-        for label, text in (("first", first), ("again", again)):
-            mod = (quantile_module_rows(text) if quantiles
-                   else form_module_rows(text))
-            if mod != naive or not mod:
-                raise BenchError("%s: the module's answer (%s) differs from "
-                                 "the naive query: %d vs %d rows, first "
-                                 "difference %s"
-                                 % (name, label, len(mod), len(naive),
-                                    first_difference(mod, naive)))
+        other, _ = new_filter()
+        tf, first = timed(form_fetch, b.httpd, params, flt)
+        tw, new = timed(form_fetch, b.httpd, params, other)
+        ta, again = timed(form_fetch, b.httpd, params, flt)
+        tn, naive = form_naive(b.ch, scope, flt)
+        check_form(scope, "first", first, naive)
+        check_form(scope, "again", again, naive)
+        check_form(scope, "new", new, form_naive(b.ch, scope, other)[1])
         if run:
-            samples["first"].append(tf)
-            samples["again"].append(ta)
-            samples["naive"].append(tn)
+            for k, t in (("first", tf), ("new", tw), ("again", ta),
+                         ("naive", tn)):
+                samples[k].append(t)
     out = {k: {"median_ms": round(statistics.median(v) * 1000, 1),
                "samples_ms": [round(x * 1000, 1) for x in v]}
            for k, v in samples.items()}
     out["rows"] = len(naive)
-    for k in ("first", "again"):
+    for k in ("first", "new", "again"):
         out["ratio_" + k] = round(out[k]["median_ms"]
                                   / out["naive"]["median_ms"], 3)
     return out
@@ -1076,7 +1097,7 @@ def measure(b, repeat, ingest_seconds):
     # The module keeps no answer that reads a part of ClickHouse's current
     # second: the inserts above age first.
     time.sleep(1.1)
-    out["forms"] = {scope[0]: measure_form(b.st, scope, repeat)
+    out["forms"] = {scope[0]: measure_form(b, scope, repeat)
                     for scope in FORM_SCOPES}
     ing = measure_ingestion(b, ingest_seconds)
     for key in ("module", "naive", "rows", "ratio", "cache"):
@@ -1117,8 +1138,8 @@ def print_table(results):
                           share_text(shares["days"])))
     print_lines(lines)
     print()
-    lines = [("events", "form", "rows", "first ms", "again ms", "naive ms",
-              "first/naive", "again/naive")]
+    lines = [("events", "form", "rows", "first ms", "new ms", "again ms",
+              "naive ms", "first/naive", "new/naive", "again/naive")]
     for res in results:
         for name, label, *_ in FORM_SCOPES:
             if "forms" not in res["measure"]:
@@ -1126,9 +1147,11 @@ def print_table(results):
             m = res["measure"]["forms"][name]
             lines.append(("{:,}".format(res["data"]["events"]), label,
                           str(m["rows"]), "%.1f" % m["first"]["median_ms"],
+                          "%.1f" % m["new"]["median_ms"],
                           "%.1f" % m["again"]["median_ms"],
                           "%.1f" % m["naive"]["median_ms"],
                           "%.2f" % m["ratio_first"],
+                          "%.3f" % m["ratio_new"],
                           "%.3f" % m["ratio_again"]))
     if len(lines) > 1:
         print_lines(lines)
@@ -1308,11 +1331,12 @@ def run(args):
                     "%s %.2f" % (label, m["ratio_" + scope])
                     for scope, label, *_ in SCOPES + (INGEST_SCOPE,)),
                     flush=True)
-                print("  forms, first/naive and again/naive: " + ", ".join(
-                    "%s %.2f / %.3f" % (sc[0],
-                                        m["forms"][sc[0]]["ratio_first"],
-                                        m["forms"][sc[0]]["ratio_again"])
-                    for sc in FORM_SCOPES), flush=True)
+                print("  forms, first / new / again, of naive: " +
+                      ", ".join("%s %.2f / %.3f / %.3f" % (
+                          sc[0], m["forms"][sc[0]]["ratio_first"],
+                          m["forms"][sc[0]]["ratio_new"],
+                          m["forms"][sc[0]]["ratio_again"])
+                          for sc in FORM_SCOPES), flush=True)
                 for line in phase_notes(res):
                     print("  " + line, flush=True)
             if cb is not None:
