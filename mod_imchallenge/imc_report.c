@@ -1054,14 +1054,15 @@ static apr_status_t span_get(request_rec *r, const imc_config *c,
                              int from, int to, span_kept *sp, int *asked,
                              imc_clickhouse_result *res)
 {
-    const char *key =
-        apr_psprintf(r->pool, "%s\nspan interval=%d from=%d to=%d",
-                     cache_key(r, c, a), (int)f->params->interval, from, to);
+    apr_int64_t window = form_window(f->params, c);
+    const char *key = apr_psprintf(
+        r->pool, "%s\nspan interval=%d from=%d to=%d window=%" APR_INT64_T_FMT,
+        cache_key(r, c, a), (int)f->params->interval, from, to, window);
     int first, last, recent;
     apr_uint64_t fp;
     apr_status_t rv;
 
-    imc_rcache_forms_days(from, to, 0, 0, &first, &last);
+    imc_rcache_forms_days(from, to, 0, window, &first, &last);
     fp = imc_rcache_fingerprint((const imc_rcache_part *)parts->elts,
                                 parts->nelts, first, last, &recent);
     if ((sp->blob = imc_rcache_forms_get(cache, r->pool, key, fp, &sp->size))) {
@@ -1081,8 +1082,9 @@ static apr_status_t span_get(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
-/* A form of weeks, months or a total whose filter names no day, from the
- * rows of every site of its range (and of the previous period with
+/* A form of spans (imc_report_buckets_by_spans: weeks, months, totals,
+ * or the solve window's metrics, with a filter that names no day) from
+ * the rows of every site of its range (and of the previous period with
  * compare), into *b; NULL when the cache cannot answer it so (*tried set
  * as for cells_form). */
 static apr_status_t spans_form(request_rec *r, const imc_config *c,

@@ -49,6 +49,11 @@ typedef struct {
     const char *label; /* imc_bucket_label; "" for total */
     const char *site;  /* NULL with by=none */
     bk_counts n;
+    /* A span's row with the solve window's metrics (imc_report_buckets_
+     * by_spans): the procedures served, and the solve times (ms, sorted)
+     * of those solved in time. */
+    apr_uint64_t procs;
+    apr_array_header_t *times; /* apr_uint32_t; NULL: none */
 } bk_row;
 
 struct imc_report_buckets {
@@ -327,7 +332,7 @@ static int window_grouped(const imc_report_form *f, int per_row)
  * sorted times (imc_rparams_rank_sql's integer ceiling). */
 static const char *window_sql(apr_pool_t *p, const imc_config *c,
                               const imc_report_form *f, const bk_span *s,
-                              int per_row, int totals)
+                              int per_row, int totals, int values)
 {
     const char *by_off, *unit = key_parts(p, f->params->interval,
                                           offset_sql(p, f->zone, s), &by_off);
@@ -374,10 +379,16 @@ static const char *window_sql(apr_pool_t *p, const imc_config *c,
         first, ", imc_sv, arrayEnumerate(imc_sv)) AS imc_f", NULL);
     return apr_pstrcat(
         p, "SELECT min(imc_t), ", group && by_site ? "toString(site_id), " : "",
-        "count(), countIf(imc_ok), sumIf(imc_d, imc_ok), ", ts, "[",
-        imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"), "], ", ts, "[",
-        imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "] FROM (", each, ")",
-        group ? group : "", apr_psprintf(p, " LIMIT %d", f->max_rows + 1),
+        values ? apr_pstrcat(p, "count(), ", ts, NULL)
+               : apr_pstrcat(
+                     p,
+                     "count(), countIf(imc_ok), sumIf(imc_d, "
+                     "imc_ok), ",
+                     ts, "[", imc_rparams_rank_sql(p, 5, "countIf(imc_ok)"),
+                     "], ", ts, "[",
+                     imc_rparams_rank_sql(p, 9, "countIf(imc_ok)"), "]", NULL),
+        " FROM (", each, ")", group ? group : "",
+        apr_psprintf(p, " LIMIT %d", f->max_rows + 1),
         apr_psprintf(p,
                      " SETTINGS max_bytes_before_external_group_by = "
                      "%" APR_UINT64_T_FMT,
@@ -433,7 +444,8 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
                      APR_HASH_KEY_STRING, row);
     }
     if ((rv = run_query(
-             r, ch, window_sql(r->pool, c, f, s, rows != NULL, totals != NULL),
+             r, ch,
+             window_sql(r->pool, c, f, s, rows != NULL, totals != NULL, 0),
              res)) != APR_SUCCESS) {
         return rv;
     }
@@ -486,6 +498,93 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
                : APR_SUCCESS;
 }
 
+/* An array of ClickHouse's TabSeparated text ("[1,2,3]") of numbers of
+ * at most max into *out (apr_uint32_t); 0 when it does not parse. */
+static int parse_times(apr_pool_t *p, const char *s, apr_uint64_t max,
+                       apr_array_header_t **out)
+{
+    apr_uint64_t v;
+    const char *q;
+    char *num;
+
+    *out = apr_array_make(p, 16, sizeof(apr_uint32_t));
+    if (*s++ != '[') {
+        return 0;
+    }
+    if (*s == ']') {
+        return !s[1];
+    }
+    for (;;) {
+        for (q = s; *q >= '0' && *q <= '9'; ++q) {
+        }
+        num = apr_pstrmemdup(p, s, (apr_size_t)(q - s));
+        if (!imc_report_parse_uint(num, max, &v) || (*q != ',' && *q != ']')) {
+            return 0;
+        }
+        APR_ARRAY_PUSH(*out, apr_uint32_t) = (apr_uint32_t)v;
+        if (*q == ']') {
+            return !q[1];
+        }
+        s = q + 1;
+    }
+}
+
+/* The solve window's procedures and sorted solve times of each bucket and
+ * site into the rows (by site) of rows, for spans (values kept). */
+static apr_status_t values_rows(request_rec *r, const imc_config *c,
+                                imc_clickhouse *ch, const imc_report_form *f,
+                                const bk_span *s, apr_array_header_t *rows,
+                                imc_clickhouse_result *res)
+{
+    apr_uint64_t window =
+        (apr_uint64_t)apr_time_as_msec(imc_config_solve_window(c));
+    apr_hash_t *cells = apr_hash_make(r->pool);
+    char *pos, *line, *fl[4], label[IMC_BUCKET_LABEL_SIZE];
+    int lineno = 0, cut = 0, i;
+    apr_uint64_t t, procs;
+    apr_status_t rv;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+
+        apr_hash_set(cells,
+                     apr_pstrcat(r->pool, row->label, "\t", row->site, NULL),
+                     APR_HASH_KEY_STRING, row);
+    }
+    if ((rv = run_query(r, ch, window_sql(r->pool, c, f, s, 1, 0, 1), res)) !=
+        APR_SUCCESS) {
+        return rv;
+    }
+    pos = (char *)res->body;
+    while ((line = imc_report_next_line(&pos, &cut)) != NULL) {
+        char *end = line + strlen(line);
+        apr_array_header_t *times;
+        bk_row *row;
+
+        ++lineno;
+        if (imc_report_split_tabs(line, fl, 4) != 4 ||
+            !imc_report_parse_uint(fl[0], IMC_RCACHE_TIME_MAX, &t) ||
+            !imc_report_parse_site(fl[1]) ||
+            !imc_report_parse_uint(fl[2], APR_UINT64_MAX, &procs) ||
+            !parse_times(r->pool, fl[3], window, &times) ||
+            (apr_uint64_t)times->nelts > procs) {
+            return imc_report_malformed(r, "solve window query", lineno, line,
+                                        end);
+        }
+        imc_bucket_label(label, f->zone, f->params->interval, (apr_int64_t)t);
+        row =
+            apr_hash_get(cells, apr_pstrcat(r->pool, label, "\t", fl[1], NULL),
+                         APR_HASH_KEY_STRING);
+        if (row) {
+            row->procs = procs;
+            row->times = times;
+        }
+    }
+    return cut ? imc_report_malformed(r, "solve window query", lineno + 1, NULL,
+                                      NULL)
+               : APR_SUCCESS;
+}
+
 /* The rows of the local days [from, to] (either may be open) into rows,
  * in order; *over when ClickHouse had more than max_rows. With win, the
  * rows carry the solve window's figures; with wtotals (not NULL), the
@@ -494,8 +593,8 @@ static apr_status_t window_rows(request_rec *r, const imc_config *c,
 static apr_status_t period_rows(request_rec *r, const imc_config *c,
                                 imc_clickhouse *ch, const imc_report_form *f,
                                 int from, int to, int win, bk_counts *wtotals,
-                                apr_array_header_t **rows, int *over,
-                                imc_clickhouse_result *res)
+                                int values, apr_array_header_t **rows,
+                                int *over, imc_clickhouse_result *res)
 {
     bk_span s = days_span(f->zone, from, to);
     apr_status_t rv;
@@ -517,7 +616,10 @@ static apr_status_t period_rows(request_rec *r, const imc_config *c,
         *over = 1;
     }
     qsort((*rows)->elts, (size_t)(*rows)->nelts, sizeof(bk_row), row_order);
-    if (rv == APR_SUCCESS && !*over && (win || wtotals) && (*rows)->nelts) {
+    if (rv == APR_SUCCESS && !*over && values && (*rows)->nelts) {
+        rv = values_rows(r, c, ch, f, &s, *rows, res);
+    } else if (rv == APR_SUCCESS && !*over && (win || wtotals) &&
+               (*rows)->nelts) {
         rv = window_rows(r, c, ch, f, &s, win ? *rows : NULL, wtotals, res);
     }
     return rv;
@@ -655,7 +757,7 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
     *out = b;
     b->form = f;
     memset(&wt, 0, sizeof(wt));
-    rv = period_rows(r, c, ch, f, f->from, f->to, win, times ? &wt : NULL,
+    rv = period_rows(r, c, ch, f, f->from, f->to, win, times ? &wt : NULL, 0,
                      &b->rows, &b->over, res);
     if (rv != APR_SUCCESS || b->over) {
         return rv;
@@ -676,7 +778,7 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
     }
     memset(&wt, 0, sizeof(wt));
     rv = period_rows(r, c, ch, f, b->prev_from < 0 ? 0 : b->prev_from,
-                     b->prev_to, 0, win ? &wt : NULL, &prev, &over, res);
+                     b->prev_to, 0, win ? &wt : NULL, 0, &prev, &over, res);
     b->over = b->over || over;
     b->previous = sum_rows(prev);
     b->previous.unsolved = wt.unsolved;
@@ -802,12 +904,19 @@ imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
 
 /* ------------------------------------------------------------ spans */
 
-/* A row of a span as kept: its bucket's start, its site, its counts. */
+/* A span as kept: a bk_span_head, its cells, then the solve times of
+ * every cell (in the cells' order). A cell is a row of every site: its
+ * bucket's start, its site, its counts and, with the solve window's
+ * metrics, its procedures served and how many solve times are its. */
+typedef struct {
+    apr_uint64_t ncells, ntimes;
+} bk_span_head;
+
 typedef struct {
     apr_int64_t start;
     char site[IMC_RCACHE_SITE_LEN];
-    apr_uint32_t unused;
-    apr_uint64_t served, solved;
+    apr_uint32_t ntimes;
+    apr_uint64_t served, solved, procs;
 } bk_cell;
 
 int imc_report_buckets_by_spans(const imc_report_form *f,
@@ -815,9 +924,9 @@ int imc_report_buckets_by_spans(const imc_report_form *f,
 {
     imc_bucket_interval iv = f->params->interval;
 
-    return (iv == IMC_BUCKET_WEEK || iv == IMC_BUCKET_MONTH ||
-            iv == IMC_BUCKET_TOTAL) &&
-           !imc_rparams_needs_window(f->params) &&
+    return iv != IMC_BUCKET_MINUTE &&
+           (iv == IMC_BUCKET_WEEK || iv == IMC_BUCKET_MONTH ||
+            iv == IMC_BUCKET_TOTAL || imc_rparams_needs_window(f->params)) &&
            !imc_filter_names_day(parsed);
 }
 
@@ -828,55 +937,135 @@ apr_status_t imc_report_buckets_span_query(request_rec *r, const imc_config *c,
                                            apr_size_t *size,
                                            imc_clickhouse_result *res)
 {
+    int values = imc_rparams_needs_window(f->params), over, i;
     imc_rparams params = *f->params;
     imc_report_form all = *f;
     apr_array_header_t *rows;
+    apr_size_t ntimes = 0, k;
+    apr_uint32_t *times;
+    bk_span_head *head;
     bk_cell *cells;
     apr_status_t rv;
-    int over, i;
 
     *blob = NULL;
     *size = 0;
     params.by_site = 1;
     all.params = &params;
     all.where = "1";
-    if ((rv = period_rows(r, c, ch, &all, from, to, 0, NULL, &rows, &over,
-                          res)) != APR_SUCCESS ||
+    if ((rv = period_rows(r, c, ch, &all, from, to, 0, NULL, values, &rows,
+                          &over, res)) != APR_SUCCESS ||
         over) {
         return rv;
     }
-    cells =
-        apr_pcalloc(r->pool, sizeof(*cells) * ((apr_size_t)rows->nelts + 1));
     for (i = 0; i < rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+
+        ntimes += row->times ? (apr_size_t)row->times->nelts : 0;
+    }
+    *size = sizeof(*head) + sizeof(*cells) * (apr_size_t)rows->nelts +
+            sizeof(*times) * ntimes;
+    head = apr_pcalloc(r->pool, *size);
+    head->ncells = (apr_uint64_t)rows->nelts;
+    head->ntimes = ntimes;
+    cells = (bk_cell *)(head + 1);
+    times = (apr_uint32_t *)(cells + rows->nelts);
+    for (i = 0, k = 0; i < rows->nelts; ++i) {
         const bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
 
         cells[i].start = row->start;
         memcpy(cells[i].site, row->site, IMC_RCACHE_SITE_LEN);
         cells[i].served = row->n.served;
         cells[i].solved = row->n.solved;
+        cells[i].procs = row->procs;
+        if (row->times) {
+            cells[i].ntimes = (apr_uint32_t)row->times->nelts;
+            memcpy(times + k, row->times->elts,
+                   sizeof(*times) * (apr_size_t)row->times->nelts);
+            k += (apr_size_t)row->times->nelts;
+        }
     }
-    *blob = cells;
-    *size = sizeof(*cells) * (apr_size_t)rows->nelts;
+    *blob = head;
     return APR_SUCCESS;
 }
 
+static int time_order(const void *a, const void *b)
+{
+    apr_uint32_t x = *(const apr_uint32_t *)a, y = *(const apr_uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* The solve-time figures of n from times (sorted when sorted, else
+ * sorted here): how many, their sum, the nearest-rank p50 and p90 (the
+ * values at ranks ceil(q n), imc_rparams_rank_sql). */
+static void times_figures(apr_array_header_t *times, int sorted, bk_counts *n)
+{
+    const apr_uint32_t *v = (const apr_uint32_t *)times->elts;
+    apr_uint64_t count = (apr_uint64_t)times->nelts, k;
+    int i;
+
+    if (!sorted) {
+        qsort(times->elts, (size_t)times->nelts, sizeof(apr_uint32_t),
+              time_order);
+    }
+    n->timed = count;
+    n->sum_ms = 0;
+    for (i = 0; i < times->nelts; ++i) {
+        n->sum_ms += v[i];
+    }
+    k = (5 * count + 9) / 10;
+    n->p50_ms = k ? v[k - 1] : 0;
+    k = (9 * count + 9) / 10;
+    n->p90_ms = k ? v[k - 1] : 0;
+}
+
+/* Whether blob (size bytes) is a span as span_query packs it. */
+static int span_whole(const void *blob, apr_size_t size)
+{
+    const bk_span_head *head = blob;
+    const bk_cell *cells = (const bk_cell *)(head + 1);
+    apr_uint64_t i, ntimes = 0;
+
+    if (size < sizeof(*head) ||
+        head->ncells > (size - sizeof(*head)) / sizeof(bk_cell) ||
+        head->ntimes > size / sizeof(apr_uint32_t) ||
+        size != sizeof(*head) + head->ncells * sizeof(bk_cell) +
+                    head->ntimes * sizeof(apr_uint32_t)) {
+        return 0;
+    }
+    for (i = 0; i < head->ncells; ++i) {
+        ntimes += cells[i].ntimes;
+    }
+    return ntimes == head->ntimes;
+}
+
 /* The packed rows of a span cut to the filter and grant, as the form's
- * rows in order (by=none: the sites of a bucket added up). */
+ * rows in order (by=none: the sites of a bucket added up), each with its
+ * solve times (when kept) in its times. */
 static apr_array_header_t *span_rows(apr_pool_t *p, const imc_report_form *f,
                                      const imc_filter *parsed,
                                      const imc_access_grant *grant,
                                      const void *blob, apr_size_t size)
 {
-    const bk_cell *cells = blob;
+    const bk_span_head *head = blob;
+    const bk_cell *cells = (const bk_cell *)(head + 1);
     apr_array_header_t *rows = apr_array_make(p, 16, sizeof(bk_row));
     imc_bucket_interval iv = f->params->interval;
-    apr_size_t i, n = size / sizeof(bk_cell);
+    apr_size_t i, n, used;
+    const apr_uint32_t *times;
 
-    for (i = 0; i < n; ++i) {
+    if (!span_whole(blob, size)) {
+        return rows; /* span_query's blobs are: never here */
+    }
+    n = (apr_size_t)head->ncells;
+    times = (const apr_uint32_t *)(cells + n);
+    for (i = 0, used = 0; i < n; used += cells[i++].ntimes) {
         char *site = apr_pstrmemdup(p, cells[i].site, IMC_RCACHE_SITE_LEN);
-        char *label;
+        int serve = imc_filter_match(parsed, site, IMC_FILTER_SERVE, 0);
+        int solve = imc_filter_match(parsed, site, IMC_FILTER_SOLVE, 0);
         bk_row *last =
             rows->nelts ? &APR_ARRAY_IDX(rows, rows->nelts - 1, bk_row) : NULL;
+        char *label;
         bk_row row;
 
         if (grant && !imc_access_may(grant, site)) {
@@ -885,25 +1074,56 @@ static apr_array_header_t *span_rows(apr_pool_t *p, const imc_report_form *f,
         memset(&row, 0, sizeof(row));
         row.start = cells[i].start;
         row.site = f->params->by_site ? site : NULL;
-        if (imc_filter_match(parsed, site, IMC_FILTER_SERVE, 0)) {
-            row.n.served = cells[i].served;
-        }
-        if (imc_filter_match(parsed, site, IMC_FILTER_SOLVE, 0)) {
-            row.n.solved = cells[i].solved;
-        }
+        row.n.served = serve ? cells[i].served : 0;
+        row.n.solved = solve ? cells[i].solved : 0;
         if (!row.n.served && !row.n.solved) {
             continue;
         }
+        row.procs = serve ? cells[i].procs : 0;
+        row.times = apr_array_make(p, 1, sizeof(apr_uint32_t));
+        if (serve && solve && cells[i].ntimes) {
+            row.times->elts = (char *)(times + used);
+            row.times->nelts = row.times->nalloc = (int)cells[i].ntimes;
+        }
         if (!row.site && last && last->start == row.start) {
             add_counts(&last->n, &row.n); /* kept in bucket order */
+            last->procs += row.procs;
+            apr_array_cat(last->times, row.times);
             continue;
+        }
+        if (!row.site && row.times->nelts) { /* others may join it */
+            row.times = apr_array_copy(p, row.times);
         }
         label = apr_palloc(p, IMC_BUCKET_LABEL_SIZE);
         imc_bucket_label(label, f->zone, iv, row.start);
         row.label = label;
         *(bk_row *)apr_array_push(rows) = row;
     }
+    for (i = 0; i < (apr_size_t)rows->nelts; ++i) {
+        bk_row *row = &APR_ARRAY_IDX(rows, (int)i, bk_row);
+
+        times_figures(row->times, row->site != NULL, &row->n);
+        row->n.unsolved = row->procs - row->n.timed;
+    }
     return rows;
+}
+
+/* The solve-time figures over all of rows' procedures together into n
+ * (the totals': not from the rows' own figures). */
+static void total_times(apr_pool_t *p, const apr_array_header_t *rows,
+                        bk_counts *n)
+{
+    apr_array_header_t *all = apr_array_make(p, 64, sizeof(apr_uint32_t));
+    int i;
+
+    for (i = 0; i < rows->nelts; ++i) {
+        const bk_row *row = &APR_ARRAY_IDX(rows, i, bk_row);
+
+        if (row->times) {
+            apr_array_cat(all, row->times);
+        }
+    }
+    times_figures(all, 0, n);
 }
 
 imc_report_buckets *imc_report_buckets_from_spans(
@@ -912,9 +1132,10 @@ imc_report_buckets *imc_report_buckets_from_spans(
     const void *prev, apr_size_t prev_size)
 {
     imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
+    apr_array_header_t *rows;
 
     b->form = f;
-    b->rows = span_rows(p, f, parsed, grant, cur, cur_size);
+    b->rows = rows = span_rows(p, f, parsed, grant, cur, cur_size);
     if ((b->over = b->rows->nelts > f->max_rows)) {
         return b;
     }
@@ -922,15 +1143,15 @@ imc_report_buckets *imc_report_buckets_from_spans(
         b->rows = fill_rows(p, f, b->rows, &b->over);
     }
     b->totals = sum_rows(b->rows);
+    total_times(p, rows, &b->totals);
     if (f->params->compare) {
-        apr_array_header_t *rows =
-            span_rows(p, f, parsed, grant, prev, prev_size);
-
+        rows = span_rows(p, f, parsed, grant, prev, prev_size);
         b->has_previous = 1;
         b->prev_to = f->from - 1;
         b->prev_from = f->from - (f->to - f->from + 1);
         b->over = b->over || rows->nelts > f->max_rows;
         b->previous = sum_rows(rows);
+        total_times(p, rows, &b->previous);
     }
     return b;
 }

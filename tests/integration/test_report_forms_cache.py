@@ -464,6 +464,67 @@ def test_random_filters_without_a_day_in_weeks_months_totals(rc, table):
         f.ask(events, "hit", flt=flt, keep=keep, interval="week")
 
 
+WINDOW_FORMS = [
+    dict(interval="total",
+         metrics="served,unsolved,solve_time_p50,solve_time_p90"),
+    dict(interval="day", by="none", metrics="solve_time_avg,unsolved,solved"),
+    dict(interval="week", metrics="solve_time_p90,served", compare=True),
+    dict(interval="hour", by="none", metrics="unsolved,solve_time_p50",
+         fill=True),
+    dict(interval="total", by="none", metrics="solve_time_p50,solve_time_avg",
+         csv=True),
+]
+
+
+def timed_procs(rnd, day, site, n):
+    """n procedures of site on day at random times, most solved after 1 to
+    900 s (past the 10-minute window now and then), a serve sent twice."""
+    out = []
+    d0 = datetime.datetime.fromisoformat(day + "T00:00:00+00:00")
+    for _ in range(n):
+        t = d0 + datetime.timedelta(seconds=rnd.randrange(86400 - 1200))
+        cid = new_id()
+        out.append(event(t.strftime("%Y-%m-%dT%H:%M:%SZ"), "serve", cid, site))
+        if rnd.random() < 0.8:
+            v = t + datetime.timedelta(seconds=rnd.choice(
+                (rnd.randrange(1, 60), rnd.randrange(60, 900))))
+            out.append(event(v.strftime("%Y-%m-%dT%H:%M:%SZ"), "solve", cid,
+                             site))
+    return out + out[:1]
+
+
+def test_random_filters_in_solve_time_forms_from_kept_times(rc, table):
+    """The solve window's metrics keep every site's solve times of a range:
+    after one report per form and range, 20 random filters that name no
+    day in random forms (by site or none, hours to totals, fill, compare,
+    CSV) are each exact against the model (p50, p90 and the mean over
+    several sites' procedures together) and none asks ClickHouse."""
+    rnd = random.Random(SEED + 2)
+    d0 = datetime.date.fromisoformat("2026-06-15")
+    D = [(d0 + datetime.timedelta(days=i)).isoformat() for i in range(5)]
+    S = sorted(new_id() for _ in range(3))
+    events = []
+    for day in D:
+        part = [e for site in S for e in timed_procs(rnd, day, site, 6)]
+        table.insert(part)
+        events += part
+    table.settle()
+    ranges = [(D[0], D[4]), (D[1], D[3]), (D[2], D[4])]
+    with Forms(rc) as f:
+        for form in WINDOW_FORMS:
+            for frm, to in ranges:
+                f.ask(events, "any", frm=frm, to=to, **form)
+        asked = 0
+        while asked < 20:
+            flt, keep = random_filter(rnd, S, D)
+            if re.search(r"day|time|date", flt, re.I):
+                continue
+            frm, to = rnd.choice(ranges)
+            f.ask(events, "hit", flt=flt, keep=keep, frm=frm, to=to,
+                  **rnd.choice(WINDOW_FORMS))
+            asked += 1
+
+
 def days_lookups(h):
     """(cache, clickhouse) of imchallenge_report_day_lookups_total."""
     r = requests.get(h.url + "metrics", timeout=10,
