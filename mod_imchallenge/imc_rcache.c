@@ -28,6 +28,7 @@ struct imc_rcache {
 typedef struct {
     int day;
     apr_uint64_t fp;
+    apr_uint64_t rows;    /* the events its parts are likely to hold */
     int recent;           /* covered by a recent part: not to be kept */
     int cached;           /* the cache answers it with the rows below */
     int first_row, nrows; /* in the plan's cached rows */
@@ -193,7 +194,8 @@ static int day_span(const imc_rcache_part *parts, int nparts, int from, int to,
 /* Per day of [lo, hi], what the parts covering it add up to, as running
  * sums of what parts add where they start and take away after they end. */
 typedef struct {
-    apr_uint64_t fp; /* sum of mixed part ids */
+    apr_uint64_t fp;   /* sum of mixed part ids */
+    apr_uint64_t rows; /* sum of the parts' rows a day */
     long parts, recent;
 } day_sums;
 
@@ -202,7 +204,7 @@ typedef struct {
 static void plan_days(imc_rcache_plan *plan, const imc_rcache_part *parts,
                       int nparts)
 {
-    day_sums *diff, run = {0, 0, 0};
+    day_sums *diff, run = {0, 0, 0, 0};
     int lo, hi, i, d;
 
     if (!day_span(parts, nparts, plan->from, plan->to, &lo, &hi)) {
@@ -213,10 +215,15 @@ static void plan_days(imc_rcache_plan *plan, const imc_rcache_part *parts,
         int a = parts[i].first > lo ? parts[i].first : lo;
         int b = parts[i].last < hi ? parts[i].last : hi;
         apr_uint64_t m = mix(parts[i].id);
+        apr_uint64_t share =
+            parts[i].rows / (apr_uint64_t)(parts[i].last - parts[i].first + 1) +
+            1;
 
         if (a <= b) {
             diff[a - lo].fp += m;
             diff[b - lo + 1].fp -= m;
+            diff[a - lo].rows += share;
+            diff[b - lo + 1].rows -= share;
             diff[a - lo].parts += 1;
             diff[b - lo + 1].parts -= 1;
             diff[a - lo].recent += parts[i].recent != 0;
@@ -225,6 +232,7 @@ static void plan_days(imc_rcache_plan *plan, const imc_rcache_part *parts,
     }
     for (d = lo; d <= hi; ++d) {
         run.fp += diff[d - lo].fp;
+        run.rows += diff[d - lo].rows;
         run.parts += diff[d - lo].parts;
         run.recent += diff[d - lo].recent;
         if (run.parts > 0) {
@@ -233,6 +241,7 @@ static void plan_days(imc_rcache_plan *plan, const imc_rcache_part *parts,
             memset(pd, 0, sizeof(*pd));
             pd->day = d;
             pd->fp = run.fp + mix((apr_uint64_t)run.parts);
+            pd->rows = run.rows;
             pd->recent = run.recent > 0;
         }
     }
@@ -337,6 +346,77 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
 const apr_array_header_t *imc_rcache_plan_ranges(const imc_rcache_plan *plan)
 {
     return plan->ranges;
+}
+
+/* Closes the batch being filled (if it has a range) in *open. */
+static void batch_close(apr_array_header_t *batches, apr_array_header_t **open)
+{
+    if (*open && (*open)->nelts) {
+        APR_ARRAY_PUSH(batches, apr_array_header_t *) = *open;
+    }
+    *open = NULL;
+}
+
+/* Adds the range [first, last] of rows events to the batches: to the one
+ * being filled while it has room, else to a new one. */
+static void batch_add(const imc_rcache_plan *plan, apr_array_header_t *batches,
+                      apr_array_header_t **open, apr_uint64_t *open_rows,
+                      int first, int last, apr_uint64_t rows,
+                      apr_uint64_t max_rows)
+{
+    imc_rcache_range *rg;
+
+    if (*open && ((*open)->nelts >= IMC_RCACHE_MAX_RANGES ||
+                  *open_rows + rows > max_rows)) {
+        batch_close(batches, open);
+    }
+    if (!*open) {
+        *open = apr_array_make(plan->pool, 4, sizeof(imc_rcache_range));
+        *open_rows = 0;
+    }
+    rg = apr_array_push(*open);
+    rg->first = first;
+    rg->last = last;
+    *open_rows += rows;
+}
+
+apr_array_header_t *imc_rcache_plan_batches(const imc_rcache_plan *plan,
+                                            apr_uint64_t max_rows)
+{
+    apr_array_header_t *batches =
+        apr_array_make(plan->pool, 4, sizeof(apr_array_header_t *));
+    apr_array_header_t *open = NULL;
+    apr_uint64_t open_rows = 0, rows;
+    int i, k = 0, first;
+
+    for (i = 0; i < plan->ranges->nelts; ++i) {
+        const imc_rcache_range *rg =
+            &APR_ARRAY_IDX(plan->ranges, i, imc_rcache_range);
+
+        /* the range's days, cut where the next would pass max_rows */
+        first = rg->first;
+        rows = 0;
+        for (; k < plan->days->nelts &&
+               APR_ARRAY_IDX(plan->days, k, plan_day).day <= rg->last;
+             ++k) {
+            const plan_day *pd = &APR_ARRAY_IDX(plan->days, k, plan_day);
+
+            if (pd->day < first) {
+                continue;
+            }
+            if (rows && rows + pd->rows > max_rows) {
+                batch_add(plan, batches, &open, &open_rows, first, pd->day - 1,
+                          rows, max_rows);
+                first = pd->day;
+                rows = 0;
+            }
+            rows += pd->rows;
+        }
+        batch_add(plan, batches, &open, &open_rows, first, rg->last, rows,
+                  max_rows);
+    }
+    batch_close(batches, &open);
+    return batches;
 }
 
 void imc_rcache_plan_covers(imc_rcache_plan *plan, int first, int last)

@@ -49,9 +49,10 @@
 #define IMC_RCACHE_ZONE_MARGIN (15 * 3600)
 
 typedef struct {
-    int first, last; /* days of the part's first and last event */
-    apr_uint64_t id; /* identifies the part and its content */
-    int recent;      /* written in the database's current second */
+    int first, last;   /* days of the part's first and last event */
+    apr_uint64_t id;   /* identifies the part and its content */
+    int recent;        /* written in the database's current second */
+    apr_uint64_t rows; /* its events (0: not known) */
 } imc_rcache_part;
 
 typedef struct {
@@ -90,6 +91,17 @@ imc_rcache_plan *imc_rcache_plan_make(imc_rcache *cache, apr_pool_t *p,
 
 /* The day ranges to ask the database for (imc_rcache_range), in order. */
 const apr_array_header_t *imc_rcache_plan_ranges(const imc_rcache_plan *plan);
+
+/*
+ * The same ranges cut into queries of at most max_rows events each, as
+ * the parts' rows tell (a part's spread evenly over its days; a day of
+ * more is a query of its own), each of at most IMC_RCACHE_MAX_RANGES
+ * ranges: an array of arrays of imc_rcache_range, in order. ClickHouse
+ * holds every (day, site)'s distinct ids of a query at once, so one query
+ * over many days of many events can pass the memory a query may take.
+ */
+apr_array_header_t *imc_rcache_plan_batches(const imc_rcache_plan *plan,
+                                            apr_uint64_t max_rows);
 
 /*
  * Records that the database's query for plan covered days [first, last]

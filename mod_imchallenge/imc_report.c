@@ -232,12 +232,13 @@ static const char *day_expr(apr_pool_t *p, const report_args *a)
 }
 
 /* The condition "the day is in [first, last]" (day numbers, either may be
- * IMC_RCACHE_NO_DAY: open). It also bounds time, so that ClickHouse skips
- * the months outside, with bounds computed here as plain numbers: a
- * ClickHouse expression such as toDateTime('1970-01-01 00:00:00', tz) -
- * 7200 wraps around to 2106 east of UTC-2 and matches nothing. The day
- * conditions keep it exact. The range is recorded in plan (when not NULL)
- * as one the query covers. */
+ * IMC_RCACHE_NO_DAY: open), on the day's number: 18.16 does not read
+ * toDate('2106-01-01'), a day that east of UTC holds the last events. It also
+ * bounds time, so that ClickHouse skips the months outside, with bounds
+ * computed here as plain numbers: a ClickHouse expression such as
+ * toDateTime('1970-01-01 00:00:00', tz) - 7200 wraps around to 2106 east of
+ * UTC-2 and matches nothing. The day conditions keep it exact. The range is
+ * recorded in plan (when not NULL) as one the query covers. */
 static const char *days_sql(apr_pool_t *p, const report_args *a,
                             imc_rcache_plan *plan, int first, int last)
 {
@@ -255,16 +256,15 @@ static const char *days_sql(apr_pool_t *p, const report_args *a,
     return apr_pstrcat(p, "(1",
                        first != IMC_RCACHE_NO_DAY
                            ? apr_psprintf(p,
-                                          " AND %s >= toDate('%s') AND time >= "
+                                          " AND toUInt16(%s) >= %d AND time >= "
                                           "toDateTime(%" APR_INT64_T_FMT ")",
-                                          day, imc_rcache_day_text(p, first),
-                                          lo)
+                                          day, first < 0 ? 0 : first, lo)
                            : "",
                        last != IMC_RCACHE_NO_DAY
                            ? apr_psprintf(p,
-                                          " AND %s <= toDate('%s') AND time <= "
+                                          " AND toUInt16(%s) <= %d AND time <= "
                                           "toDateTime(%" APR_INT64_T_FMT ")",
-                                          day, imc_rcache_day_text(p, last), hi)
+                                          day, last < 0 ? -1 : last, hi)
                            : "",
                        ")", NULL);
 }
@@ -583,18 +583,18 @@ static const char *cells_keys(apr_pool_t *p, const cells_ask *ask,
     return imc_report_buckets_cell_keys(p, ask->form, lo, hi);
 }
 
-/* The cells of ask through the cache: the parts list, then the query of
- * every site's cells for the days whose parts changed, if any. */
+/* The cells of ask through the cache: the parts list, then the queries
+ * of every site's cells for the days whose parts changed, if any, each
+ * of at most IMC_REPORT_QUERY_ROWS events (imc_rcache_plan_batches). */
 static apr_status_t cached_rows(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
                                 cells_ask *ask, imc_clickhouse_result *res)
 {
-    apr_array_header_t *parts, *fresh;
-    const apr_array_header_t *ranges;
+    apr_array_header_t *parts, *fresh, *batches;
     imc_rcache_plan *plan;
-    const char *key = cache_key(r, c, a), *keys;
+    const char *key = cache_key(r, c, a);
     apr_status_t rv;
-    int cached, listed_at;
+    int cached, listed_at, i;
 
     ask->rows = NULL;
     ask->asked = 0;
@@ -622,22 +622,27 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
     plan = imc_rcache_plan_make(cache, r->pool, key,
                                 (const imc_rcache_part *)parts->elts,
                                 parts->nelts, ask->from, ask->to);
-    ranges = imc_rcache_plan_ranges(plan);
-    keys = cells_keys(r->pool, ask, ranges);
-    if (!(cached = imc_rcache_plan_cached_days(plan)) && !keys) {
-        ranges = NULL; /* every day: from / to are cheaper than ranges */
-    }
-    fresh = apr_array_make(r->pool, 1, sizeof(imc_rcache_row));
-    if ((ask->asked = !ranges || ranges->nelts) &&
-        (rv = query_rows(r, c, a, ch, "1", ranges, plan, keys, &fresh, res)) !=
+    cached = imc_rcache_plan_cached_days(plan);
+    batches = imc_rcache_plan_batches(plan, IMC_REPORT_QUERY_ROWS);
+    fresh = apr_array_make(r->pool, 64, sizeof(imc_rcache_row));
+    ask->asked = batches->nelts > 0;
+    for (i = 0; i < batches->nelts; ++i) {
+        const apr_array_header_t *ranges =
+            APR_ARRAY_IDX(batches, i, apr_array_header_t *);
+        apr_array_header_t *rows;
+
+        if ((rv = query_rows(r, c, a, ch, "1", ranges, plan,
+                             cells_keys(r->pool, ask, ranges), &rows, res)) !=
             APR_SUCCESS) {
-        return rv;
-    }
-    if (ask->asked && res->endpoint != listed_at) {
-        /* Failed over between the listing and the query: the rows are of
-         * another server than the fingerprints. Nothing is kept; the
-         * caller asks the one that answered for every day. */
-        return APR_SUCCESS;
+            return rv;
+        }
+        if (res->endpoint != listed_at) {
+            /* Failed over between the listing and the query: the rows
+             * are of another server than the fingerprints. Nothing is
+             * kept; the caller asks the one that answered for every day. */
+            return APR_SUCCESS;
+        }
+        apr_array_cat(fresh, rows); /* batches in day order */
     }
     imc_metrics_add(IMC_M_REPORT_DAYS_CACHED, (apr_uint64_t)cached);
     imc_metrics_add(IMC_M_REPORT_DAYS_QUERIED,

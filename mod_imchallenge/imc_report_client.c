@@ -113,21 +113,25 @@ static void probe_traits(imc_report_client *client, server_traits *t)
  * The settings that bound a report query on the server too: read-only,
  * the time IMChallengeTimeout allows (whole seconds, at least one, so
  * that ClickHouse stops the query no later than the module gives up on
- * it), a memory cap, and, where the server knows it, an end when the
- * connection closes.
+ * it), a memory cap, a GROUP BY that goes to disk past half of it rather
+ * than fail (a report the cache cannot cut into smaller queries: a filter
+ * over many days of many events; slower, but answered), and, where the
+ * server knows it, an end when the connection closes.
  */
 static const char *query_limits(imc_report_client *client,
                                 const server_traits *t)
 {
     long secs = (long)apr_time_sec(imc_config_timeout(client->config));
 
-    return apr_psprintf(client->pool,
-                        "&readonly=2&max_execution_time=%ld"
-                        "&max_memory_usage=%" APR_UINT64_T_FMT "%s",
-                        secs > 0 ? secs : 1L, IMC_REPORT_QUERY_MEMORY,
-                        t->cancel_on_close
-                            ? "&cancel_http_readonly_queries_on_client_close=1"
-                            : "");
+    return apr_psprintf(
+        client->pool,
+        "&readonly=2&max_execution_time=%ld"
+        "&max_memory_usage=%" APR_UINT64_T_FMT
+        "&max_bytes_before_external_group_by=%" APR_UINT64_T_FMT "%s",
+        secs > 0 ? secs : 1L, IMC_REPORT_QUERY_MEMORY,
+        IMC_REPORT_QUERY_MEMORY / 2,
+        t->cancel_on_close ? "&cancel_http_readonly_queries_on_client_close=1"
+                           : "");
 }
 
 /* A client for c's ClickHouse: an idle one, or a new one. */

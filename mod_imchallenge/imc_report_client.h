@@ -22,6 +22,13 @@
  * (max_memory_usage). */
 #define IMC_REPORT_QUERY_MEMORY ((apr_uint64_t)1024 * 1024 * 1024)
 
+/* Events one query of the report's cells reads at most, as the parts'
+ * rows tell (imc_rcache_plan_batches): ClickHouse holds the distinct ids
+ * of every (day, site) of a query at once, about 90 bytes an event over
+ * the UUID's halves on 18.16 (2.7 GB for 30M events in one query, past
+ * IMC_REPORT_QUERY_MEMORY), about 360 MB for this many. */
+#define IMC_REPORT_QUERY_ROWS ((apr_uint64_t)4000000)
+
 /* A procedure's correlation id as two UInt64s, for uniqExact on releases
  * that hash a UUID slowly. */
 #define IMC_REPORT_UUID_HALVES                                                 \

@@ -190,8 +190,8 @@ static apr_status_t ask(request_rec *r, imc_clickhouse *ch, const char *what,
     return rv;
 }
 
-/* Reads one part's line (its fields f: first day, last day, id, recent)
- * into a new element of list; 0 when a field does not parse. */
+/* Reads one part's line (its fields f: first day, last day, id, recent,
+ * rows) into a new element of list; 0 when a field does not parse. */
 static int read_part(apr_array_header_t *list, char **f)
 {
     imc_rcache_part *part = apr_array_push(list);
@@ -200,7 +200,8 @@ static int read_part(apr_array_header_t *list, char **f)
     if (!imc_report_parse_uint(f[0], 65535, &first) ||
         !imc_report_parse_uint(f[1], 65535, &last) ||
         !imc_report_parse_uint(f[2], APR_UINT64_MAX, &part->id) ||
-        (strcmp(f[3], "0") && strcmp(f[3], "1"))) {
+        (strcmp(f[3], "0") && strcmp(f[3], "1")) ||
+        !imc_report_parse_uint(f[4], APR_UINT64_MAX, &part->rows)) {
         return 0;
     }
     part->first = (int)first;
@@ -227,7 +228,7 @@ static const char *engine_row(apr_pool_t *p, const char *db)
 }
 
 /* Reads a listing's answer into *l: 'part' rows (first day, last day, id,
- * recent, ''), 'key' rows (0, 0, 0, 0, a partition key) and at most one
+ * recent, rows), 'key' rows (0, 0, 0, 0, a partition key) and at most one
  * 'engine' row (0, 0, 0, clusterAllReplicas, engine_full), in any order.
  * Every key must be usable, and one at least. */
 static apr_status_t read_listing(request_rec *r, const char *what, char *body,
@@ -247,7 +248,7 @@ static apr_status_t read_listing(request_rec *r, const char *what, char *body,
 
         ++lineno;
         if (ok && !strcmp(f[0], "part")) {
-            ok = !*f[5] && read_part(l->list, f + 1);
+            ok = read_part(l->list, f + 1);
         } else if (ok && !strcmp(f[0], "key")) {
             ok = !strcmp(f[1], "0") && !strcmp(f[2], "0") &&
                  !strcmp(f[3], "0") && !strcmp(f[4], "0");
@@ -290,7 +291,8 @@ static apr_status_t local_parts(request_rec *r, const char *db, const char *tz,
         r->pool, "SELECT 'part', toUInt16(toDate(min_time, '", tz,
         "')), toUInt16(toDate(max_time, '", tz,
         "')), cityHash64(name, rows, modification_time), "
-        "modification_time >= now(), '' FROM system.parts WHERE database = '",
+        "modification_time >= now(), toString(rows) FROM system.parts WHERE "
+        "database = '",
         db,
         "' AND table = 'events' AND active UNION ALL SELECT 'key', "
         "toUInt16(0), toUInt16(0), toUInt64(0), toUInt8(0), partition_key "
@@ -394,7 +396,7 @@ static apr_status_t shard_parts(request_rec *r, const char *db, const char *tz,
         r->pool, "SELECT 'part', toUInt16(toDate(min_time, '", tz,
         "')), toUInt16(toDate(max_time, '", tz,
         "')), cityHash64(hostName(), path, name, rows, modification_time), "
-        "modification_time >= now(), '' FROM ",
+        "modification_time >= now(), toString(rows) FROM ",
         fn, "parts) WHERE database = '", d->db, "' AND table = '", d->table,
         "' AND active UNION ALL SELECT 'key', toUInt16(0), toUInt16(0), "
         "toUInt64(0), toUInt8(0), partition_key FROM ",

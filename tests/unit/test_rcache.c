@@ -46,6 +46,7 @@ static imc_rcache_part part(int first, int last, apr_uint64_t id)
     p.last = last;
     p.id = id;
     p.recent = 0;
+    p.rows = 0;
     return p;
 }
 
@@ -525,6 +526,68 @@ START_TEST(an_answer_no_query_covered_is_not_kept)
 }
 END_TEST
 
+/* The batches of a plan as text: "10-11 13-13 | 14-20 " (ranges, a bar
+ * between batches). */
+static const char *batches_text(apr_array_header_t *batches)
+{
+    const char *t = "";
+    int i, j;
+
+    for (i = 0; i < batches->nelts; ++i) {
+        const apr_array_header_t *b =
+            APR_ARRAY_IDX(batches, i, apr_array_header_t *);
+
+        for (j = 0; j < b->nelts; ++j) {
+            const imc_rcache_range *rg = &APR_ARRAY_IDX(b, j, imc_rcache_range);
+
+            t = apr_psprintf(pool, "%s%d-%d ", t, rg->first, rg->last);
+        }
+        t = apr_pstrcat(pool, t, i + 1 < batches->nelts ? "| " : "", NULL);
+    }
+    return t;
+}
+
+START_TEST(batches_keep_each_query_under_its_rows)
+{
+    imc_rcache_part parts[] = {part(10, 10, 1), part(11, 11, 2),
+                               part(12, 12, 3), part(13, 16, 4),
+                               part(20, 20, 5), part(21, 21, 6)};
+    imc_rcache_plan *plan;
+    int i;
+
+    parts[0].rows = 400;
+    parts[1].rows = 500;
+    parts[2].rows = 2000; /* a day over the limit: a query of its own */
+    parts[3].rows = 399;  /* about 100 a day over 4 days */
+    parts[4].rows = parts[5].rows = 10;
+    plan = imc_rcache_plan_make(cache, pool, KEY "b", parts, 6, NO, NO);
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 1000)),
+                     "10-11 | 12-12 | 13-21 ");
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 100000)),
+                     "10-21 ");
+    /* Every day alone over the limit: a query a day. */
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 1)),
+                     "10-10 | 11-11 | 12-12 | 13-13 | 14-14 | 15-15 | "
+                     "16-19 | 20-20 | 21-21 ");
+    /* Days cached are not asked: the ranges between them are batched
+     * together, at most IMC_RCACHE_MAX_RANGES a query. */
+    report(KEY "c", parts, 6, NO, NO, NULL, 0, NULL);
+    parts[1].id = 12;
+    parts[4].id = 15;
+    plan = imc_rcache_plan_make(cache, pool, KEY "c", parts, 6, NO, NO);
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 100000)),
+                     "11-11 20-20 ");
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 500)),
+                     "11-11 | 20-20 ");
+    for (i = 0; i < 6; ++i) {
+        parts[i].rows = 0; /* not known: a row a day */
+    }
+    plan = imc_rcache_plan_make(cache, pool, KEY "d", parts, 6, NO, NO);
+    ck_assert_str_eq(batches_text(imc_rcache_plan_batches(plan, 3)),
+                     "10-12 | 13-15 | 16-21 ");
+}
+END_TEST
+
 START_TEST(rows_keep_their_bucket_instant)
 {
     imc_rcache_part parts[] = {part(10, 10, 1)};
@@ -808,6 +871,7 @@ Suite *imc_unit_suite(void)
     tcase_add_test(plans, a_row_that_is_no_uuid_is_not_kept);
     tcase_add_test(plans, an_answer_no_query_covered_is_not_kept);
     tcase_add_test(plans, rows_keep_their_bucket_instant);
+    tcase_add_test(plans, batches_keep_each_query_under_its_rows);
     tcase_add_test(budget, least_recently_used_reports_are_evicted);
     tcase_add_test(budget, a_report_over_half_the_budget_is_not_kept);
     tcase_add_test(budget, threads_share_the_cache);
