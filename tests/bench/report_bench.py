@@ -103,16 +103,20 @@ report runs under the directive's default (DEFAULT_TIMEOUT_S, 10 s: the
 module's IMC_DEFAULT_TIMEOUT), as it would where nobody set it. Each run
 empties the cache as "nothing cached" does (checked the same way), asks
 the all-sites report over the 30 days on a new connection, keeping its
-HTTP status and time (504 when ClickHouse ran out of the timeout), then
-runs the naive query above and the same over the UUID's two UInt64
-halves (NAIVE_HALVES_SQL: how the module counts procedures on
-ClickHouse before 20, mod_imchallenge/imc_report_client.c); one warm-up
-run, then the median of --repeat. Printed and kept under "cold": the
-module's median and statuses, both naive medians, the ratios, the share
-of the timeout; the goal is met when every run (the warm-up too)
-answered 200 and the median is within the timeout, else the benchmark
-exits 1 once the results are written. The cluster's servers are stopped
-before it.
+HTTP status and time (504 when ClickHouse ran out of the timeout, 502
+when it ended the query otherwise), then runs the naive query above and
+the same over the UUID's two UInt64 halves (NAIVE_HALVES_SQL: how the
+module counts procedures on ClickHouse before 20,
+mod_imchallenge/imc_report_client.c), each with its memory from
+system.query_log, beside the module's cap on a report query's
+(MODULE_QUERY_MEMORY, 1 GiB); one warm-up run, then the median of
+--repeat. Printed and kept under "cold": the module's median and
+statuses, both naive medians and their memory, the ratios, the share of
+the timeout, and for a run not answered 200 the lines of the httpd's
+and ClickHouse's error logs that say why. The goal is met when every
+run (the warm-up too) answered 200 and the median is within the
+timeout; else the benchmark exits 1 once the results are written (the
+servers' files are kept). The cluster's servers are stopped before it.
 
 Every answer of every run (those asked before the timed one included) is
 compared with the naive query's (in the cold measurement, every answer
