@@ -19,7 +19,8 @@
 # BENCH_DURATION, BENCH_ROUNDS, BENCH_BATCH_SECONDS, BENCH_MEM_EVENTS,
 # BENCH_DRAIN_TIMEOUT, BENCH_ONLY=single,batch,memory,spool,report,
 # BENCH_REPORT_SIZES, BENCH_REPORT_REPEAT, BENCH_REPORT_CLUSTER=0 (no
-# cluster scope), BENCH_KEEP=1; for the profile
+# cluster scope), BENCH_REPORT_COLD_SIZE (the report's cold measurement,
+# 30000000 events; 0: none), BENCH_KEEP=1; for the profile
 # PROFILE_REQUESTS and PROFILE_SECONDS.  See tests/bench/run.py.
 
 BENCH_DIR    := $(BUILD)/bench

@@ -160,6 +160,20 @@ def report_rows(data):
             rows.append(["report %s events, %s: ratio" % (
                 _fmt(n, "{:,.0f}"), name), _fmt(ratio, "{:.3f}"),
                 _verdict(ratio, goal)])
+    cold = rep.get("cold")
+    if cold:
+        m, n = cold["measure"], _fmt(cold["data"]["events"], "{:,.0f}")
+        rows.append([
+            "report %s events, cold: module (status) / naive / halves ms" % n,
+            "%s (%s) / %s / %s" % (
+                _fmt(m["module"]["median_ms"], "{:.1f}"),
+                ",".join(str(x) for x in m["module"]["statuses"]),
+                _fmt(m["naive"]["median_ms"], "{:.1f}"),
+                _fmt(m["halves"]["median_ms"], "{:.1f}")),
+            "200 within %d s: %s" % (m["timeout_s"],
+                                     "met" if m["met"] else "NOT met")])
+        rows.append(["report %s events, cold: ratio" % n,
+                     _fmt(m["ratio_naive"], "{:.3f}"), ""])
     return rows
 
 
