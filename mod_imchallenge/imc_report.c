@@ -558,9 +558,11 @@ static const char *cache_key(request_rec *r, const imc_config *c,
 typedef struct {
     const imc_report_form *form; /* NULL: per day */
     int from, to;
-    apr_array_header_t *rows; /* out: imc_rcache_row, in day order; NULL
-                               * when the cache cannot be used */
-    int asked;                /* out: ClickHouse computed some */
+    const apr_array_header_t *parts; /* listed already (NULL: list them) */
+    int listed_at;                   /* the endpoint that listed parts */
+    apr_array_header_t *rows;        /* out: imc_rcache_row, in day order; NULL
+                                      * when the cache cannot be used */
+    int asked;                       /* out: ClickHouse computed some */
 } cells_ask;
 
 /* The GROUP BY keys of the cells' buckets within days for the instants of
@@ -590,17 +592,18 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
                                 const report_args *a, imc_clickhouse *ch,
                                 cells_ask *ask, imc_clickhouse_result *res)
 {
-    apr_array_header_t *parts, *fresh, *batches;
+    const apr_array_header_t *parts = ask->parts;
+    apr_array_header_t *fresh, *batches, *listed;
     imc_rcache_plan *plan;
     const char *key = cache_key(r, c, a);
     apr_status_t rv;
-    int cached, listed_at, i;
+    int cached, listed_at = ask->listed_at, i;
 
     ask->rows = NULL;
     ask->asked = 0;
-    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
-            APR_SUCCESS ||
-        !parts) {
+    if (!parts && ((rv = imc_report_parts_list(r, c, a->tz, ch, &listed,
+                                               res)) != APR_SUCCESS ||
+                   !(parts = listed))) {
         if (rv == APR_SUCCESS && res->http_status && res->http_status != 200 &&
             !listing_told) {
             listing_told = 1; /* once per process: not per report */
@@ -613,7 +616,9 @@ static apr_status_t cached_rows(request_rec *r, const imc_config *c,
         }
         return rv;
     }
-    listed_at = res->endpoint;
+    if (!ask->parts) {
+        listed_at = res->endpoint;
+    }
     if (ask->form && ask->form->params->interval != IMC_BUCKET_DAY) {
         key = apr_pstrcat(r->pool, key, "\n",
                           imc_bucket_interval_name(ask->form->params->interval),
@@ -770,7 +775,7 @@ static int day_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     if (cache) {
-        cells_ask ask = {NULL, a->from_day, a->to_day, NULL, 0};
+        cells_ask ask = {NULL, a->from_day, a->to_day, NULL, 0, NULL, 0};
 
         if ((rv = cached_rows(r, c, a, client->ch, &ask, &res)) ==
                 APR_SUCCESS &&
@@ -847,7 +852,8 @@ typedef struct {
     apr_uint64_t fp;
     int keep;      /* no part of the database's current second */
     int listed_at; /* the endpoint that listed the parts */
-    char *kept;    /* the answer kept: its content type, NUL, its body */
+    const apr_array_header_t *parts; /* the listing; NULL: no cache */
+    char *kept; /* the answer kept: its content type, NUL, its body */
     apr_size_t size;
 } form_lookup;
 
@@ -878,13 +884,12 @@ static apr_status_t form_lookup_run(request_rec *r, const imc_config *c,
     look->key = form_key(r, c, a, f, window);
     look->keep = !recent;
     look->listed_at = res->endpoint;
+    look->parts = parts;
     look->kept =
         imc_rcache_forms_get(cache, r->pool, look->key, look->fp, &look->size);
     if (look->kept && !memchr(look->kept, '\0', look->size)) {
         look->kept = NULL; /* not one this file kept */
     }
-    imc_metrics_add(
-        look->kept ? IMC_M_REPORT_FORM_CACHED : IMC_M_REPORT_FORM_ASKED, 1);
     return APR_SUCCESS;
 }
 
@@ -997,21 +1002,19 @@ static void form_keep(request_rec *r, const form_lookup *look, int endpoint)
 /* A form whose rows add up from cells (imc_report_buckets_by_cells)
  * from the cache's cells of every site over its days (and the previous
  * period's with compare), cut to the filter and the principal's sites,
- * into *b; NULL when the cache cannot answer it so (*tried is set when
- * the parts were listed for it: a whole answer could not be kept either).
- * Counted as a form answered from the cache when ClickHouse computed no
- * cell. */
+ * into *b; NULL when the cache cannot answer it so. look holds the
+ * parts listed; *asked is set when ClickHouse computed cells. */
 static apr_status_t cells_form(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
-                               const imc_report_form *f, imc_report_buckets **b,
-                               int *tried, imc_clickhouse_result *res)
+                               const imc_report_form *f,
+                               const form_lookup *look, imc_report_buckets **b,
+                               int *asked, imc_clickhouse_result *res)
 {
-    cells_ask ask = {f, f->from, f->to, NULL, 0};
+    cells_ask ask = {f, f->from, f->to, look->parts, look->listed_at, NULL, 0};
     apr_status_t rv;
 
     *b = NULL;
-    *tried = 0;
-    if (!cache || !imc_report_buckets_by_cells(f)) {
+    if (!imc_report_buckets_by_cells(f)) {
         return APR_SUCCESS;
     }
     if (f->params->compare) { /* from and to are given */
@@ -1024,18 +1027,14 @@ static apr_status_t cells_form(request_rec *r, const imc_config *c,
          * (the cells' day) puts on 1970-01-01. */
         return APR_SUCCESS;
     }
-    *tried = 1;
     if ((rv = cached_rows(r, c, a, ch, &ask, res)) != APR_SUCCESS) {
         return rv;
     }
-    if (ask.rows || ask.asked) { /* listed: not when the cache is off */
-        imc_metrics_add(
-            ask.asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED, 1);
+    *asked = ask.asked;
+    if (ask.rows) { /* else failed over: ClickHouse answers with the filter */
+        *b = imc_report_buckets_from_cells(r->pool, f,
+                                           filter_rows(r, a, ask.rows));
     }
-    if (!ask.rows) {
-        return APR_SUCCESS; /* no usable listing, or failed over */
-    }
-    *b = imc_report_buckets_from_cells(r->pool, f, filter_rows(r, a, ask.rows));
     return APR_SUCCESS;
 }
 
@@ -1087,50 +1086,62 @@ static apr_status_t span_get(request_rec *r, const imc_config *c,
     return APR_SUCCESS;
 }
 
+/* Whether the solve times of f's range may fit in a record of the cache:
+ * at most one a procedure solved, of two events at least (4 bytes each),
+ * as the parts' rows tell. Past that a span could not be kept, and asking
+ * for every time would cost more than asking for f's figures. */
+static int times_fit(const form_lookup *look, const imc_report_form *f)
+{
+    const imc_rcache_part *parts = (const imc_rcache_part *)look->parts->elts;
+    apr_uint64_t rows = 0;
+    int i, first, last;
+
+    imc_rcache_forms_days(f->from, f->to, f->params->compare, 0, &first, &last);
+    for (i = 0; i < look->parts->nelts; ++i) {
+        if ((first == IMC_RCACHE_NO_DAY || parts[i].last >= first) &&
+            (last == IMC_RCACHE_NO_DAY || parts[i].first <= last)) {
+            rows += parts[i].rows;
+        }
+    }
+    return rows / 2 * sizeof(apr_uint32_t) <=
+           imc_rcache_forms_max(cache, look->key);
+}
+
 /* A form of spans (imc_report_buckets_by_spans: weeks, months, totals,
  * or the solve window's metrics, with a filter that names no day) from
  * the rows of every site of its range (and of the previous period with
- * compare), into *b; NULL when the cache cannot answer it so (*tried set
- * as for cells_form). */
+ * compare), into *b; NULL when the cache cannot answer it so (look and
+ * *asked as for cells_form). */
 static apr_status_t spans_form(request_rec *r, const imc_config *c,
                                const report_args *a, imc_clickhouse *ch,
-                               const imc_report_form *f, imc_report_buckets **b,
-                               int *tried, imc_clickhouse_result *res)
+                               const imc_report_form *f,
+                               const form_lookup *look, imc_report_buckets **b,
+                               int *asked, imc_clickhouse_result *res)
 {
     span_kept sp[2];
-    apr_array_header_t *parts;
     apr_status_t rv;
-    int asked = 0, listed_at, from, to;
+    int from, to;
 
     *b = NULL;
-    *tried = 0;
     memset(sp, 0, sizeof(sp));
-    if (!cache || !imc_report_buckets_by_spans(f, a->parsed)) {
+    if (!imc_report_buckets_by_spans(f, a->parsed) ||
+        (imc_rparams_needs_window(f->params) && !times_fit(look, f))) {
         return APR_SUCCESS;
     }
-    *tried = 1;
-    if ((rv = imc_report_parts_list(r, c, a->tz, ch, &parts, res)) !=
-            APR_SUCCESS ||
-        !parts) {
-        return rv;
-    }
-    listed_at = res->endpoint;
-    if ((rv = span_get(r, c, a, ch, f, parts, listed_at, f->from, f->to, &sp[0],
-                       &asked, res)) != APR_SUCCESS ||
+    if ((rv = span_get(r, c, a, ch, f, look->parts, look->listed_at, f->from,
+                       f->to, &sp[0], asked, res)) != APR_SUCCESS ||
         !sp[0].have) {
         return rv;
     }
     if (f->params->compare && (to = f->from - 1) >= 0) {
         from = f->from - (f->to - f->from + 1);
-        if ((rv = span_get(r, c, a, ch, f, parts, listed_at,
-                           from < 0 ? 0 : from, to, &sp[1], &asked, res)) !=
+        if ((rv = span_get(r, c, a, ch, f, look->parts, look->listed_at,
+                           from < 0 ? 0 : from, to, &sp[1], asked, res)) !=
                 APR_SUCCESS ||
             !sp[1].have) {
             return rv;
         }
     }
-    imc_metrics_add(asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED,
-                    1);
     *b = imc_report_buckets_from_spans(r->pool, f, a->parsed, a->grant,
                                        sp[0].blob, sp[0].size, sp[1].blob,
                                        sp[1].size);
@@ -1138,10 +1149,10 @@ static apr_status_t spans_form(request_rec *r, const imc_config *c,
 }
 
 /* The report with interval, by, metrics, fill or compare
- * (imc_report_buckets), through the cache: from its cells where the form
- * adds up from them, from its spans where the filter names no day, else
- * an answer kept while the parts its events can be in are the same, else
- * ClickHouse's. */
+ * (imc_report_buckets), through the cache: the answer kept while the
+ * parts its events can be in are the same, else from its cells where the
+ * form adds up from them, or from its spans where the filter names no
+ * day, else ClickHouse's; an answer computed is kept as it is sent. */
 static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
                          const char *where)
 {
@@ -1152,7 +1163,7 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
     form_lookup look;
     imc_slot slot;
     apr_status_t rv;
-    int rc, tried;
+    int rc, asked = 0;
 
     if (imc_zones_load(&a->zone, r->pool, a->tz) != APR_SUCCESS) {
         return bad_zone(r);
@@ -1171,21 +1182,24 @@ static int bucket_report(request_rec *r, const imc_config *c, report_args *a,
         return rc;
     }
     f.procedure = a->procedure;
-    memset(&look, 0, sizeof(look));
-    if ((rv = cells_form(r, c, a, client->ch, &f, &b, &tried, &res)) ==
+    rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
+    if (rv == APR_SUCCESS && look.parts && !look.kept &&
+        (rv = cells_form(r, c, a, client->ch, &f, &look, &b, &asked, &res)) ==
             APR_SUCCESS &&
-        !b && !tried) {
-        rv = spans_form(r, c, a, client->ch, &f, &b, &tried, &res);
-    }
-    if (rv == APR_SUCCESS && !b && !tried) {
-        rv = form_lookup_run(r, c, a, client->ch, &f, &look, &res);
+        !b) {
+        rv = spans_form(r, c, a, client->ch, &f, &look, &b, &asked, &res);
     }
     if (rv == APR_SUCCESS && !b && !look.kept) {
         rv = imc_report_buckets_query(&b, r, c, client->ch, &f, &res);
+        asked = 1;
     }
     give_back(client, &slot);
     if (rv != APR_SUCCESS) {
         return clickhouse_error(r, rv, &res);
+    }
+    if (look.parts) { /* counted where the cache could be used */
+        imc_metrics_add(
+            asked ? IMC_M_REPORT_FORM_ASKED : IMC_M_REPORT_FORM_CACHED, 1);
     }
     if (look.kept) {
         return form_send_kept(r, &look);
