@@ -1019,20 +1019,22 @@ static void times_figures(apr_array_header_t *times, int sorted, bk_counts *n)
     n->p90_ms = k ? v[k - 1] : 0;
 }
 
-/* Whether blob (size bytes) is a span as span_query packs it. */
+/* Whether blob (size bytes) is a span as span_query packs it; not NULL,
+ * the previous period's of a report from 1970-01-01. */
 static int span_whole(const void *blob, apr_size_t size)
 {
     const bk_span_head *head = blob;
-    const bk_cell *cells = (const bk_cell *)(head + 1);
+    const bk_cell *cells;
     apr_uint64_t i, ntimes = 0;
 
-    if (size < sizeof(*head) ||
+    if (!blob || size < sizeof(*head) ||
         head->ncells > (size - sizeof(*head)) / sizeof(bk_cell) ||
         head->ntimes > size / sizeof(apr_uint32_t) ||
         size != sizeof(*head) + head->ncells * sizeof(bk_cell) +
                     head->ntimes * sizeof(apr_uint32_t)) {
         return 0;
     }
+    cells = (const bk_cell *)(head + 1);
     for (i = 0; i < head->ncells; ++i) {
         ntimes += cells[i].ntimes;
     }
@@ -1048,15 +1050,16 @@ static apr_array_header_t *span_rows(apr_pool_t *p, const imc_report_form *f,
                                      const void *blob, apr_size_t size)
 {
     const bk_span_head *head = blob;
-    const bk_cell *cells = (const bk_cell *)(head + 1);
     apr_array_header_t *rows = apr_array_make(p, 16, sizeof(bk_row));
     imc_bucket_interval iv = f->params->interval;
     apr_size_t i, n, used;
     const apr_uint32_t *times;
+    const bk_cell *cells;
 
     if (!span_whole(blob, size)) {
-        return rows; /* span_query's blobs are: never here */
+        return rows; /* none: span_query's blobs are whole */
     }
+    cells = (const bk_cell *)(head + 1);
     n = (apr_size_t)head->ncells;
     times = (const apr_uint32_t *)(cells + n);
     for (i = 0, used = 0; i < n; used += cells[i++].ntimes) {

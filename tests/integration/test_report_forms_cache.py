@@ -462,6 +462,12 @@ def test_random_filters_without_a_day_in_weeks_months_totals(rc, table):
         keep = lambda d, s, t: d >= D[4] and t == "serve"  # noqa: E731
         f.ask(events, "miss", flt=flt, keep=keep, interval="week")
         f.ask(events, "hit", flt=flt, keep=keep, interval="week")
+        # The previous period of a range from 1970-01-01 is before any
+        # event: a span of none.
+        f.ask(events, "miss", interval="total", compare=True,
+              frm="1970-01-01", to="1970-01-03")
+        f.ask(events, "hit", interval="total", compare=True,
+              frm="1970-01-01", to="1970-01-03")
 
 
 WINDOW_FORMS = [
