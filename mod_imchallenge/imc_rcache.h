@@ -154,12 +154,12 @@ const char *imc_rcache_day_text(apr_pool_t *p, int day);
 
 /* ------------------------------------------------------------------
  * The cache of the report's other forms (interval, by, metrics, fill,
- * compare): whole answers. Distinct counts of weeks, months or a total do
- * not add up from days, so an answer is kept as one blob under its key
- * (everything it depends on but the events) and the fingerprint of the
- * parts that can hold an event it reads: it is used only while that
- * fingerprint matches. Kept in the same cache (and store) as the days,
- * under keys of their own.
+ * compare): blobs. Distinct counts of weeks, months or a total do not add
+ * up from days, so an answer (or every site's rows of a range, a span of
+ * imc_report_buckets) is kept as one blob under its key (everything it
+ * depends on but the events) and the fingerprint of the parts that can
+ * hold an event it reads: it is used only while that fingerprint matches.
+ * Kept in the same cache (and store) as the days, under keys of their own.
  */
 
 /*

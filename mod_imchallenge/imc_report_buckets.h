@@ -3,9 +3,10 @@
 /*
  * imc_report_buckets: the report with interval, by, metrics, fill or
  * compare (README "Report"): its rows computed by ClickHouse per final
- * bucket (distinct procedures do not add up across finer buckets), the
- * buckets being calendar units of the report's zone (imc_bucket), labelled
- * here and rendered as JSON or CSV.
+ * bucket (distinct procedures do not add up across finer buckets), or
+ * made here from the cache's cells (hours and days) or spans (every
+ * site's rows of a range), the buckets being calendar units of the
+ * report's zone (imc_bucket), labelled here and rendered as JSON or CSV.
  *
  * The local time of an event is its UTC seconds plus the zone's offset at
  * that instant, which the module knows (imc_zone) and writes into the
