@@ -1012,13 +1012,14 @@ static apr_status_t cells_form(request_rec *r, const imc_config *c,
 {
     cells_ask ask = {f, f->from, f->to, look->parts, look->listed_at, NULL, 0};
     apr_status_t rv;
+    int to;
 
     *b = NULL;
     if (!imc_report_buckets_by_cells(f)) {
         return APR_SUCCESS;
     }
     if (f->params->compare) { /* from and to are given */
-        ask.from = f->from - (f->to - f->from + 1);
+        imc_report_form_previous(f, &ask.from, &to);
     }
     if ((ask.from == IMC_RCACHE_NO_DAY || ask.from < 1) &&
         imc_zone_offset(f->zone, 0) < 0) {
@@ -1133,14 +1134,15 @@ static apr_status_t spans_form(request_rec *r, const imc_config *c,
         !sp[0].have) {
         return rv;
     }
-    if (f->params->compare && (to = f->from - 1) >= 0) {
-        from = f->from - (f->to - f->from + 1);
-        if ((rv = span_get(r, c, a, ch, f, look->parts, look->listed_at,
-                           from < 0 ? 0 : from, to, &sp[1], asked, res)) !=
-                APR_SUCCESS ||
-            !sp[1].have) {
-            return rv;
-        }
+    if (f->params->compare) {
+        imc_report_form_previous(f, &from, &to);
+    }
+    if (f->params->compare && to >= 0 && /* else before 1970: no span */
+        ((rv = span_get(r, c, a, ch, f, look->parts, look->listed_at,
+                        from < 0 ? 0 : from, to, &sp[1], asked, res)) !=
+             APR_SUCCESS ||
+         !sp[1].have)) {
+        return rv;
     }
     *b = imc_report_buckets_from_spans(r->pool, f, a->parsed, a->grant,
                                        sp[0].blob, sp[0].size, sp[1].blob,

@@ -730,6 +730,12 @@ static apr_array_header_t *fill_rows(apr_pool_t *p, const imc_report_form *f,
     return out;
 }
 
+void imc_report_form_previous(const imc_report_form *f, int *from, int *to)
+{
+    *to = f->from - 1;
+    *from = f->from - (f->to - f->from + 1);
+}
+
 int imc_report_buckets_too_many(const imc_report_form *f)
 {
     apr_size_t max = (apr_size_t)f->max_rows;
@@ -771,8 +777,7 @@ apr_status_t imc_report_buckets_query(imc_report_buckets **out, request_rec *r,
         return APR_SUCCESS;
     }
     b->has_previous = 1;
-    b->prev_to = f->from - 1;
-    b->prev_from = f->from - (f->to - f->from + 1);
+    imc_report_form_previous(f, &b->prev_from, &b->prev_to);
     if (b->prev_to < 0) {
         return APR_SUCCESS; /* before 1970: no events */
     }
@@ -872,34 +877,52 @@ static apr_array_header_t *cells_rows(apr_pool_t *p, const imc_report_form *f,
     return rows;
 }
 
+static void total_times(apr_pool_t *p, const apr_array_header_t *rows,
+                        bk_counts *n);
+
+/* The answer of f from its rows made here (from cells or spans) and,
+ * with compare, the previous period's (prev): the row limit, fill, the
+ * totals (the solve times over all the rows' procedures together). */
+static imc_report_buckets *assemble(apr_pool_t *p, const imc_report_form *f,
+                                    apr_array_header_t *rows,
+                                    const apr_array_header_t *prev)
+{
+    imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
+
+    b->form = f;
+    b->rows = rows;
+    if ((b->over = rows->nelts > f->max_rows)) {
+        return b;
+    }
+    if (f->params->fill) {
+        b->rows = fill_rows(p, f, rows, &b->over);
+    }
+    b->totals = sum_rows(b->rows);
+    total_times(p, rows, &b->totals);
+    if (f->params->compare) {
+        b->has_previous = 1;
+        imc_report_form_previous(f, &b->prev_from, &b->prev_to);
+        b->over = b->over || prev->nelts > f->max_rows;
+        b->previous = sum_rows(prev);
+        total_times(p, prev, &b->previous);
+    }
+    return b;
+}
+
 imc_report_buckets *
 imc_report_buckets_from_cells(apr_pool_t *p, const imc_report_form *f,
                               const apr_array_header_t *cells)
 {
-    imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
     int from = f->from == IMC_RCACHE_NO_DAY ? INT_MIN : f->from;
     int to = f->to == IMC_RCACHE_NO_DAY ? INT_MAX : f->to;
+    int prev_from, prev_to;
 
-    b->form = f;
-    b->rows = cells_rows(p, f, cells, from, to);
-    if ((b->over = b->rows->nelts > f->max_rows)) {
-        return b;
+    if (!f->params->compare) {
+        return assemble(p, f, cells_rows(p, f, cells, from, to), NULL);
     }
-    if (f->params->fill) {
-        b->rows = fill_rows(p, f, b->rows, &b->over);
-    }
-    b->totals = sum_rows(b->rows);
-    if (f->params->compare) {
-        apr_array_header_t *prev;
-
-        b->has_previous = 1;
-        b->prev_to = f->from - 1;
-        b->prev_from = f->from - (f->to - f->from + 1);
-        prev = cells_rows(p, f, cells, b->prev_from, b->prev_to);
-        b->over = b->over || prev->nelts > f->max_rows;
-        b->previous = sum_rows(prev);
-    }
-    return b;
+    imc_report_form_previous(f, &prev_from, &prev_to);
+    return assemble(p, f, cells_rows(p, f, cells, from, to),
+                    cells_rows(p, f, cells, prev_from, prev_to));
 }
 
 /* ------------------------------------------------------------ spans */
@@ -997,7 +1020,7 @@ static int time_order(const void *a, const void *b)
 
 /* The solve-time figures of n from times (sorted when sorted, else
  * sorted here): how many, their sum, the nearest-rank p50 and p90 (the
- * values at ranks ceil(q n), imc_rparams_rank_sql). */
+ * values at ranks ceil(q n), imc_rparams_rank). */
 static void times_figures(apr_array_header_t *times, int sorted, bk_counts *n)
 {
     const apr_uint32_t *v = (const apr_uint32_t *)times->elts;
@@ -1013,9 +1036,9 @@ static void times_figures(apr_array_header_t *times, int sorted, bk_counts *n)
     for (i = 0; i < times->nelts; ++i) {
         n->sum_ms += v[i];
     }
-    k = (5 * count + 9) / 10;
+    k = imc_rparams_rank(5, count);
     n->p50_ms = k ? v[k - 1] : 0;
-    k = (9 * count + 9) / 10;
+    k = imc_rparams_rank(9, count);
     n->p90_ms = k ? v[k - 1] : 0;
 }
 
@@ -1134,29 +1157,10 @@ imc_report_buckets *imc_report_buckets_from_spans(
     const imc_access_grant *grant, const void *cur, apr_size_t cur_size,
     const void *prev, apr_size_t prev_size)
 {
-    imc_report_buckets *b = apr_pcalloc(p, sizeof(*b));
-    apr_array_header_t *rows;
-
-    b->form = f;
-    b->rows = rows = span_rows(p, f, parsed, grant, cur, cur_size);
-    if ((b->over = b->rows->nelts > f->max_rows)) {
-        return b;
-    }
-    if (f->params->fill) {
-        b->rows = fill_rows(p, f, b->rows, &b->over);
-    }
-    b->totals = sum_rows(b->rows);
-    total_times(p, rows, &b->totals);
-    if (f->params->compare) {
-        rows = span_rows(p, f, parsed, grant, prev, prev_size);
-        b->has_previous = 1;
-        b->prev_to = f->from - 1;
-        b->prev_from = f->from - (f->to - f->from + 1);
-        b->over = b->over || rows->nelts > f->max_rows;
-        b->previous = sum_rows(rows);
-        total_times(p, rows, &b->previous);
-    }
-    return b;
+    return assemble(p, f, span_rows(p, f, parsed, grant, cur, cur_size),
+                    f->params->compare
+                        ? span_rows(p, f, parsed, grant, prev, prev_size)
+                        : NULL);
 }
 
 int imc_report_buckets_over(const imc_report_buckets *b)

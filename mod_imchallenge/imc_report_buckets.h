@@ -42,6 +42,11 @@ typedef struct {
 
 typedef struct imc_report_buckets imc_report_buckets;
 
+/* The previous period of compare (from and to given): as many days,
+ * ending the day before from, into *from and *to (day numbers; before
+ * 1970 where from is that early). */
+void imc_report_form_previous(const imc_report_form *f, int *from, int *to);
+
 /* Whether the buckets of from..to alone are more than max_rows: decided
  * before ClickHouse is asked (0 without both from and to). */
 int imc_report_buckets_too_many(const imc_report_form *f);

@@ -212,6 +212,11 @@ const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n)
     return apr_psprintf(p, "intDiv(%u * %s + 9, 10)", tenths, n);
 }
 
+apr_uint64_t imc_rparams_rank(unsigned tenths, apr_uint64_t n)
+{
+    return (tenths * n + 9) / 10;
+}
+
 int imc_rparams_is_default(const imc_rparams *params)
 {
     return params->interval == IMC_BUCKET_DAY && params->by_site &&

@@ -98,6 +98,9 @@ apr_uint64_t imc_rparams_mean_ms(apr_uint64_t sum_ms, apr_uint64_t n);
  * integers, intDiv(tenths * n + 9, 10) (0 when n is 0). */
 const char *imc_rparams_rank_sql(apr_pool_t *p, unsigned tenths, const char *n);
 
+/* The same rank computed here, for n values. */
+apr_uint64_t imc_rparams_rank(unsigned tenths, apr_uint64_t n);
+
 /* Whether params ask for the report as it is without any of them (per
  * day and site, served, solved, solve_rate; no fill, no comparison). */
 int imc_rparams_is_default(const imc_rparams *params);

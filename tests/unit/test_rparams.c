@@ -252,7 +252,7 @@ START_TEST(mean_rounds_half_up_to_the_millisecond)
 }
 END_TEST
 
-/* The nearest rank's SQL, and its formula against the ceiling in exact
+/* The nearest rank (imc_rparams_rank) and its SQL, against the ceiling in exact
  * rationals: n * q <= rank and (rank - 1) < n * q, for every n to 1000 and
  * every tenth (ClickHouse's intDiv of UInt64 is this integer division). */
 START_TEST(nearest_rank)
@@ -266,7 +266,7 @@ START_TEST(nearest_rank)
                      "intDiv(9 * n + 9, 10)");
     for (n = 0; n <= 1000; ++n) {
         for (t = 1; t <= 10; ++t) {
-            k = (t * n + 9) / 10;
+            k = imc_rparams_rank(t, n);
             if (!n) {
                 ck_assert_uint_eq(k, 0);
                 continue;
