@@ -302,10 +302,12 @@ static const char *build_sql(apr_pool_t *p, const imc_config *c,
         p, "SELECT toUInt16(", day_expr(p, a), ") AS day, ",
         "toString(site_id) AS site, ", "uniqExactIf(", a->procedure,
         ", type = 'serve') AS served, ", "uniqExactIf(", a->procedure,
-        ", type = 'solve') AS solved", keys ? ", min(toUInt32(time))" : "",
-        " FROM ", imc_config_database(c), ".events WHERE (", where, ") AND ",
-        days, " GROUP BY day, site", keys ? ", " : "", keys ? keys : "",
-        " ORDER BY day, site FORMAT TabSeparated", NULL);
+        ", type = 'solve') AS solved",
+        keys ? ", min(toUInt32(time)) AS bucket_time" : "", " FROM ",
+        imc_config_database(c), ".events WHERE (", where, ") AND ", days,
+        " GROUP BY day, site", keys ? ", " : "", keys ? keys : "",
+        " ORDER BY day, site", keys ? ", bucket_time" : "",
+        " FORMAT TabSeparated", NULL);
 }
 
 /* The next line of a TabSeparated answer at *pos, cut at its '\n' in

@@ -125,10 +125,12 @@ function sameShape(a, b) {
   return null;
 }
 
-// The report's parts listing: first day, last day, fingerprint, recent,
-// partition key. Same rows on both sides, so the same days overall and the
-// same key; the fingerprint and "recent" (written in the current second)
-// are each server's own.
+// The report's parts listing: rows tagged 'part' (first day, last day,
+// fingerprint, recent, rows), 'key' (0, 0, 0, 0, the partition key) and
+// 'engine' (events' engine when Distributed). Same events on both sides,
+// so the same days overall, the same rows in all, the same key and
+// engine; the fingerprint, "recent" (written in the current second) and
+// how the rows are cut into parts are each server's own.
 function partsAgree(a, b) {
   const parse = (t) => lines(t).map((l) => l.split("\t"));
   const pa = parse(a), pb = parse(b);
@@ -137,10 +139,15 @@ function partsAgree(a, b) {
   const shape = sameShape(a, b);
   if (shape) return shape;
   const summary = (rows) => {
-    const num = (i) => rows.map((r) => Number(r[i]));
+    const tagged = (tag) => rows.filter((r) => r[0] === tag);
+    const parts = tagged("part");
+    const num = (i) => parts.map((r) => Number(r[i]));
     return JSON.stringify({
-      first: Math.min(...num(0)), last: Math.max(...num(1)),
-      keys: [...new Set(rows.map((r) => r[r.length - 1]))].sort(),
+      first: parts.length ? Math.min(...num(1)) : null,
+      last: parts.length ? Math.max(...num(2)) : null,
+      rows: num(5).reduce((x, y) => x + y, 0),
+      keys: [...new Set(tagged("key").map((r) => r[5]))].sort(),
+      engines: tagged("engine").map((r) => r[5]).sort(),
     });
   };
   const sa = summary(pa), sb = summary(pb);
