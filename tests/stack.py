@@ -813,6 +813,10 @@ class Httpd:
         res = self._apache("-k", how)
         if res.returncode != 0:
             raise StackError("apache2 -k %s failed: %s" % (how, res.stdout))
+        # A kept-alive connection is to a child of the old generation,
+        # which closes it: a request sent on it as the close arrives is
+        # reset. The next request opens a connection to the new one.
+        self.http.close()
         self._wait_ready(timeout, "httpd -k %s" % how, new_children_of=old)
 
     def stop(self, graceful=True, timeout=30):
